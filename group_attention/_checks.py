@@ -1,0 +1,53 @@
+"""Argument checks shared by every module: errors name the argument, the value and what is valid."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is a positive ``int``; raise ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def divisors(n: int) -> list[int]:
+    """All positive divisors of ``n`` in increasing order."""
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_groups(channels_name: str, channels: int, groups: int) -> None:
+    """Raise ``ValueError`` unless ``groups`` divides ``channels``, listing the groups that would."""
+    check_positive_int(channels_name, channels)
+    check_positive_int("groups", groups)
+    if channels % groups:
+        raise ValueError(
+            f"{channels_name}={channels} is not divisible by groups={groups}; "
+            f"valid groups for {channels} channels: {divisors(channels)}"
+        )
+
+
+def check_feature_map(name: str, x: object, channels: int, owner: str) -> None:
+    """Check that ``x`` is a ``(B, C, *spatial)`` tensor with ``C == channels`` and at least one spatial dim."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 3:
+        raise ValueError(
+            f"{owner}: {name} must have shape (B, C, *spatial) with 1 to 3 spatial dims, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.shape[1] != channels:
+        raise ValueError(
+            f"{owner}: {name} has {x.shape[1]} channels (shape {tuple(x.shape)}), "
+            f"but the module was built for {channels} channels"
+        )
+
+
+def check_choice(name: str, value: object, valid: "list[str] | tuple[str, ...]") -> str:
+    """Return ``value`` if it is one of ``valid``; raise ``ValueError`` listing the valid values otherwise."""
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
+    return value  # type: ignore[return-value]

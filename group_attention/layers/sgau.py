@@ -1,0 +1,75 @@
+"""Spatial Group Attention Upsampling (SGAU), eq. 3 and Fig. 3 of Ye et al., "GANet: Group attention network for
+diabetic retinopathy image segmentation", SPIE Medical Imaging 2020."""
+
+from __future__ import annotations
+
+import torch
+
+from .._checks import check_groups
+from ._group_ops import DEFAULT_EPS, group_pooled_dot, resize_to, spatial_standardize
+from .upsample import ConcatSkip
+
+
+class SGAU(ConcatSkip):
+    r"""Spatial Group Attention Upsampling: a U-Net skip connection whose low-level features are gated by spatial
+    attention maps computed from the high-level features.
+
+    For each of the ``m`` groups of high-level channels, the dot product of every position's feature vector with
+    the group's globally pooled vector (summed over the group's channels), standardized over space and squashed by a
+    sigmoid, is an attention map :math:`A_g`. It is upsampled (bilinear; trilinear for volumes) to the low-level size
+    and gates the matching group of low-level features with a residual; the result is concatenated with the
+    upsampled high-level features (eq. 3 with the residual of section 2.3):
+
+    .. math::
+        A_g = \sigma\Big(\mathrm{Norm}\big(\textstyle\sum_{k \in g} F^{n+1}_k\, \mathrm{GP}(F^{n+1}_k)\big)\Big),
+        \qquad Y = \mathrm{Cat}\big(F^n_g \otimes (1 + \mathrm{Up}(A_g));\ \mathrm{Up}(F^{n+1})\big)
+
+    The attended half lies between ``low`` and ``2 * low``. Apart from U-Net's transposed convolution the module has
+    no parameters, so Baseline+SGAU has the Baseline's parameter count (Table 1).
+
+    Set ``record_attention = True`` to keep the last attention maps (detached, at the low-level size) in
+    ``last_attention`` for visualization (the paper's Fig. 4); the output does not change.
+
+    Args:
+        low_channels: channels ``C_low`` of the low-level (encoder) features; divisible by ``groups``.
+        high_channels: channels ``C_high`` of the high-level features; divisible by ``groups``.
+        groups: number of groups ``m`` (default 32).
+        spatial_dims: 1, 2 (default) or 3.
+        eps: added to the spatial standard deviation (default 1e-5).
+        device, dtype: factory keyword arguments for the upsampling convolution.
+
+    Shape:
+        - low: ``(B, C_low, *S)``; high: ``(B, C_high, *s)`` with ``S`` about ``2 s`` (odd sizes are matched to
+          ``S``).
+        - Output: ``(B, 2 C_low, *S)``; ``out_channels`` gives the width.
+
+    Example:
+        >>> sgau = SGAU(64, 128, groups=32)
+        >>> sgau(torch.randn(2, 64, 32, 32), torch.randn(2, 128, 16, 16)).shape
+        torch.Size([2, 128, 32, 32])
+    """
+
+    def __init__(self, low_channels: int, high_channels: int, groups: int = 32, *, spatial_dims: int = 2,
+                 eps: float = DEFAULT_EPS, device=None, dtype=None) -> None:
+        check_groups("low_channels", low_channels, groups)
+        check_groups("high_channels", high_channels, groups)
+        super().__init__(low_channels, high_channels, spatial_dims=spatial_dims, device=device, dtype=dtype)
+        self.groups = groups
+        self.eps = eps
+        self.record_attention = False
+        self.last_attention: "torch.Tensor | None" = None
+
+    def attention_map(self, high: torch.Tensor) -> torch.Tensor:
+        """The spatial attention maps at the high-level size. ``(B, C_high, *s) -> (B, m, *s)``, values in (0, 1)."""
+        return torch.sigmoid(spatial_standardize(group_pooled_dot(high, self.groups), self.eps))
+
+    def attend(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """``low * (1 + A)`` per group, with ``A`` upsampled to the low-level size. Returns ``(B, C_low, *S)``."""
+        attention = resize_to(self.attention_map(high), low.shape[2:]).to(low.dtype)
+        if self.record_attention:
+            self.last_attention = attention.detach()
+        grouped = low.unflatten(1, (self.groups, -1))
+        return torch.addcmul(grouped, grouped, attention.unsqueeze(2)).flatten(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, groups={self.groups}, eps={self.eps}"

@@ -1,0 +1,7 @@
+"""Models: the U-Net builder, Table 1's variants and GANet."""
+
+from .encoders import TimmEncoder, UNetEncoder
+from .unet import UNet
+from .variants import VARIANTS, GANet, build_variant
+
+__all__ = ["UNet", "GANet", "VARIANTS", "build_variant", "UNetEncoder", "TimmEncoder"]

@@ -1,0 +1,85 @@
+"""Encoders for :class:`~group_attention.models.UNet`: the paper's own U-Net encoder and timm backbones.
+
+Every encoder returns one feature map per stage, shallowest first, and describes them with ``channels`` and
+``reductions`` (the stride of each stage relative to the input).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .._checks import check_positive_int
+from .blocks import MAX_POOL, ConvBlock
+
+
+class UNetEncoder(nn.Module):
+    """U-Net's contracting path (Fig. 1): a double-conv stage, then (max-pool, double-conv) per deeper stage.
+
+    Shape:
+        ``(B, in_channels, *S) -> [(B, channels[i], *S / 2**i) for each stage i]``.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], *, spatial_dims: int = 2, norm: Any = "batch",
+                 act: Any = "relu") -> None:
+        super().__init__()
+        check_positive_int("in_channels", in_channels)
+        self.channels = list(channels)
+        self.reductions = [2**index for index in range(len(self.channels))]
+        widths = [in_channels] + self.channels
+        self.stages = nn.ModuleList()
+        for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+            block = ConvBlock(c_in, c_out, 2, spatial_dims=spatial_dims, norm=norm, act=act)
+            self.stages.append(block if index == 0 else nn.Sequential(MAX_POOL[spatial_dims](2), block))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class TimmEncoder(nn.Module):
+    """A timm backbone with ``features_only=True``, offline unless pretrained weights are asked for.
+
+    Args:
+        name: a timm model name, e.g. ``"resnet34"``.
+        in_channels: input channels (timm's ``in_chans``).
+        pretrained: load pretrained weights. They must already be in the local cache (no network is assumed);
+            otherwise a ``RuntimeError`` says so and suggests ``pretrained=False``.
+        **kwargs: passed to ``timm.create_model`` (e.g. ``out_indices``, ``block_args``).
+    """
+
+    def __init__(self, name: str, in_channels: int = 3, *, pretrained: bool = False, **kwargs: Any) -> None:
+        super().__init__()
+        import timm
+
+        if not timm.is_model(name):
+            raise ValueError(
+                f"encoder {name!r} is not a timm model name; see timm.list_models(), e.g. 'resnet34'"
+            )
+        try:
+            self.model = timm.create_model(name, features_only=True, pretrained=pretrained, in_chans=in_channels,
+                                           **kwargs)
+        except Exception as error:  # noqa: BLE001 - timm and huggingface_hub raise many kinds when offline
+            if not pretrained:
+                raise
+            raise RuntimeError(
+                f"could not load pretrained weights for encoder {name!r} ({type(error).__name__}: {error}). "
+                "group-attention never downloads at run time: put the weights in the timm/Hugging Face cache "
+                "first, or pass pretrained=False"
+            ) from error
+        self.channels = list(self.model.feature_info.channels())
+        self.reductions = list(self.model.feature_info.reduction())
+        for shallow, deep in zip(self.reductions[:-1], self.reductions[1:]):
+            if deep != 2 * shallow:
+                raise ValueError(
+                    f"encoder {name!r} has feature strides {self.reductions}; the U-Net decoder needs each stage "
+                    "to halve the resolution (pick out_indices with strides doubling)"
+                )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model(x))

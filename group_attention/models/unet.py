@@ -1,0 +1,201 @@
+"""A U-Net builder with group attention: GANet and every row of Table 1 of Ye et al. (SPIE Medical Imaging 2020)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import check_choice, check_positive_int
+from ..layers import SGAU
+from ..registry import create_attention, get_attention, get_skip
+from .blocks import CONV, ConvBlock, check_spatial_dims
+from .encoders import TimmEncoder, UNetEncoder
+
+SIZE_MODES = ("pad", "strict")
+
+
+def _accepts(factory: Any, argument: str) -> bool:
+    try:
+        return argument in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class UNet(nn.Module):
+    r"""U-Net with optional channel attention after each encoder stage and a choice of skip connection.
+
+    The encoder is U-Net's (``channels`` doubling per stage, Fig. 1 of the paper) or a timm backbone
+    (``encoder="resnet34"``); after each encoder stage an attention layer (``encoder_attention``: ``"cga"``,
+    ``"se"``, ``"sge"``, a class, or None) reweights the features; each decoder level joins the upsampled deeper
+    features with the encoder features through ``skip`` (``"concat"``, U-Net's, or ``"sgau"``) followed by
+    ``decoder_convs`` 3x3 convolutions (2 in U-Net, 1 in the paper's Baseline). A 1x1 convolution gives
+    ``num_classes`` logits at the input resolution.
+
+    Inputs whose spatial size is not a multiple of the total stride (16 for five stages) are zero-padded at the
+    bottom/right and the logits cropped back (``size_mode="pad"``, default); ``size_mode="strict"`` raises a
+    ``ValueError`` suggesting the nearest valid sizes instead.
+
+    The SGAU attention maps (the paper's Fig. 4) are kept after each forward pass while ``record_attention`` is
+    True; read them with :meth:`attention_maps`.
+
+    Args:
+        in_channels: input channels (default 3).
+        num_classes: output channels (logits; default 2).
+        channels: encoder widths, shallowest first (default ``(32, 64, 128, 256, 512)``); ignored with ``encoder``.
+        decoder_convs: convolutions per decoder level (default 2).
+        encoder_attention: attention after each encoder stage (default None).
+        skip: ``"concat"`` (default) or ``"sgau"``, or a class ``(low_channels, high_channels, **kw)``.
+        groups: groups ``m`` of CGA, SGE and SGAU (default 32).
+        norm: ``"batch"`` (default), ``"instance"``, ``"group"``, None, or a class taking the channel count.
+        act: ``"relu"`` (default), ``"leaky_relu"``, ``"gelu"``, ``"silu"``, or a class.
+        spatial_dims: 2 (default) or 3 (volumes; 1 also works).
+        encoder: None (U-Net's encoder, default) or a timm model name.
+        pretrained: load the timm encoder's pretrained weights from the local cache (default False).
+        size_mode: ``"pad"`` (default) or ``"strict"``.
+        attention_kwargs: extra keyword arguments for the attention layer.
+        encoder_kwargs: extra keyword arguments for ``timm.create_model``.
+
+    Shape:
+        ``(B, in_channels, *S) -> (B, num_classes, *S)``. Recommended: ``S`` a multiple of 16, e.g. 384x512.
+
+    Example:
+        >>> model = UNet(3, 2, encoder_attention="cga", skip="sgau", decoder_convs=1)  # GANet
+        >>> model(torch.randn(1, 3, 64, 96)).shape
+        torch.Size([1, 2, 64, 96])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        *,
+        decoder_convs: int = 2,
+        encoder_attention: Any = None,
+        skip: Any = "concat",
+        groups: int = 32,
+        norm: Any = "batch",
+        act: Any = "relu",
+        spatial_dims: int = 2,
+        encoder: "str | None" = None,
+        pretrained: bool = False,
+        size_mode: str = "pad",
+        attention_kwargs: "dict[str, Any] | None" = None,
+        encoder_kwargs: "dict[str, Any] | None" = None,
+    ) -> None:
+        super().__init__()
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("decoder_convs", decoder_convs)
+        check_spatial_dims(spatial_dims)
+        self.size_mode = check_choice("size_mode", size_mode, SIZE_MODES)
+        self.spatial_dims = spatial_dims
+        if encoder is None:
+            if len(channels) < 2:
+                raise ValueError(f"channels must list at least 2 stage widths, got {tuple(channels)}")
+            for width in channels:
+                check_positive_int("channels", width)
+            self.encoder: nn.Module = UNetEncoder(in_channels, channels, spatial_dims=spatial_dims, norm=norm,
+                                                  act=act)
+        else:
+            if spatial_dims != 2:
+                raise ValueError(f"timm encoders are 2D; got spatial_dims={spatial_dims} with encoder={encoder!r}")
+            self.encoder = TimmEncoder(encoder, in_channels, pretrained=pretrained, **(encoder_kwargs or {}))
+        widths = self.encoder.channels
+        self.total_stride = self.encoder.reductions[-1]
+        self.head_upsample = self.encoder.reductions[0]
+
+        attention_factory = get_attention(encoder_attention)
+        attention_kwargs = dict(attention_kwargs or {})
+        if attention_factory is not None and _accepts(attention_factory, "groups"):
+            attention_kwargs.setdefault("groups", groups)
+        self.encoder_attention = nn.ModuleList(
+            create_attention(encoder_attention, width, **attention_kwargs) for width in widths
+        )
+
+        skip_factory = get_skip(skip)
+        skip_kwargs: dict[str, Any] = {"spatial_dims": spatial_dims}
+        if _accepts(skip_factory, "groups"):
+            skip_kwargs["groups"] = groups
+        # Decoder levels, deepest first: level i joins encoder features i with the decoder output of level i + 1.
+        self.skips = nn.ModuleList()
+        self.decoder_blocks = nn.ModuleList()
+        for low, high in zip(reversed(widths[:-1]), reversed(widths[1:])):
+            skip_module = skip_factory(low, high, **skip_kwargs)
+            self.skips.append(skip_module)
+            self.decoder_blocks.append(
+                ConvBlock(skip_module.out_channels, low, decoder_convs, spatial_dims=spatial_dims, norm=norm, act=act)
+            )
+        self.head = CONV[spatial_dims](widths[0], num_classes, kernel_size=1)
+
+    # -- size handling --------------------------------------------------------------------------------------------
+    def valid_size(self, size: Sequence[int]) -> tuple[int, ...]:
+        """The smallest spatial size >= ``size`` that the network takes without padding."""
+        stride = self.total_stride
+        return tuple(-(-s // stride) * stride for s in size)
+
+    def _pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        size = tuple(x.shape[2:])
+        target = self.valid_size(size)
+        if target == size:
+            return x
+        if self.size_mode == "strict":
+            lower = tuple(max(self.total_stride, s // self.total_stride * self.total_stride) for s in size)
+            raise ValueError(
+                f"input spatial size {size} is not a multiple of the total stride {self.total_stride}; "
+                f"nearest valid sizes: {lower} or {target} (or build the model with size_mode='pad')"
+            )
+        pads: list[int] = []
+        for current, wanted in zip(reversed(size), reversed(target)):
+            pads += [0, wanted - current]
+        return F.pad(x, pads)
+
+    # -- forward --------------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != self.spatial_dims + 2:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"{type(self).__name__}: x must have shape (B, C, {', '.join('S' * self.spatial_dims)}) "
+                f"for spatial_dims={self.spatial_dims}, got {shape}"
+            )
+        size = x.shape[2:]
+        features = self.encoder(self._pad_input(x))
+        features = [attention(feature) for attention, feature in zip(self.encoder_attention, features)]
+        decoded = features[-1]
+        for skip, block, low in zip(self.skips, self.decoder_blocks, reversed(features[:-1])):
+            decoded = block(skip(low, decoded))
+        logits = self.head(decoded)
+        if self.head_upsample > 1:
+            mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[self.spatial_dims]
+            logits = F.interpolate(logits, scale_factor=self.head_upsample, mode=mode, align_corners=False)
+        crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in size)
+        return logits[crop]
+
+    # -- SGAU attention maps (Fig. 4) -----------------------------------------------------------------------------
+    @property
+    def record_attention(self) -> bool:
+        """While True, every SGAU module keeps its last attention maps (see :meth:`attention_maps`)."""
+        return any(getattr(skip, "record_attention", False) for skip in self.skips)
+
+    @record_attention.setter
+    def record_attention(self, value: bool) -> None:
+        for skip in self.skips:
+            if isinstance(skip, SGAU):
+                skip.record_attention = bool(value)
+                if not value:
+                    skip.last_attention = None
+
+    def attention_maps(self) -> list[torch.Tensor]:
+        """The SGAU attention maps of the last forward pass, deepest decoder level first.
+
+        Each is ``(B, groups, *S_level)`` with values in (0, 1) at that level's low-level resolution.
+        Empty if the model has no SGAU; raises ``RuntimeError`` if ``record_attention`` was off.
+        """
+        sgau = [skip for skip in self.skips if isinstance(skip, SGAU)]
+        if sgau and any(skip.last_attention is None for skip in sgau):
+            raise RuntimeError("no attention maps recorded: set model.record_attention = True, then run forward")
+        return [skip.last_attention for skip in sgau]
