@@ -1,10 +1,14 @@
 """group-attention: group attention layers and GANet for medical image segmentation.
 
 Layers: :class:`CGA`, :class:`SGAU`, :class:`SE`, :class:`SGE` (and the plain U-Net skip :class:`ConcatSkip`),
-built by name with :func:`create_attention`.
+built by name with :func:`create_attention`; the U-Net builder :class:`UNet` with Table 1's :data:`VARIANTS` and
+:class:`GANet`; :class:`GeneralizedDiceLoss` and :class:`SegmentationMetrics`. Subpackages: ``losses``, ``metrics``,
+``data`` (IDRiD and its synthetic look-alike) and ``engine`` (the training loop behind ``examples/idrid_ganet.py``).
 """
 
 from .layers import CGA, SE, SGAU, SGE, ConcatSkip
+from .losses import GeneralizedDiceLoss
+from .metrics import SegmentationMetrics
 from .models import VARIANTS, GANet, UNet, build_variant
 from .registry import ATTENTION_LAYERS, SKIP_CONNECTIONS, create_attention
 
@@ -23,5 +27,7 @@ __all__ = [
     "GANet",
     "VARIANTS",
     "build_variant",
+    "GeneralizedDiceLoss",
+    "SegmentationMetrics",
     "__version__",
 ]

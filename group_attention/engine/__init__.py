@@ -1,0 +1,26 @@
+"""The reusable training and evaluation engine behind ``examples/idrid_ganet.py``."""
+
+from .arrays import LesionArrays, load_lesion_arrays
+from .config import PROTOCOLS, ExperimentConfig, quick_synthetic_config
+from .evaluate import evaluate, lesion_probability
+from .experiment import run_experiment
+from .results import summarize, write_results
+from .train import RunSpec, Trainer
+from .visualize import attention_panels, overlay
+
+__all__ = [
+    "ExperimentConfig",
+    "PROTOCOLS",
+    "quick_synthetic_config",
+    "run_experiment",
+    "Trainer",
+    "RunSpec",
+    "LesionArrays",
+    "load_lesion_arrays",
+    "evaluate",
+    "lesion_probability",
+    "summarize",
+    "write_results",
+    "overlay",
+    "attention_panels",
+]

@@ -1,0 +1,166 @@
+"""The IDRiD experiment of the paper: every (variant, lesion, fold) run, resumable, then Table 1 and pictures."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import kfold_ids, make_synthetic_idrid
+from .arrays import LesionArrays, load_lesion_arrays
+from .config import ExperimentConfig
+from .distributed import Context, init_distributed, resolve_device, shutdown_distributed
+from .evaluate import evaluate, predict_batches
+from .io import read_json, save_png, write_json
+from .results import write_results
+from .train import EpochCallback, RunSpec, Trainer, run_seed
+from .visualize import attention_panels, save_overlays
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_data_root(config: ExperimentConfig, out_dir: Path, context: Context) -> str:
+    """The IDRiD root to read: ``config.data_root``, or a synthetic look-alike generated once under ``out_dir``."""
+    if config.data_root is not None:
+        return config.data_root
+    root = out_dir / "synthetic-idrid"
+    if context.is_main and not (root / "A. Segmentation").exists():
+        synthetic = config.synthetic
+        make_synthetic_idrid(root, n_train=synthetic["n_train"], n_test=synthetic["n_test"],
+                             size=tuple(synthetic["size"]), seed=config.seed)
+    context.barrier()
+    return str(root)
+
+
+def load_arrays(config: ExperimentConfig, root: str, lesion: str) -> LesionArrays:
+    """All images the protocol uses, with ``lesion``'s masks, in one set of tensors."""
+    def load(split: str) -> LesionArrays:
+        return load_lesion_arrays(root, lesion, split, config.size, config.cache_dir, config.workers)
+
+    if config.protocol == "cv":
+        return load("all")
+    train, test = load("train"), load("test")
+    return LesionArrays(train.ids + test.ids, torch.cat([train.images, test.images]),
+                        torch.cat([train.masks, test.masks]))
+
+
+def split_validation(train_ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Hold out ``ceil(fraction * n)`` training images (seeded) to pick the best checkpoint."""
+    if fraction == 0 or len(train_ids) < 2:
+        return list(train_ids), []
+    count = min(len(train_ids) - 1, max(1, math.ceil(fraction * len(train_ids))))
+    generator = torch.Generator().manual_seed(seed)
+    shuffled = [train_ids[i] for i in torch.randperm(len(train_ids), generator=generator).tolist()]
+    held_out = set(shuffled[:count])
+    return [i for i in train_ids if i not in held_out], [i for i in train_ids if i in held_out]
+
+
+def run_specs(config: ExperimentConfig, arrays: LesionArrays, lesion: str) -> list[RunSpec]:
+    """The runs for one lesion, variant by variant, fold by fold."""
+    if config.protocol == "cv":
+        folds = kfold_ids(arrays.ids, n_folds=config.folds, seed=config.seed)
+    else:
+        test_ids = [i for i in arrays.ids if int(i.split("_")[-1]) > 54] or arrays.ids[-1:]
+        folds = [([i for i in arrays.ids if i not in set(test_ids)], test_ids)]
+    specs = []
+    for variant in config.variants:
+        for fold, (train_ids, test_ids) in enumerate(folds):
+            if config.only_folds is not None and fold not in config.only_folds:
+                continue
+            fit_ids, val_ids = split_validation(train_ids, config.val_fraction, run_seed(config.seed, fold, 99))
+            specs.append(RunSpec(variant, lesion, fold, fit_ids, val_ids, list(test_ids)))
+    return specs
+
+
+def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig, run_dir: Path,
+               device: torch.device) -> dict[str, Any]:
+    """Test the best checkpoint on the fold's test images; write overlays, the attention figure, metrics.json."""
+    spec = trainer.spec
+    trainer.load_best()
+    test_indices = arrays.indices_of(spec.test_ids)
+    metrics = evaluate(trainer.model, arrays, test_indices, config.batch_size, device, config.amp)
+    wanted = len(test_indices) if config.overlays < 0 else min(config.overlays, len(test_indices))
+    if wanted:
+        for chunk, probabilities, masks in predict_batches(trainer.model, arrays, test_indices[:wanted],
+                                                           config.batch_size, device, config.amp):
+            images, _ = arrays.batch(chunk)
+            save_overlays(run_dir / "overlays", [arrays.ids[i] for i in chunk.tolist()], images,
+                          probabilities >= 0.5, masks)
+        image, mask = arrays.batch(test_indices[:1])
+        figure = attention_panels(trainer.model, image[0].to(device), mask[0])
+        if figure is not None:
+            save_png(run_dir / "attention.png", figure)
+    result = {
+        "variant": spec.variant, "lesion": spec.lesion, "fold": spec.fold,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "best_epoch": int(torch.load(trainer.best_path, map_location="cpu", weights_only=False)["epoch"]),
+        "train_images": len(spec.train_ids), "val_images": len(spec.val_ids), "test_images": len(spec.test_ids),
+        "test_ids": spec.test_ids, "test": metrics, "fingerprint": config.fingerprint(),
+    }
+    write_json(run_dir / "metrics.json", result)
+    return result
+
+
+def check_output_folder(out_dir: Path, config: ExperimentConfig) -> None:
+    """Refuse to mix runs of different settings in one folder; record the settings of a new one."""
+    path = out_dir / "config.json"
+    if path.exists():
+        previous = read_json(path)
+        if previous.get("fingerprint") != config.fingerprint():
+            raise ValueError(
+                f"{out_dir} holds runs made with other settings ({path}); use another --out, or delete the folder "
+                "to start again. Only device, workers, overlays, cache_dir, variants, lesions and folds to run "
+                "may change between resumed runs."
+            )
+    write_json(path, {"fingerprint": config.fingerprint(), "config": config.to_dict()})
+
+
+def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end: "EpochCallback | None" = None,
+                   progress: bool = True) -> "dict[str, Any] | None":
+    """Run (or resume) every run of ``config`` into ``out_dir`` and write the results table.
+
+    Finished runs (a ``metrics.json`` with the same settings) are skipped; an interrupted run continues from its
+    ``checkpoint_last.pt``. Under ``torchrun`` every process trains and process 0 writes.
+
+    Returns:
+        The content of ``results.json`` (None on processes other than 0).
+    """
+    out_dir = Path(out_dir)
+    probe_context = Context(local_rank=int(__import__("os").environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(config.device, probe_context.local_rank)
+    context = init_distributed(device)
+    try:
+        if context.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            check_output_folder(out_dir, config)
+        context.barrier()
+        root = prepare_data_root(config, out_dir, context)
+        finished: list[dict[str, Any]] = []
+        for lesion in config.lesions:
+            arrays = load_arrays(config, root, lesion).to(device)
+            for spec in run_specs(config, arrays, lesion):
+                run_dir = out_dir / "runs" / spec.variant / spec.lesion / f"fold{spec.fold + 1}"
+                done = run_dir / "metrics.json"
+                context.barrier()
+                if done.exists() and read_json(done).get("fingerprint") == config.fingerprint():
+                    if context.is_main and progress:
+                        print(f"[{spec.name}] finished earlier: {done}", flush=True)
+                    finished.append(read_json(done))
+                    continue
+                trainer = Trainer(spec, arrays, config, run_dir, device, context, progress)
+                if trainer.resume() and context.is_main and progress:
+                    print(f"[{spec.name}] resuming after epoch {trainer.start_epoch}", flush=True)
+                trainer.fit(on_epoch_end)
+                if context.is_main:
+                    finished.append(finish_run(trainer, arrays, config, run_dir, device))
+        if not context.is_main:
+            return None
+        expected = len(config.variants) * len(config.lesions) * (
+            len(config.only_folds) if config.only_folds is not None else config.num_folds)
+        write_results(out_dir, finished, config.to_dict(), config.synthetic_data, complete=len(finished) == expected)
+        return read_json(out_dir / "results.json")
+    finally:
+        shutdown_distributed(context)

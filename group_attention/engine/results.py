@@ -1,0 +1,74 @@
+"""Table 1 of the paper from our runs: mean +- standard deviation over folds, as Markdown and JSON."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .io import write_json, write_text
+
+TABLE_METRICS = (("dice", "Dice(%)"), ("accuracy", "Acc(%)"), ("sensitivity", "Sensitivity(%)"),
+                 ("specificity", "Specificity(%)"), ("aupr", "AUPR(%)"))
+VARIANT_LABELS = {"unet": "Unet", "baseline": "Baseline", "baseline+sgau": "Baseline + SGAU",
+                  "baseline+se": "Baseline + SE", "baseline+cga": "Baseline + CGA", "ganet": "Baseline + SGAU+CGA"}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (variant, lesion) with the mean and std over its folds of every table metric."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        row = rows.setdefault((run["variant"], run["lesion"]), {
+            "variant": run["variant"], "lesion": run["lesion"], "parameters": run["parameters"], "folds": [],
+            "per_fold": {key: [] for key, _ in TABLE_METRICS}})
+        row["folds"].append(run["fold"])
+        for key, _ in TABLE_METRICS:
+            row["per_fold"][key].append(run["test"][key])
+    for row in rows.values():
+        row["mean"], row["std"] = {}, {}
+        for key, values in row["per_fold"].items():
+            row["mean"][key], row["std"][key] = mean_std(values)
+    return list(rows.values())
+
+
+def markdown_table(summary: list[dict[str, Any]], synthetic: bool, description: str) -> str:
+    lines = []
+    if synthetic:
+        lines += ["**SYNTHETIC DATA**: these numbers come from the synthetic IDRiD look-alike, not from IDRiD, "
+                  "and say nothing about the paper's results.", ""]
+    lines += [description, ""]
+    lines.append("| Methods | | " + " | ".join(label for _, label in TABLE_METRICS) + " | # para | folds |")
+    lines.append("|---|---|" + "---|" * (len(TABLE_METRICS) + 2))
+    for row in summary:
+        cells = [f"{100 * row['mean'][key]:.2f} ± {100 * row['std'][key]:.2f}" for key, _ in TABLE_METRICS]
+        label = VARIANT_LABELS.get(row["variant"], row["variant"])
+        lines.append(f"| {label} | {row['lesion']} | " + " | ".join(cells)
+                     + f" | {row['parameters'] / 1e6:.3f}M | {len(row['folds'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out_dir: Path, runs: list[dict[str, Any]], config: dict[str, Any], synthetic: bool,
+                  complete: bool) -> tuple[Path, Path]:
+    """Write ``results.md`` and ``results.json`` (atomically) from the finished runs."""
+    summary = summarize(runs)
+    protocol = (f"{config['folds']}-fold cross-validation over all images" if config["protocol"] == "cv"
+                else "official training/testing split")
+    description = (f"Mean ± standard deviation over folds ({protocol}; {config['epochs']} epochs, batch "
+                   f"{config['batch_size']}, Adam lr {config['lr']}, {config['size'][1]}x{config['size'][0]}). "
+                   "Dice, accuracy, sensitivity and specificity pool every pixel of a fold's test images "
+                   "(eqs 4-7 at threshold 0.5); AUPR is the area under the pixel-level precision-recall curve.")
+    if not complete:
+        description += " **Incomplete: some runs have not finished yet.**"
+    for run in runs:
+        run["test"] = {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None)
+                       for k, v in run["test"].items()}
+    markdown = write_text(out_dir / "results.md", markdown_table(summary, synthetic, description))
+    data = write_json(out_dir / "results.json", {
+        "synthetic_data": synthetic, "complete": complete, "config": config, "summary": summary, "runs": runs})
+    return markdown, data

@@ -1,0 +1,189 @@
+"""Training one (variant, lesion, fold) run: generalized Dice loss, Adam, batched augmentation on the device,
+an atomic checkpoint after every epoch and exact resumption from it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import random_flip_rotate
+from ..losses import GeneralizedDiceLoss
+from ..models import build_variant
+from .arrays import LesionArrays
+from .config import ExperimentConfig
+from .distributed import Context
+from .evaluate import autocast, evaluate
+from .io import load_checkpoint, save_checkpoint, write_text
+
+LOG_FIELDS = ("epoch", "train_loss", "train_dice", "val_dice", "val_aupr", "seconds")
+EpochCallback = Callable[[dict], None]
+
+
+@dataclass
+class RunSpec:
+    """One cell of the experiment: a Table 1 variant trained on one lesion and evaluated on one fold."""
+
+    variant: str
+    lesion: str
+    fold: int
+    train_ids: list[str]
+    val_ids: list[str]
+    test_ids: list[str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant} {self.lesion} fold {self.fold + 1}"
+
+
+def run_seed(seed: int, *parts: int) -> int:
+    """A seed for one purpose (fold, epoch, step...) derived from the experiment's seed."""
+    value = seed
+    for part in parts:
+        value = (value * 1_000_003 + part + 1) % (2**63 - 1)
+    return value
+
+
+def write_log(path: Path, history: list[dict]) -> None:
+    """The per-epoch CSV, rewritten whole (atomically) from the history kept in the checkpoint."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(path, buffer.getvalue())
+
+
+def batch_dice(logits: torch.Tensor, masks: torch.Tensor) -> float:
+    """Dice of the argmax prediction on one training batch, for the progress bar."""
+    predicted = logits.argmax(1, keepdim=True).bool()
+    truth = masks.bool()
+    overlap = (predicted & truth).sum().item()
+    total = predicted.sum().item() + truth.sum().item()
+    return 1.0 if total == 0 else 2 * overlap / total
+
+
+class Trainer:
+    """Trains ``spec`` into ``run_dir``: ``checkpoint_last.pt`` (every epoch), ``checkpoint_best.pt`` (best
+    validation Dice; the last epoch when there is no validation image) and ``log.csv``."""
+
+    def __init__(self, spec: RunSpec, arrays: LesionArrays, config: ExperimentConfig, run_dir: Path,
+                 device: torch.device, context: Context = Context(), progress: bool = True) -> None:
+        self.spec, self.arrays, self.config, self.run_dir = spec, arrays, config, run_dir
+        self.device, self.context, self.progress = device, context, progress
+        torch.manual_seed(run_seed(config.seed, spec.fold))
+        self.model = build_variant(spec.variant, in_channels=3, num_classes=2).to(device)
+        self.parallel_model: nn.Module = self.model
+        if context.enabled:
+            self.parallel_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+        self.loss = GeneralizedDiceLoss("multiclass")
+        self.train_indices = arrays.indices_of(spec.train_ids)
+        self.val_indices = arrays.indices_of(spec.val_ids)
+        self.start_epoch, self.best_dice, self.history = 0, -math.inf, []
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoint_last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "checkpoint_best.pt"
+
+    def resume(self) -> bool:
+        """Continue from ``checkpoint_last.pt`` if a previous run left one; True if it did."""
+        if not self.last_path.exists():
+            return False
+        state = load_checkpoint(self.last_path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.best_dice, self.history = state["epoch"], state["best_dice"], state["history"]
+        return True
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """This process's shuffled share of the training images for ``epoch`` (same for every resume)."""
+        generator = torch.Generator().manual_seed(run_seed(self.config.seed, self.spec.fold, epoch))
+        order = self.train_indices[torch.randperm(len(self.train_indices), generator=generator)]
+        world = self.context.world_size
+        if world > 1:  # every process must run the same number of steps: wrap around, as DistributedSampler does
+            order = torch.cat([order, order[:(-len(order)) % world]])
+        return order[self.context.rank::world]
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        self.parallel_model.train()
+        order = self.epoch_order(epoch)
+        augment_generator = torch.Generator().manual_seed(run_seed(self.config.seed, self.spec.fold, epoch, 7,
+                                                                   self.context.rank))
+        batches = range(0, len(order), self.config.batch_size)
+        bar = tqdm(batches, desc=f"{self.spec.name} epoch {epoch + 1}/{self.config.epochs}", leave=False,
+                   disable=not (self.progress and self.context.is_main) or None, unit="batch")
+        loss_sum, dice_sum, steps = 0.0, 0.0, 0
+        for start in bar:
+            images, masks = self.arrays.batch(order[start:start + self.config.batch_size])
+            images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
+            images, masks = random_flip_rotate(images, masks, degrees=self.config.degrees,
+                                               generator=augment_generator)
+            with autocast(self.device, self.config.amp):
+                logits = self.parallel_model(images)
+                loss = self.loss(logits, masks[:, 0].long())
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            steps += 1
+            loss_sum += loss.item()
+            dice_sum += batch_dice(logits.detach(), masks)
+            bar.set_postfix(loss=f"{loss_sum / steps:.4f}", dice=f"{dice_sum / steps:.3f}")
+        return loss_sum / max(steps, 1), dice_sum / max(steps, 1)
+
+    def fit(self, on_epoch_end: "EpochCallback | None" = None) -> None:
+        """Train the remaining epochs; each ends with a validation pass and atomic checkpoints (process 0)."""
+        for epoch in range(self.start_epoch, self.config.epochs):
+            started = time.perf_counter()
+            train_loss, train_dice = self.train_epoch(epoch)
+            row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_dice": round(train_dice, 6),
+                   "val_dice": "", "val_aupr": "", "seconds": 0.0}
+            if self.context.is_main:
+                improved = self.validate(row)
+                row["seconds"] = round(time.perf_counter() - started, 3)
+                self.history.append(row)
+                if improved:
+                    save_checkpoint(self.best_path, {"model": self.model.state_dict(), "epoch": epoch + 1,
+                                                     "val_dice": self.best_dice})
+                save_checkpoint(self.last_path, {
+                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(), "epoch": epoch + 1, "best_dice": self.best_dice,
+                    "history": self.history, "spec": vars(self.spec),
+                })
+                write_log(self.run_dir / "log.csv", self.history)
+                if self.progress:
+                    print(f"[{self.spec.name}] epoch {epoch + 1}/{self.config.epochs} loss {train_loss:.4f} "
+                          f"train dice {train_dice:.3f} val dice {row['val_dice'] or '-'} ({row['seconds']:.1f} s)",
+                          flush=True)
+            if on_epoch_end is not None:
+                on_epoch_end(dict(row, run=self.spec.name))
+
+    def validate(self, row: dict) -> bool:
+        """Fill the validation columns of ``row``; True if this epoch is the best so far."""
+        if len(self.val_indices) == 0:
+            return True  # no validation image: the best checkpoint is the last one
+        metrics = evaluate(self.model, self.arrays, self.val_indices, self.config.batch_size, self.device,
+                           self.config.amp)
+        row["val_dice"], row["val_aupr"] = round(metrics["dice"], 6), round(metrics["aupr"], 6)
+        if metrics["dice"] > self.best_dice:
+            self.best_dice = metrics["dice"]
+            return True
+        return False
+
+    def load_best(self) -> None:
+        self.model.load_state_dict(load_checkpoint(self.best_path, map_location=self.device)["model"])
