@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from group_attention import CGA, SE, SGAU, SGE, VARIANTS, GANet, UNet, build_variant
-from group_attention.layers import ConcatSkip
 
 # Table 1, "# para" column, for 3 input channels and 2 classes.
 TABLE_1_PARAMETERS = {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from .results import write_results
 from .train import EpochCallback, RunSpec, Trainer, run_seed
 from .visualize import attention_panels, save_overlays
 
-logger = logging.getLogger(__name__)
 
 
 def prepare_data_root(config: ExperimentConfig, out_dir: Path, context: Context) -> str:
@@ -79,7 +78,7 @@ def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig,
                device: torch.device) -> dict[str, Any]:
     """Test the best checkpoint on the fold's test images; write overlays, the attention figure, metrics.json."""
     spec = trainer.spec
-    trainer.load_best()
+    best_epoch = trainer.load_best()
     test_indices = arrays.indices_of(spec.test_ids)
     metrics = evaluate(trainer.model, arrays, test_indices, config.batch_size, device, config.amp)
     wanted = len(test_indices) if config.overlays < 0 else min(config.overlays, len(test_indices))
@@ -96,7 +95,7 @@ def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig,
     result = {
         "variant": spec.variant, "lesion": spec.lesion, "fold": spec.fold,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
-        "best_epoch": int(torch.load(trainer.best_path, map_location="cpu", weights_only=False)["epoch"]),
+        "best_epoch": best_epoch,
         "train_images": len(spec.train_ids), "val_images": len(spec.val_ids), "test_images": len(spec.test_ids),
         "test_ids": spec.test_ids, "test": metrics, "fingerprint": config.fingerprint(),
     }
@@ -129,8 +128,7 @@ def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end
         The content of ``results.json`` (None on processes other than 0).
     """
     out_dir = Path(out_dir)
-    probe_context = Context(local_rank=int(__import__("os").environ.get("LOCAL_RANK", "0")))
-    device = resolve_device(config.device, probe_context.local_rank)
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     context = init_distributed(device)
     try:
         if context.is_main:

@@ -185,5 +185,8 @@ class Trainer:
             return True
         return False
 
-    def load_best(self) -> None:
-        self.model.load_state_dict(load_checkpoint(self.best_path, map_location=self.device)["model"])
+    def load_best(self) -> int:
+        """Load the best checkpoint's weights; returns its epoch."""
+        state = load_checkpoint(self.best_path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        return int(state["epoch"])
