@@ -204,3 +204,22 @@ def test_ganet_overfits_one_synthetic_image():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10
+
+
+def test_encoder_attention_sits_inside_the_contracting_path():
+    """The next encoder stage sees the attended features: a gate that zeroes the first stage zeroes the bottleneck."""
+    class ZeroGate(nn.Module):
+        def __init__(self, channels, **kwargs):
+            super().__init__()
+            self.channels = channels
+
+        def forward(self, x):
+            return x * 0 if self.channels == 16 else x
+
+    model = UNet(channels=(16, 32), encoder_attention=ZeroGate).eval()
+    x = torch.randn(1, 3, 16, 16)
+    features = model.encoder(x, model.encoder_attention)
+    first_stage = model.encoder.stages[0](x)
+    assert torch.equal(features[0], torch.zeros_like(first_stage))
+    torch.testing.assert_close(features[1], model.encoder.stages[1](torch.zeros_like(first_stage)))
+    assert not torch.allclose(features[1], model.encoder.stages[1](first_stage))

@@ -1,7 +1,10 @@
 """Encoders for :class:`~group_attention.models.UNet`: the paper's own U-Net encoder and timm backbones.
 
 Every encoder returns one feature map per stage, shallowest first, and describes them with ``channels`` and
-``reductions`` (the stride of each stage relative to the input).
+``reductions`` (the stride of each stage relative to the input). ``forward(x, attention)`` applies
+``attention[i]`` to the output of stage ``i``: inside the contracting path for U-Net's encoder (the next stage sees
+the attended features, as in Fig. 1), to the returned features for a timm encoder (whose stages run as one model;
+use timm's ``block_args=dict(attn_layer=CGA)`` for attention inside its blocks).
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ class UNetEncoder(nn.Module):
             block = ConvBlock(c_in, c_out, 2, spatial_dims=spatial_dims, norm=norm, act=act)
             self.stages.append(block if index == 0 else nn.Sequential(MAX_POOL[spatial_dims](2), block))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, attention: "Sequence[nn.Module] | None" = None) -> list[torch.Tensor]:
         features = []
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages):
             x = stage(x)
+            if attention is not None:
+                x = attention[index](x)
             features.append(x)
         return features
 
@@ -81,5 +86,8 @@ class TimmEncoder(nn.Module):
                     "to halve the resolution (pick out_indices with strides doubling)"
                 )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.model(x))
+    def forward(self, x: torch.Tensor, attention: "Sequence[nn.Module] | None" = None) -> list[torch.Tensor]:
+        features = list(self.model(x))
+        if attention is None:
+            return features
+        return [layer(feature) for layer, feature in zip(attention, features)]

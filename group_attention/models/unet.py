@@ -30,7 +30,8 @@ class UNet(nn.Module):
 
     The encoder is U-Net's (``channels`` doubling per stage, Fig. 1 of the paper) or a timm backbone
     (``encoder="resnet34"``); after each encoder stage an attention layer (``encoder_attention``: ``"cga"``,
-    ``"se"``, ``"sge"``, a class, or None) reweights the features; each decoder level joins the upsampled deeper
+    ``"se"``, ``"sge"``, a class, or None) reweights the features, which then feed both the next stage and the skip
+    connection (for a timm encoder, only the skip connections and the bottleneck: its stages run as one model); each decoder level joins the upsampled deeper
     features with the encoder features through ``skip`` (``"concat"``, U-Net's, or ``"sgau"``) followed by
     ``decoder_convs`` 3x3 convolutions (2 in U-Net, 1 in the paper's Baseline). A 1x1 convolution gives
     ``num_classes`` logits at the input resolution.
@@ -163,8 +164,7 @@ class UNet(nn.Module):
                 f"for spatial_dims={self.spatial_dims}, got {shape}"
             )
         size = x.shape[2:]
-        features = self.encoder(self._pad_input(x))
-        features = [attention(feature) for attention, feature in zip(self.encoder_attention, features)]
+        features = self.encoder(self._pad_input(x), self.encoder_attention)
         decoded = features[-1]
         for skip, block, low in zip(self.skips, self.decoder_blocks, reversed(features[:-1])):
             decoded = block(skip(low, decoded))

@@ -19,7 +19,7 @@ VARIANTS: "MappingProxyType[str, dict[str, Any]]" = MappingProxyType({
     "ganet": {**_BASELINE, "encoder_attention": "cga", "skip": "sgau"},
 })
 """Table 1's rows, name -> :class:`UNet` keyword arguments. Parameter counts (3 -> 2 channels): 7.766M, 6.981M,
-6.981M, 7.026M, 6.987M, 6.987M (Table 1: 7.764M, 6.981M, 6.981M, 7.025M, 6.987M, 6.987M)."""
+6.981M, 7.026M, 6.986M, 6.986M (Table 1: 7.764M, 6.981M, 6.981M, 7.025M, 6.987M, 6.987M)."""
 
 
 def build_variant(name: str, in_channels: int = 3, num_classes: int = 2, **overrides: Any) -> UNet:
@@ -37,7 +37,7 @@ def build_variant(name: str, in_channels: int = 3, num_classes: int = 2, **overr
 
 class GANet(UNet):
     """GANet: the Baseline U-Net (one convolution per decoder level) with CGA after each encoder stage and SGAU skip
-    connections (Table 1's "Baseline+SGAU+CGA", 6.987M parameters for 3 -> 2 channels).
+    connections (Table 1's "Baseline+SGAU+CGA": 6,986,498 parameters for 3 -> 2 channels; Table 1 prints 6.987M).
 
     Args:
         in_channels: input channels (default 3).
