@@ -41,6 +41,8 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
     add("--amp", action="store_true", default=None, help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     add("--workers", type=int, help="processes decoding images into the cache")
     add("--overlays", type=int, help="overlay pictures per fold (-1: every test image)")
+    add("--checkpoint-seconds", type=float, help="write the last checkpoint at most this often (default 30; 0: "
+                                                 "every epoch)")
     add("--cache-dir", help="preprocessed image cache (default $GA_CACHE_DIR or ~/.cache/group-attention)")
     add("--out", type=Path, help="output folder (default runs/idrid-ganet or runs/idrid-ganet-synthetic)")
     add("--resume", action="store_true", help="require an earlier run in --out to continue (rerunning resumes anyway)")
@@ -56,6 +58,7 @@ def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
         "lr": arguments.lr, "size": arguments.size, "val_fraction": arguments.val_fraction,
         "seed": arguments.seed, "device": arguments.device, "amp": arguments.amp, "workers": arguments.workers,
         "overlays": arguments.overlays, "cache_dir": arguments.cache_dir,
+        "checkpoint_seconds": arguments.checkpoint_seconds,
         "variants": list(VARIANTS) if arguments.variants in (["all"], ["ALL"]) else arguments.variants,
         "only_folds": None if arguments.only_folds is None else [k - 1 for k in arguments.only_folds],
     }

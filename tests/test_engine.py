@@ -24,6 +24,7 @@ EXAMPLE = REPO / "examples" / "idrid_ganet.py"
 
 def tiny_config(**overrides) -> ExperimentConfig:
     settings = dict(lesions=("EX",), variants=("ganet",), folds=2, only_folds=(0,), epochs=4, batch_size=2,
+                    checkpoint_seconds=0,
                     size=(32, 48), synthetic={"n_train": 6, "n_test": 2, "size": (64, 96)}, overlays=1)
     settings.update(overrides)
     return quick_synthetic_config(**settings)
@@ -155,3 +156,18 @@ def test_example_on_real_idrid_images(tmp_path):
     assert results["synthetic_data"] is False and "SYNTHETIC" not in (out / "results.md").read_text()
     (run,) = results["runs"]
     assert run["test_images"] >= 4 and 0 <= run["test"]["dice"] <= 1 and 0 <= run["test"]["aupr"] <= 1
+
+
+def test_checkpoints_are_written_at_most_every_checkpoint_seconds_and_at_the_end(tmp_path):
+    config = tiny_config(epochs=3, checkpoint_seconds=1e9, cache_dir=str(tmp_path / "cache"))
+    run_dir = tmp_path / "out" / "runs" / "ganet" / "EX" / "fold1"
+    seen = []
+
+    def record(row):
+        seen.append((row["epoch"], (run_dir / "checkpoint_last.pt").exists()))
+
+    run_experiment(config, tmp_path / "out", on_epoch_end=record, progress=False)
+    assert seen == [(1, False), (2, False), (3, True)]
+    state = torch.load(run_dir / "checkpoint_last.pt", weights_only=False)
+    best = torch.load(run_dir / "checkpoint_best.pt", weights_only=False)
+    assert state["epoch"] == 3 and state["best_epoch"] == best["epoch"] and len(state["history"]) == 3

@@ -38,6 +38,8 @@ class ExperimentConfig:
         overlays: overlay PNGs written per fold (test images, Fig. 5 colours); -1 for all.
         synthetic: ``{"n_train", "n_test", "size"}`` of the generated look-alike when ``data_root`` is None.
         cache_dir: preprocessed-array cache (``"auto"``: ``$GA_CACHE_DIR`` or ``~/.cache/group-attention``).
+        checkpoint_seconds: write ``checkpoint_last.pt`` at most this often (and after the last epoch); 0 writes
+            it after every epoch. A killed run redoes at most this much training.
     """
 
     data_root: "str | None" = None
@@ -59,6 +61,7 @@ class ExperimentConfig:
     overlays: int = 4
     synthetic: dict[str, Any] = field(default_factory=lambda: {"n_train": 54, "n_test": 27, "size": (426, 640)})
     cache_dir: "str | None" = "auto"
+    checkpoint_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         self.lesions = tuple(self.lesions)
@@ -82,6 +85,8 @@ class ExperimentConfig:
             raise ValueError(f"size must be two positive ints (H, W), got {self.size!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -99,7 +104,8 @@ class ExperimentConfig:
     def fingerprint(self) -> str:
         """A hash of the settings that change results: a rerun with another fingerprint must not resume."""
         relevant = {k: v for k, v in self.to_dict().items()
-                    if k not in ("device", "workers", "overlays", "cache_dir", "variants", "lesions", "only_folds")}
+                    if k not in ("device", "workers", "overlays", "cache_dir", "variants", "lesions", "only_folds",
+                                 "checkpoint_seconds")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -61,6 +61,10 @@ def write_log(path: Path, history: list[dict]) -> None:
     write_text(path, buffer.getvalue())
 
 
+def _cpu_copy(state: dict) -> dict:
+    return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
+
+
 def batch_dice(logits: torch.Tensor, masks: torch.Tensor) -> float:
     """Dice of the argmax prediction on one training batch, for the progress bar."""
     predicted = logits.argmax(1, keepdim=True).bool()
@@ -71,8 +75,13 @@ def batch_dice(logits: torch.Tensor, masks: torch.Tensor) -> float:
 
 
 class Trainer:
-    """Trains ``spec`` into ``run_dir``: ``checkpoint_last.pt`` (every epoch), ``checkpoint_best.pt`` (best
-    validation Dice; the last epoch when there is no validation image) and ``log.csv``."""
+    """Trains ``spec`` into ``run_dir``: ``checkpoint_last.pt`` (weights, optimizer, history), ``checkpoint_best.pt``
+    (best validation Dice; the last epoch when there is no validation image) and ``log.csv`` (every epoch).
+
+    Checkpoints are written at most every ``config.checkpoint_seconds`` (a 7M-parameter model with Adam is 84 MB,
+    too much to write after every 0.3 s epoch on a GPU) and after the last epoch; a run killed in between redoes at
+    most that much training, from exactly the state it had (data order and augmentation follow the epoch number).
+    """
 
     def __init__(self, spec: RunSpec, arrays: LesionArrays, config: ExperimentConfig, run_dir: Path,
                  device: torch.device, context: Context = Context(), progress: bool = True) -> None:
@@ -90,6 +99,8 @@ class Trainer:
         self.train_indices = arrays.indices_of(spec.train_ids)
         self.val_indices = arrays.indices_of(spec.val_ids)
         self.start_epoch, self.best_dice, self.history = 0, -math.inf, []
+        self.best_state: "dict | None" = None  # the best weights since the last save, on the CPU
+        self.saved_best_epoch: "int | None" = None
 
     @property
     def last_path(self) -> Path:
@@ -108,6 +119,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.best_dice, self.history = state["epoch"], state["best_dice"], state["history"]
+        self.saved_best_epoch = state["best_epoch"]
         return True
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
@@ -147,24 +159,24 @@ class Trainer:
         return loss_sum / max(steps, 1), dice_sum / max(steps, 1)
 
     def fit(self, on_epoch_end: "EpochCallback | None" = None) -> None:
-        """Train the remaining epochs; each ends with a validation pass and atomic checkpoints (process 0)."""
+        """Train the remaining epochs; each ends with a validation pass (process 0). Checkpoints are written
+        atomically at least every ``config.checkpoint_seconds`` and after the last epoch."""
+        last_saved = time.monotonic()
         for epoch in range(self.start_epoch, self.config.epochs):
             started = time.perf_counter()
             train_loss, train_dice = self.train_epoch(epoch)
             row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_dice": round(train_dice, 6),
                    "val_dice": "", "val_aupr": "", "seconds": 0.0}
             if self.context.is_main:
-                improved = self.validate(row)
+                if self.validate(row):
+                    self.best_state = {"model": _cpu_copy(self.model.state_dict()), "epoch": epoch + 1,
+                                       "val_dice": self.best_dice}
                 row["seconds"] = round(time.perf_counter() - started, 3)
                 self.history.append(row)
-                if improved:
-                    save_checkpoint(self.best_path, {"model": self.model.state_dict(), "epoch": epoch + 1,
-                                                     "val_dice": self.best_dice})
-                save_checkpoint(self.last_path, {
-                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scaler": self.scaler.state_dict(), "epoch": epoch + 1, "best_dice": self.best_dice,
-                    "history": self.history, "spec": vars(self.spec),
-                })
+                final = epoch + 1 == self.config.epochs
+                if final or time.monotonic() - last_saved >= self.config.checkpoint_seconds:
+                    self.save(epoch + 1)
+                    last_saved = time.monotonic()
                 write_log(self.run_dir / "log.csv", self.history)
                 if self.progress:
                     print(f"[{self.spec.name}] epoch {epoch + 1}/{self.config.epochs} loss {train_loss:.4f} "
@@ -172,6 +184,18 @@ class Trainer:
                           flush=True)
             if on_epoch_end is not None:
                 on_epoch_end(dict(row, run=self.spec.name))
+
+    def save(self, epochs_done: int) -> None:
+        """Write the best checkpoint (if it changed) and then the last one, each atomically: a crash between the
+        two leaves a last checkpoint whose ``best_dice`` still describes the best checkpoint on disk."""
+        if self.best_state is not None and self.best_state["epoch"] != self.saved_best_epoch:
+            save_checkpoint(self.best_path, self.best_state)
+            self.saved_best_epoch = self.best_state["epoch"]
+        save_checkpoint(self.last_path, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": epochs_done, "best_dice": self.best_dice,
+            "best_epoch": self.saved_best_epoch, "history": self.history, "spec": vars(self.spec),
+        })
 
     def validate(self, row: dict) -> bool:
         """Fill the validation columns of ``row``; True if this epoch is the best so far."""
