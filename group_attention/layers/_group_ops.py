@@ -1,15 +1,27 @@
 """Group operations shared by CGA, SGE and SGAU.
 
 All three layers split ``C`` channels into ``m`` groups, reduce each group to one spatial map, standardize that map
-over space and squash it with a sigmoid. The helpers here hold that logic once.
+over space and squash it with a sigmoid. The helpers here hold that logic once: the readable tensor formulations the
+layers document, and the pieces (``standardize_maps``, ``standardize_maps_backward``, ``group_dot``) that their fused
+autograd Functions are built from.
+
+Every helper works on ``(B, C, *spatial)`` tensors in any memory format (reductions name the spatial dims instead of
+reshaping, so a channels-last tensor is never copied) and returns statistics in at least float32.
 """
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 DEFAULT_EPS = 1e-5
+# Up to this many channels per group, a group's channels are combined by a loop of fused multiply-adds into one
+# float32 map; beyond it by one broadcast product and a sum (fewer kernel launches, one temporary).
+LOOP_MAX_CHANNELS_PER_GROUP = 4
+INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 def stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -22,73 +34,202 @@ def spatial_dims(x: torch.Tensor) -> tuple[int, ...]:
     return tuple(range(2, x.dim()))
 
 
+def spatial_size(x: torch.Tensor) -> int:
+    """The number of positions of a ``(B, C, *spatial)`` tensor."""
+    return x[0, 0].numel()
+
+
+def broadcast_channels(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """View ``(B, C)`` (or ``(B, m, k)``) per-channel values with singleton spatial dims to broadcast over ``like``."""
+    return values.view(*values.shape, *([1] * (like.dim() - values.dim())))
+
+
+def group_dot(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """Per group and position, the sum over the group's channels of ``a * b``, in at least float32.
+
+    ``b`` may broadcast over space (``(B, C, 1, ..)``): then this is the dot product of each position's feature
+    vector with ``b``. Small groups are accumulated channel by channel, so no ``(B, C, *spatial)`` product is
+    materialized.
+
+    Shape:
+        ``(B, C, *spatial), (B, C, *spatial or 1s) -> (B, groups, *spatial)``.
+    """
+    a_grouped = a.unflatten(1, (groups, -1))
+    b_grouped = b.unflatten(1, (groups, -1))
+    per_group = a_grouped.shape[2]
+    dtype = stat_dtype(torch.promote_types(a.dtype, b.dtype))
+    if per_group > LOOP_MAX_CHANNELS_PER_GROUP:
+        return (a_grouped * b_grouped).sum(2, dtype=dtype)
+    dot = a_grouped[:, :, 0].to(dtype) * b_grouped[:, :, 0]
+    for index in range(1, per_group):
+        dot.addcmul_(a_grouped[:, :, index], b_grouped[:, :, index])
+    return dot
+
+
 def group_sum(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Sum each group of ``C / groups`` consecutive channels, in at least float32.
+
+    With one channel per group and ``x`` already in the statistics dtype, the result is ``x`` itself (a view, not a
+    copy): do not modify it in place.
 
     Shape:
         ``(B, C, *spatial) -> (B, groups, *spatial)``. ``unflatten`` is a view for any memory format.
     """
-    return x.unflatten(1, (groups, -1)).sum(2, dtype=stat_dtype(x.dtype))
+    grouped = x.unflatten(1, (groups, -1))
+    per_group = grouped.shape[2]
+    dtype = stat_dtype(x.dtype)
+    if per_group > LOOP_MAX_CHANNELS_PER_GROUP:
+        return grouped.sum(2, dtype=dtype)
+    # A loop of adds reads each channel once; a reduction over the size-k group dim is several times slower on CPU.
+    if per_group == 1:
+        return grouped[:, :, 0].to(dtype)
+    first = grouped[:, :, 0] if x.dtype == dtype else grouped[:, :, 0].to(dtype)
+    summed = torch.add(first, grouped[:, :, 1])
+    for index in range(2, per_group):
+        summed.add_(grouped[:, :, index])
+    return summed
 
 
-def group_pooled_dot(x: torch.Tensor, groups: int) -> torch.Tensor:
+def spatial_dot(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, "torch.Tensor | None"]:
+    """Per ``(b, c)``, the sum over space of ``a * b`` for two tensors of one shape, in at least float32; and, when
+    the product had to be materialized (CPU), that product's memory for the caller to reuse, else None.
+
+    On CUDA a batched matrix product reads ``a`` and ``b`` once and writes nothing of their size; on CPU that batched
+    dot is several times slower than a product and a sum, whose temporary the caller can then overwrite instead of
+    allocating (and page-faulting) a fresh tensor.
+
+    Shape:
+        ``(B, C, *spatial) x 2 -> (B, C)``, plus ``(B, C, *spatial)`` or None.
+    """
+    dtype = stat_dtype(torch.promote_types(a.dtype, b.dtype))
+    if prefer_batched_dot(a) and a.dtype == b.dtype and a.is_contiguous() and b.is_contiguous():
+        rows = a.shape[0] * a.shape[1]
+        with torch.autocast(a.device.type, enabled=False):
+            dot = torch.bmm(a.reshape(rows, 1, -1), b.reshape(rows, -1, 1))
+        return dot.view(a.shape[:2]).to(dtype), None
+    product = a * b
+    return product.sum(spatial_dims(a), dtype=dtype), product
+
+
+def prefer_batched_dot(x: torch.Tensor) -> bool:
+    """Whether :func:`spatial_dot` should use a batched matrix product for ``x``: on CUDA, except in float16, whose
+    matrix-product output (not its accumulator) could overflow for sums over a whole feature map."""
+    return x.device.type == "cuda" and x.dtype != torch.float16
+
+
+def channel_dot(a: torch.Tensor, b: torch.Tensor, first_spatial_dim: int = 2) -> torch.Tensor:
+    """Per channel, the sum over space of ``a * b``, in at least float32.
+
+    Shape:
+        ``(B, C, *spatial) -> (B, C)``; with ``first_spatial_dim=3``, ``(B, m, k, *spatial) -> (B, m, k)``.
+    """
+    dims = tuple(range(first_spatial_dim, max(a.dim(), b.dim())))
+    return (a * b).sum(dims, dtype=stat_dtype(torch.promote_types(a.dtype, b.dtype)))
+
+
+def group_pooled_dot(x: torch.Tensor, groups: int, channel_mean: "torch.Tensor | None" = None) -> torch.Tensor:
     """Per group, the dot product of each position's feature vector with the group's spatial mean.
 
-    ``out[b, g, p] = sum_k x[b, g, k, p] * mean_p'(x[b, g, k, p'])`` without materializing ``x * mean``
-    (a batched matrix product over the group's channels), in at least float32.
+    ``out[b, g, p] = sum_k x[b, g, k, p] * mean_p'(x[b, g, k, p'])`` without materializing ``x * mean``, in at
+    least float32. ``channel_mean`` (``(B, C)``) is computed when not given.
 
     Shape:
         ``(B, C, *spatial) -> (B, groups, *spatial)``.
     """
-    batch, channels, *spatial = x.shape
-    grouped = x.reshape(batch * groups, channels // groups, -1).to(stat_dtype(x.dtype))
-    pooled = grouped.mean(2, keepdim=True)
-    dot = torch.bmm(pooled.transpose(1, 2), grouped)
-    return dot.reshape(batch, groups, *spatial)
+    if channel_mean is None:
+        channel_mean = x.mean(spatial_dims(x), dtype=stat_dtype(x.dtype))
+    return group_dot(x, broadcast_channels(channel_mean, x), groups)
+
+
+class StandardizedMaps(NamedTuple):
+    """:func:`standardize_maps`'s result: the standardized maps and the per-map statistics (``(B, G, 1, ..)``)."""
+
+    values: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    inv: torch.Tensor  # 1 / (std + eps)
+
+
+def standardize_maps(maps: torch.Tensor, eps: float, *, overwrite: bool = False) -> StandardizedMaps:
+    """``(t - mean) / (std + eps)`` over the spatial dims of ``(B, G, *spatial)`` maps, with what backward needs.
+
+    ``std`` is the unbiased standard deviation, as in the SGE authors' code; a map of one position has no spread
+    and standardizes to 0 instead of NaN, and a constant map standardizes to exactly 0. The two-pass formula (mean,
+    then the norm of the centred maps) replaces ``torch.var_mean``, whose Welford loop is tens of times slower than
+    a sum on CPU.
+
+    Args:
+        maps: ``(B, G, *spatial)`` maps, in any memory format.
+        eps: added to the standard deviation.
+        overwrite: standardize ``maps`` in place (for a temporary the caller owns).
+    """
+    dims = spatial_dims(maps)
+    constant = maps.amax(dims, keepdim=True) == maps.amin(dims, keepdim=True)
+    mean = maps.mean(dims, keepdim=True)
+    centered = maps.sub_(mean) if overwrite else maps - mean
+    std = torch.linalg.vector_norm(centered, dim=dims, keepdim=True) / math.sqrt(max(spatial_size(maps) - 1, 1))
+    # A constant map's mean can be off by an ulp; its centred values are rounding noise, set to exactly 0.
+    std = std.masked_fill_(constant, 0.0)
+    inv = 1.0 / (std + eps)
+    return StandardizedMaps(centered.mul_(_scale(std, inv)), mean, std, inv)
+
+
+def restandardize_maps(maps: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, inv: torch.Tensor, *,
+                       overwrite: bool = False) -> torch.Tensor:
+    """Standardize ``maps`` with the statistics :func:`standardize_maps` found for them: the same values, bit for
+    bit, without keeping them from forward to backward."""
+    centered = maps.sub_(mean) if overwrite else maps - mean
+    return centered.mul_(_scale(std, inv))
+
+
+def _scale(std: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+    """The factor of the centred maps: ``inv``, or 0 where the spread is 0 (constant maps)."""
+    return inv.masked_fill(std == 0, 0.0)
+
+
+def standardize_maps_backward(
+    grad: torch.Tensor, standardized: torch.Tensor, std: torch.Tensor, inv: torch.Tensor, *, overwrite: bool = False
+) -> torch.Tensor:
+    """The gradient through :func:`standardize_maps`, in closed form (three passes over the maps).
+
+    ``dt = (g - mean(g)) / (std + eps) - y * sum(g * y) / ((N - 1) std)`` with ``y`` the standardized maps;
+    ``overwrite`` reuses ``grad``'s memory for the result.
+    """
+    dims = spatial_dims(standardized)
+    positions = spatial_size(standardized)
+    # A constant map (std == 0) standardizes to 0 whatever small change is made: its second term vanishes.
+    scale = torch.where(std > 0, 1.0 / (std * max(positions - 1, 1)), torch.zeros_like(std))
+    coupling = broadcast_channels(spatial_dot(grad, standardized)[0].to(scale.dtype), scale) * scale
+    grad_mean = grad.mean(dims, keepdim=True)
+    grad_maps = grad.sub_(grad_mean) if overwrite else grad - grad_mean
+    return grad_maps.mul_(inv).addcmul_(standardized, coupling, value=-1.0)
 
 
 class _SpatialStandardize(torch.autograd.Function):
-    """``(t - mean) / (std + eps)`` over the trailing dims of a ``(R, N)`` tensor, with a hand-written backward.
+    """:func:`standardize_maps` with a hand-written backward.
 
     Autograd through ``var_mean``, a subtraction and a division keeps four map-sized temporaries and makes six
-    passes backwards; the closed form below keeps the output and makes three:
-    ``dt = (g - mean(g)) / (std + eps) - y * sum(g * y) / ((N - 1) std)``.
+    passes backwards; the closed form keeps the output and makes three.
     """
 
     @staticmethod
-    def forward(ctx, rows: torch.Tensor, eps: float) -> torch.Tensor:
-        positions = rows.shape[1]
-        variance, mean = torch.var_mean(rows, dim=1, keepdim=True, correction=1 if positions > 1 else 0)
-        std = variance.sqrt()
-        inv = 1.0 / (std + eps)
-        standardized = torch.addcmul(-mean * inv, rows, inv)
+    def forward(ctx, maps: torch.Tensor, eps: float) -> torch.Tensor:
+        standardized, _, std, inv = standardize_maps(maps, eps)
         ctx.save_for_backward(standardized, std, inv)
         return standardized
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        standardized, std, inv = ctx.saved_tensors
-        positions = standardized.shape[1]
-        # A constant row (std == 0) standardizes to 0 whatever small change is made: its second term vanishes.
-        scale = torch.where(std > 0, 1.0 / (std * max(positions - 1, 1)), torch.zeros_like(std))
-        coupling = (grad * standardized).sum(1, keepdim=True) * scale
-        grad_rows = grad * inv
-        grad_rows.sub_(grad.mean(1, keepdim=True) * inv)
-        grad_rows.addcmul_(standardized, coupling, value=-1.0)
-        return grad_rows, None
+        return standardize_maps_backward(grad, *ctx.saved_tensors), None
 
 
 def spatial_standardize(maps: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
-    """Standardize each ``(b, g)`` map over space: ``(t - mean) / (std + eps)``.
-
-    ``std`` is the unbiased standard deviation, as in the SGE authors' code; a map of one position has no spread
-    and standardizes to 0 instead of NaN, and a constant map standardizes to exactly 0.
+    """Standardize each ``(b, g)`` map over space: ``(t - mean) / (std + eps)`` (see :func:`standardize_maps`).
 
     Shape:
         ``(B, G, *spatial) -> (B, G, *spatial)``.
     """
-    rows = maps.reshape(maps.shape[0] * maps.shape[1], -1)
-    return _SpatialStandardize.apply(rows, eps).view(maps.shape)
+    return _SpatialStandardize.apply(maps, eps)
 
 
 def expand_groups(group_values: torch.Tensor, channels: int) -> torch.Tensor:
@@ -101,11 +242,88 @@ def expand_groups(group_values: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def resize_to(maps: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
-    """Linearly interpolate ``(B, G, *spatial)`` maps to ``size`` (bilinear in 2D, trilinear in 3D)."""
+    """Linearly interpolate ``(B, G, *spatial)`` maps to ``size`` (bilinear in 2D, trilinear in 3D).
+
+    ``align_corners=False``, as ``F.interpolate``; in eager mode on CPU an exact doubling of every spatial dim
+    (U-Net's skips) runs as separable two-tap filters (:func:`double_linear`), several times faster than ATen's CPU
+    kernel for contiguous maps. Compiled code keeps ``F.interpolate``, which inductor fuses.
+    """
     if tuple(maps.shape[2:]) == tuple(size):
         return maps
-    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    if _eager_cpu(maps) and _doubles(maps.shape[2:], size):
+        return double_linear(maps)
+    mode = INTERPOLATION_MODES[len(size)]
     return F.interpolate(maps, size=tuple(size), mode=mode, align_corners=False)
+
+
+def resize_to_backward(grad: torch.Tensor, input_shape: "torch.Size | tuple[int, ...]") -> torch.Tensor:
+    """The gradient through :func:`resize_to` from maps of ``input_shape``: the adjoint of the interpolation."""
+    output_size = list(grad.shape[2:])
+    if output_size == list(input_shape[2:]):
+        return grad
+    if _eager_cpu(grad) and _doubles(input_shape[2:], output_size):
+        return double_linear_backward(grad)
+    backward = {
+        1: torch.ops.aten.upsample_linear1d_backward,
+        2: torch.ops.aten.upsample_bilinear2d_backward,
+        3: torch.ops.aten.upsample_trilinear3d_backward,
+    }[len(output_size)]
+    return backward(grad.contiguous(), output_size, list(input_shape), False)
+
+
+def _eager_cpu(x: torch.Tensor) -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return x.device.type == "cpu" and not (is_compiling is not None and is_compiling())
+
+
+def _doubles(size: "tuple[int, ...] | torch.Size", target: "tuple[int, ...] | torch.Size | list[int]") -> bool:
+    return all(2 * s == t for s, t in zip(size, target))
+
+
+def double_linear(maps: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(maps, scale_factor=2, mode="(bi|tri)linear", align_corners=False)``, one dim at a time.
+
+    Along a dim of length ``n``, output ``2i`` samples the input at ``i - 1/4`` and output ``2i + 1`` at
+    ``i + 1/4``, clamped to the ends: ``out[2i] = lerp(x[i], x[i - 1], 1/4)``, ``out[2i + 1] = lerp(x[i], x[i + 1],
+    1/4)``.
+    """
+    for dim in reversed(range(2, maps.dim())):
+        maps = _double_along(maps, dim)
+    return maps
+
+
+def double_linear_backward(grad: torch.Tensor) -> torch.Tensor:
+    """The adjoint of :func:`double_linear`: each output's gradient goes back to its two taps."""
+    for dim in reversed(range(2, grad.dim())):
+        grad = _double_along_backward(grad, dim)
+    return grad
+
+
+def _double_along(x: torch.Tensor, dim: int) -> torch.Tensor:
+    length = x.shape[dim]
+    out = x.new_empty(x.shape[:dim] + (2 * length,) + x.shape[dim + 1:])
+    phases = out.unflatten(dim, (length, 2))
+    even, odd = phases.select(dim + 1, 0), phases.select(dim + 1, 1)
+    inner = length - 1
+    torch.lerp(x.narrow(dim, 1, inner), x.narrow(dim, 0, inner), 0.25, out=even.narrow(dim, 1, inner))
+    torch.lerp(x.narrow(dim, 0, inner), x.narrow(dim, 1, inner), 0.25, out=odd.narrow(dim, 0, inner))
+    even.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
+    odd.narrow(dim, inner, 1).copy_(x.narrow(dim, inner, 1))
+    return out
+
+
+def _double_along_backward(grad: torch.Tensor, dim: int) -> torch.Tensor:
+    length = grad.shape[dim] // 2
+    phases = grad.unflatten(dim, (length, 2))
+    even, odd = phases.select(dim + 1, 0), phases.select(dim + 1, 1)
+    inner = length - 1
+    out = torch.add(even, odd).mul_(0.75)
+    out.narrow(dim, 0, inner).add_(even.narrow(dim, 1, inner), alpha=0.25)
+    out.narrow(dim, 1, inner).add_(odd.narrow(dim, 0, inner), alpha=0.25)
+    # The clamped ends: out[0] = x[0] and out[2n - 1] = x[n - 1] carry their whole gradient to one tap.
+    out.narrow(dim, 0, 1).add_(even.narrow(dim, 0, 1), alpha=0.25)
+    out.narrow(dim, inner, 1).add_(odd.narrow(dim, inner, 1), alpha=0.25)
+    return out
 
 
 def pad_or_crop_to(x: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:

@@ -8,7 +8,20 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_feature_map, check_groups
-from ._group_ops import DEFAULT_EPS, expand_groups, group_sum, spatial_dims, spatial_standardize
+from ._group_ops import (
+    DEFAULT_EPS,
+    broadcast_channels,
+    expand_groups,
+    group_sum,
+    restandardize_maps,
+    spatial_dims,
+    spatial_dot,
+    spatial_size,
+    spatial_standardize,
+    stat_dtype,
+    standardize_maps,
+    standardize_maps_backward,
+)
 
 GATE_MODES = ("group", "channel")
 
@@ -88,8 +101,82 @@ class CGA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("x", x, self.channels, type(self).__name__)
-        weights = self.channel_weights(x).to(x.dtype)
-        return x * weights.view(*weights.shape, *([1] * (x.dim() - 2)))
+        return _ChannelGroupAttention.apply(x, self.fc.weight, self.fc.bias, self.groups, self.eps,
+                                            self.gate == "group")
 
     def extra_repr(self) -> str:
         return f"{self.channels}, groups={self.groups}, gate={self.gate!r}, eps={self.eps}"
+
+
+class _ChannelGroupAttention(torch.autograd.Function):
+    """``CGA.forward`` (``x * channel_weights(x)``) with a hand-written backward.
+
+    Forward reads ``x`` twice (group sums, then the product) and keeps the standardized group maps (``m / C`` of
+    ``x``'s size); with one channel per group the maps are ``x`` itself, so it keeps nothing and backward recomputes
+    them. Backward reads ``gy`` and ``x`` once for the per-channel sums of ``gy * x`` and makes one more pass that
+    writes ``dx = gy * w + d_maps`` (the group maps' gradient broadcast over their channels). Autograd instead
+    materializes the channel weights per channel, ``gy * x``, the broadcast map gradient and the sum of the two
+    input gradients. The small linear map runs in float32 (at least) whatever the autocast state.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float, per_group: bool):
+        # With one channel per group and x in float32 (or float64) the maps are x itself: standardize a copy.
+        maps_are_x = x.shape[1] == groups and x.dtype == stat_dtype(x.dtype)
+        standardized, mean, std, inv = standardize_maps(group_sum(x, groups), eps, overwrite=not maps_are_x)
+        pooled = torch.sigmoid(standardized).mean(spatial_dims(x))
+        dtype = torch.promote_types(pooled.dtype, weight.dtype)
+        pooled = pooled.to(dtype)
+        weights = torch.sigmoid((pooled.unsqueeze(1) * weight.to(dtype)).sum(-1) + bias.to(dtype))
+        kept_maps = None if x.shape[1] == groups else standardized
+        ctx.save_for_backward(x, kept_maps, mean, std, inv, pooled, weights, weight)
+        ctx.groups, ctx.per_group = groups, per_group
+        return _scale_channels(x, weights.to(x.dtype), groups, per_group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, standardized, mean, std, inv, pooled, weights, weight = ctx.saved_tensors
+        groups, per_group = ctx.groups, ctx.per_group
+        grad_x = grad_weight = grad_bias = None
+        # y = x * w_c: dL/dw_c = sum_p gy * x, summed over a group's channels when one weight serves the group.
+        grad_weights, product = spatial_dot(grad, x)
+        grad_weights = grad_weights.to(weights.dtype)
+        if per_group:
+            grad_weights = grad_weights.unflatten(1, (groups, -1)).sum(2)
+        grad_logits = grad_weights * weights * (1 - weights)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad_logits.unsqueeze(2) * pooled.unsqueeze(1)).sum(0).to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_logits.sum(0).to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            grad_pooled = (grad_logits.unsqueeze(2) * weight.to(grad_logits.dtype)).sum(1)
+            if standardized is None:  # one channel per group: the maps are x, converted to float32 if need be
+                standardized = restandardize_maps(group_sum(x, groups), mean, std, inv,
+                                                  overwrite=x.dtype != stat_dtype(x.dtype))
+            # pooled = mean_p sigmoid(standardized): each position gets 1/N of the pooled gradient.
+            grad_pooled = broadcast_channels(grad_pooled / spatial_size(x), standardized).to(standardized.dtype)
+            grad_standardized = torch.ops.aten.sigmoid_backward(grad_pooled, torch.sigmoid(standardized))
+            grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
+            # One pass over x: gy * w plus the group map's gradient, shared by the group's channels; on CPU written
+            # over the product gy * x, whose memory is free again (a fresh allocation costs page faults there).
+            grad_x = _scale_channels(grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps.to(x.dtype),
+                                     out=product)
+        return grad_x, grad_weight, grad_bias, None, None, None
+
+
+def _scale_channels(x: torch.Tensor, weights: torch.Tensor, groups: int, per_group: bool,
+                    add_maps: "torch.Tensor | None" = None, out: "torch.Tensor | None" = None) -> torch.Tensor:
+    """``x * w`` with ``w`` one weight per group (``(B, m)``) or per channel (``(B, C)``), plus ``add_maps``
+    (``(B, m, *spatial)``, broadcast over each group's channels) when given, in one pass over ``x``; written into
+    ``out`` (shaped and laid out like ``x``) when given."""
+    if add_maps is None:
+        # A fresh tensor, not a view of a grouped product: callers may modify the output in place.
+        if per_group:
+            weights = weights.unsqueeze(2).expand(-1, -1, x.shape[1] // groups).reshape(x.shape[:2])
+        return x * broadcast_channels(weights, x)
+    grouped = x.unflatten(1, (groups, -1))
+    weights = weights.view(x.shape[0], groups, 1 if per_group else -1, *([1] * (x.dim() - 2)))
+    if out is None:
+        return torch.addcmul(add_maps.unsqueeze(2), grouped, weights).flatten(1, 2)
+    torch.addcmul(add_maps.unsqueeze(2), grouped, weights, out=out.unflatten(1, (groups, -1)))
+    return out

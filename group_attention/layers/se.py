@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_feature_map, check_positive_int
-from ._group_ops import spatial_dims
+from ._group_ops import broadcast_channels, spatial_dims, spatial_dot, spatial_size, stat_dtype
 
 
 class SE(nn.Module):
@@ -17,8 +18,8 @@ class SE(nn.Module):
 
     with global average pooling :math:`\mathrm{GP}`, ReLU :math:`\delta` and a bottleneck of
     ``max(1, channels // reduction)`` units. Unlike timm's ``SEModule`` the bottleneck is not rounded up to a
-    multiple of 8: with reduction 16 five SE modules on GANet's 32..512-channel encoder add 44,722 parameters,
-    Table 1's Baseline+SE count (7.025M vs 6.981M); timm's rounding would add 56,658.
+    multiple of 8: with reduction 16 five SE modules on GANet's 32..512-channel encoder add 44,702 parameters,
+    Table 1's Baseline+SE count (7.025M vs 6.981M); timm's rounding would add 45,608.
 
     Args:
         channels: number of input channels ``C`` (first positional argument: works as timm's ``attn_layer``).
@@ -66,8 +67,54 @@ class SE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("x", x, self.channels, type(self).__name__)
+        if type(self.act) is nn.ReLU and type(self.gate) is nn.Sigmoid:
+            return _SqueezeExcite.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         weights = self.channel_weights(x).to(x.dtype)
-        return x * weights.view(*weights.shape, *([1] * (x.dim() - 2)))
+        return x * broadcast_channels(weights, x)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, rd_channels={self.fc1.out_features}"
+
+
+def _linear(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``F.linear`` in the inputs' dtype (at least float32) whatever the autocast state: the excitation is tiny."""
+    with torch.autocast(inputs.device.type, enabled=False):
+        return F.linear(inputs, weight.to(inputs.dtype), bias.to(inputs.dtype))
+
+
+class _SqueezeExcite(torch.autograd.Function):
+    """``SE.forward`` with ReLU and sigmoid (the defaults) and a hand-written backward.
+
+    Forward reads ``x`` twice (the channel means, then the product); backward reads ``gy`` and ``x`` once for the
+    per-channel sums of ``gy * x`` and writes ``dx = gy * w + d_mean / N`` in one more pass. Autograd instead
+    materializes the mean's gradient broadcast to ``x``'s size and then adds the two gradients of ``x``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight1, bias1, weight2, bias2):
+        pooled = x.mean(spatial_dims(x), dtype=stat_dtype(x.dtype))
+        pooled = pooled.to(torch.promote_types(pooled.dtype, weight1.dtype))
+        hidden = torch.relu(_linear(pooled, weight1, bias1))
+        weights = torch.sigmoid(_linear(hidden, weight2, bias2))
+        ctx.save_for_backward(x, pooled, hidden, weights, weight1, weight2)
+        return x * broadcast_channels(weights.to(x.dtype), x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, pooled, hidden, weights, weight1, weight2 = ctx.saved_tensors
+        with torch.autocast(x.device.type, enabled=False):
+            channel_sums, product = spatial_dot(grad, x)
+            grad_logits = channel_sums.to(weights.dtype) * weights * (1 - weights)
+            grad_hidden = (grad_logits @ weight2.to(grad_logits.dtype)).masked_fill_(hidden <= 0, 0.0)
+            grad_pooled = grad_hidden @ weight1.to(grad_hidden.dtype)
+            grad_weight1 = (grad_hidden.t() @ pooled).to(weight1.dtype) if ctx.needs_input_grad[1] else None
+            grad_bias1 = grad_hidden.sum(0).to(weight1.dtype) if ctx.needs_input_grad[2] else None
+            grad_weight2 = (grad_logits.t() @ hidden).to(weight2.dtype) if ctx.needs_input_grad[3] else None
+            grad_bias2 = grad_logits.sum(0).to(weight2.dtype) if ctx.needs_input_grad[4] else None
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                # One pass: gy * w plus the mean's gradient, spread evenly over the positions; on CPU written over
+                # the product gy * x, whose memory is free again.
+                mean_grad = broadcast_channels((grad_pooled / spatial_size(x)).to(x.dtype), x)
+                grad_x = torch.addcmul(mean_grad, grad, broadcast_channels(weights.to(x.dtype), x), out=product)
+        return grad_x, grad_weight1, grad_bias1, grad_weight2, grad_bias2

@@ -6,8 +6,22 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_groups
-from ._group_ops import DEFAULT_EPS, group_pooled_dot, resize_to, spatial_standardize
-from .upsample import ConcatSkip
+from ._group_ops import (
+    DEFAULT_EPS,
+    broadcast_channels,
+    channel_dot,
+    group_dot,
+    group_pooled_dot,
+    resize_to,
+    resize_to_backward,
+    spatial_dims,
+    spatial_size,
+    spatial_standardize,
+    standardize_maps,
+    standardize_maps_backward,
+    stat_dtype,
+)
+from .upsample import ConcatSkip, check_skip_inputs
 
 
 class SGAU(ConcatSkip):
@@ -71,5 +85,105 @@ class SGAU(ConcatSkip):
         grouped = low.unflatten(1, (self.groups, -1))
         return torch.addcmul(grouped, grouped, attention.unsqueeze(2)).flatten(1, 2)
 
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        check_skip_inputs(type(self).__name__, low, high, self.low_channels, self.high_channels, self.spatial_dims)
+        if self.record_attention:
+            with torch.no_grad():
+                self.last_attention = resize_to(self.attention_map(high), low.shape[2:]).to(low.dtype)
+        up = self.upsample(high, low.shape[2:])
+        return _SpatialGroupAttentionSkip.apply(low, high, up, self.groups, self.eps)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, groups={self.groups}, eps={self.eps}"
+
+
+class _SpatialGroupAttentionSkip(torch.autograd.Function):
+    """``SGAU.forward`` (``Cat(attend(low, high); up)``) with a hand-written backward.
+
+    Forward reads ``high`` twice (channel means, dot-product maps) and ``low`` once, writing the attended half
+    straight into the concatenated output (no separate attended tensor to copy). It keeps the output, which the next
+    convolution keeps anyway, instead of ``low`` and the upsampled attention: ``low = attended / (1 + A)`` is
+    recovered from it, and ``A`` is re-interpolated from the standardized maps at the high-level size. Backward
+    reads the gradient and the output once for ``A``'s gradient, writes ``d low = g * (1 + A)``, and reads ``high``
+    once more for the per-channel sums before writing ``d high``.
+
+    The output must not be modified in place before backward (autograd raises an error if it is).
+    """
+
+    @staticmethod
+    def forward(ctx, low, high, up, groups: int, eps: float):
+        channel_mean = high.mean(spatial_dims(high), dtype=stat_dtype(high.dtype))
+        standardized, _, std, inv = standardize_maps(group_pooled_dot(high, groups, channel_mean), eps, overwrite=True)
+        attention = resize_to(torch.sigmoid(standardized), low.shape[2:]).to(low.dtype).unsqueeze(2)
+        low_channels = low.shape[1]
+        out = torch.empty((low.shape[0], 2 * low_channels, *low.shape[2:]),
+                          dtype=torch.promote_types(low.dtype, up.dtype), device=low.device,
+                          memory_format=_memory_format(low))
+        grouped = low.unflatten(1, (groups, -1))
+        torch.addcmul(grouped, grouped, attention, out=out[:, :low_channels].unflatten(1, (groups, -1)))
+        out[:, low_channels:].copy_(up)
+        ctx.save_for_backward(out, high, channel_mean, standardized, std, inv)
+        ctx.groups, ctx.low_dtype, ctx.up_dtype = groups, low.dtype, up.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, high, channel_mean, standardized, std, inv = ctx.saved_tensors
+        groups = ctx.groups
+        low_channels = out.shape[1] // 2
+        grad_attended, grad_up = grad[:, :low_channels], grad[:, low_channels:]
+        attended = out[:, :low_channels]
+        one_channel_per_group = low_channels == groups  # then 1 + A has d low's shape: reuse its memory
+        saliency = torch.sigmoid(standardized)
+        # This runs early in backward, near the peak of memory: each temporary of the low-level maps' size is
+        # released as soon as it is used, 1 + A is interpolated afresh where it is needed again, and d low is
+        # formed before d high is allocated.
+        grad_low = grad_high = grad_maps = None
+        if ctx.needs_input_grad[1]:
+            # attended = low * (1 + A): dL/dA = sum_k g * low = sum_k g * attended / (1 + A).
+            gain = _gain(saliency, out.shape[2:])
+            if one_channel_per_group:
+                grad_attention = gain.reciprocal_().mul_(grad_attended).mul_(attended)
+            else:
+                grad_attention = group_dot(grad_attended, attended, groups).div_(gain)
+            del gain
+            grad_saliency = resize_to_backward(grad_attention, standardized.shape)
+            del grad_attention
+            grad_standardized = torch.ops.aten.sigmoid_backward(grad_saliency, saliency)
+            del grad_saliency
+            grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
+            grad_maps = grad_maps.unsqueeze(2)
+        if ctx.needs_input_grad[0]:
+            gain = _gain(saliency, out.shape[2:])
+            if one_channel_per_group:
+                grad_low = gain.mul_(grad_attended)
+            else:
+                grad_low = (grad_attended.unflatten(1, (groups, -1)) * gain.to(grad.dtype).unsqueeze(2)).flatten(1, 2)
+            grad_low = grad_low.to(ctx.low_dtype)
+        if grad_maps is not None:
+            # maps = sum_k high_k * mean_k, and mean_k = sum_p high_k / N: both paths lead to high.
+            del saliency
+            grouped_high = high.unflatten(1, (groups, -1))
+            grad_mean = channel_dot(grouped_high, grad_maps, first_spatial_dim=3) / spatial_size(high)
+            mean = broadcast_channels(channel_mean, high).unflatten(1, (groups, -1))
+            grad_high = torch.addcmul(broadcast_channels(grad_mean, grouped_high), grad_maps, mean)
+            grad_high = grad_high.flatten(1, 2).to(high.dtype)
+        grad_up = grad_up.to(ctx.up_dtype) if ctx.needs_input_grad[2] else None
+        return grad_low, grad_high, grad_up, None, None
+
+
+def _gain(saliency: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
+    """``1 + A``: the attention maps interpolated to the low-level ``size``, plus one, in a fresh tensor."""
+    attention = resize_to(saliency, size)
+    return attention + 1 if attention is saliency else attention.add_(1)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last when ``x`` is stored channels-last (and not also contiguous), else contiguous."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format

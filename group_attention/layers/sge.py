@@ -7,7 +7,19 @@ import torch
 from torch import nn
 
 from .._checks import check_feature_map, check_groups
-from ._group_ops import DEFAULT_EPS, group_pooled_dot, spatial_standardize
+from ._group_ops import (
+    DEFAULT_EPS,
+    broadcast_channels,
+    channel_dot,
+    group_dot,
+    group_pooled_dot,
+    spatial_dims,
+    spatial_size,
+    spatial_standardize,
+    stat_dtype,
+    standardize_maps,
+    standardize_maps_backward,
+)
 
 
 class SGE(nn.Module):
@@ -69,8 +81,59 @@ class SGE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("x", x, self.channels, type(self).__name__)
-        gate = self.spatial_gate(x).to(x.dtype)
-        return (x.unflatten(1, (self.groups, -1)) * gate.unsqueeze(2)).flatten(1, 2)
+        return _SpatialGroupEnhance.apply(x, self.weight, self.bias, self.groups, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, groups={self.groups}, eps={self.eps}"
+
+
+class _SpatialGroupEnhance(torch.autograd.Function):
+    """``SGE.forward`` (``x * spatial_gate(x)``, per group) with a hand-written backward.
+
+    Forward reads ``x`` three times (channel means, the dot-product maps, the gated product) and never materializes
+    ``x * mean``; it keeps the standardized maps (``m / C`` of ``x``). Backward makes three passes: the per-position
+    group sums of ``gy * x`` (the gate's gradient), the per-channel sums of ``x`` times the maps' gradient, and one
+    that writes ``dx = gy * gate + d_maps * mean + d_mean / N``. Autograd through the batched matrix product instead
+    materializes ``x * mean``'s gradient, the expanded mean gradient and the sums of the three input gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float):
+        channel_mean = x.mean(spatial_dims(x), dtype=stat_dtype(x.dtype))
+        standardized, _, std, inv = standardize_maps(group_pooled_dot(x, groups, channel_mean), eps, overwrite=True)
+        affine_shape = (1, groups) + (1,) * (x.dim() - 2)
+        scale, shift = weight.view(affine_shape), bias.view(affine_shape)
+        gate = torch.sigmoid(torch.addcmul(shift.to(standardized.dtype), standardized, scale.to(standardized.dtype)))
+        ctx.save_for_backward(x, channel_mean, standardized, std, inv, weight, bias)
+        ctx.groups = groups
+        # Written into a fresh tensor, not returned as a view of a grouped product: callers may modify it in place.
+        out = torch.empty_like(x)
+        torch.mul(x.unflatten(1, (groups, -1)), gate.to(x.dtype).unsqueeze(2), out=out.unflatten(1, (groups, -1)))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, channel_mean, standardized, std, inv, weight, bias = ctx.saved_tensors
+        groups = ctx.groups
+        affine_shape = (1, groups) + (1,) * (x.dim() - 2)
+        scale = weight.view(affine_shape).to(standardized.dtype)
+        gate = torch.sigmoid(torch.addcmul(bias.view(affine_shape).to(standardized.dtype), standardized, scale))
+        # y = x * gate per group: the gate's gradient sums gy * x over the group's channels.
+        grad_affine = torch.ops.aten.sigmoid_backward(group_dot(grad, x, groups), gate)
+        dims = (0,) + spatial_dims(x)
+        grad_weight = (grad_affine * standardized).sum(dims).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = grad_affine.sum(dims).to(bias.dtype) if ctx.needs_input_grad[2] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_maps = standardize_maps_backward(grad_affine.mul_(scale), standardized, std, inv, overwrite=True)
+            # maps = sum_k x_k * mean_k, and mean_k = sum_p x_k / N: both paths lead to x.
+            expanded_maps = grad_maps.unsqueeze(2)
+            grouped = x.unflatten(1, (groups, -1))
+            grad_mean = channel_dot(grouped, expanded_maps, first_spatial_dim=3).flatten(1, 2) / spatial_size(x)
+            mean = broadcast_channels(channel_mean, x).unflatten(1, (groups, -1))
+            grad_x = torch.addcmul(broadcast_channels(grad_mean, x).unflatten(1, (groups, -1)).to(x.dtype),
+                                   grad.unflatten(1, (groups, -1)), gate.to(x.dtype).unsqueeze(2))
+            grad_x.addcmul_(expanded_maps.to(x.dtype), mean.to(x.dtype))
+            grad_x = grad_x.flatten(1, 2)
+        return grad_x, grad_weight, grad_bias, None, None
+

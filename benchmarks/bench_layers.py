@@ -1,0 +1,527 @@
+"""Forward and forward+backward time of CGA, SE, SGE and SGAU next to what people would use instead.
+
+For every encoder stage of GANet at 512x384 (batch 8 by default) and any ``--shape`` given, one process times, in
+interleaved rounds (see ``_timing.py``):
+
+- ``CGA``, ``SE`` and ``SGE`` from this library;
+- ``timm SE``: timm's ``SEModule`` (the usual squeeze-and-excitation);
+- ``SGE (materializing)``: SGE as its authors' code computes it, materializing ``x * mean(x)``;
+- the memory-traffic floor of each layer: the bytes it must read and write (see :func:`floor_bytes`) over the copy
+  bandwidth measured at the same tensor size.
+
+For every decoder level it times ``SGAU`` next to ``ConcatSkip`` (U-Net's plain skip, which SGAU extends), and
+compares the difference with the floor of SGAU's attention.
+
+Examples::
+
+    python benchmarks/bench_layers.py --quick                       # smoke test, seconds
+    python benchmarks/bench_layers.py --out benchmarks/results      # GANet's shapes and (4, 64, 96, 128)
+    python benchmarks/bench_layers.py --device cuda --dtype bf16 --channels-last --out results
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import _timing as timing  # noqa: E402
+from group_attention import CGA, SE, SGAU, SGE  # noqa: E402
+from group_attention.layers import ConcatSkip  # noqa: E402
+
+GANET_WIDTHS = (32, 64, 128, 256, 512)
+GROUPS = 32
+DEFAULT_SHAPE = (4, 64, 96, 128)
+MODES = ("fwd", "fwd+bwd")
+ENCODER_CONTENDERS = ("timm SE", "SE", "CGA", "SGE", "SGE (materializing)")
+SKIP_CONTENDERS = ("ConcatSkip", "SGAU")
+MAP_BYTES = 4  # the group maps are float32 statistics whatever the features' dtype
+
+
+class MaterializingSGE(nn.Module):
+    """SGE as its authors' code (github.com/implus/PytorchInsight) computes it: ``x * avg_pool(x)`` is
+    materialized, summed over each group's channels and standardized; the reference the fused SGE must beat."""
+
+    def __init__(self, channels: int, groups: int = GROUPS) -> None:
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
+        self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        grouped = x.reshape(batch * self.groups, -1, height, width)
+        similarity = (grouped * grouped.mean((2, 3), keepdim=True)).sum(1, keepdim=True)
+        flat = similarity.view(batch * self.groups, -1)
+        flat = flat - flat.mean(1, keepdim=True)
+        flat = flat / (flat.std(1, keepdim=True) + 1e-5)
+        gate = flat.view(batch, self.groups, height, width) * self.weight + self.bias
+        return (grouped * torch.sigmoid(gate.view(batch * self.groups, 1, height, width))).view_as(x)
+
+
+def timm_se(channels: int) -> nn.Module:
+    from timm.layers import SEModule
+
+    return SEModule(channels)
+
+
+ENCODER_FACTORIES: dict[str, Callable[[int], nn.Module]] = {
+    "timm SE": timm_se,
+    "SE": lambda channels: SE(channels),
+    "CGA": lambda channels: CGA(channels, GROUPS),
+    "SGE": lambda channels: SGE(channels, GROUPS),
+    "SGE (materializing)": lambda channels: MaterializingSGE(channels, GROUPS),
+}
+
+
+# -- the memory-traffic floor ----------------------------------------------------------------------------------------
+def floor_bytes(layer: str, mode: str, features: int, maps: int, element_size: int, *, low: int = 0,
+                high: int = 0) -> "int | None":
+    """Bytes a layer must read and write, with every pass fused as far as its data dependencies allow.
+
+    ``features`` is the element count of the input ``x`` (``N``), ``maps`` that of its ``m`` group maps
+    (``M = N m / C``, float32 statistics), ``element_size`` the bytes of one feature. A pass cannot start before a
+    global reduction it depends on has finished; everything else is assumed fused.
+
+    - SE: forward reads ``x`` for the channel means, then reads ``x`` and writes ``y``: ``3N``. Backward reads the
+      output gradient ``g`` and ``x`` for the per-channel sums of ``g x`` (the weights' gradient), then reads ``g``
+      again and writes ``dx``: ``4N``.
+    - CGA: forward reads ``x`` for the group sums (writing the maps), reads the maps once to standardize and pool
+      them, then reads ``x`` and writes ``y``: ``3N + 2M``. Backward as SE, plus reading the saved maps twice (their
+      gradient's spatial sums, then the gradient itself in the ``dx`` pass): ``4N + 2M``.
+    - SGE: forward needs the channel means before the dot-product maps can be formed, and the maps' statistics
+      before the gated product: ``x`` is read three times and ``y`` written, ``4N + 2M``. Backward reads ``g``
+      and ``x`` once (the gate's gradient per position; the per-channel sums that feed ``dx`` can be accumulated in
+      the same pass), then reads ``g`` and writes ``dx``: ``4N + 2M``.
+    - SGAU's attention (``low``: ``L`` elements; ``high``: ``H`` elements, ``M`` maps at the high level): forward
+      reads ``high`` twice (means, maps), reads ``low`` and writes the attended half: ``2H + 2L + 2M``. Backward
+      reads ``g`` and ``low`` once, writing ``d low`` (the attention is known), then reads ``high`` once and writes
+      ``d high``: ``3L + 2H + 2M``.
+    """
+    if layer == "SGAU attention":
+        forward = (2 * high + 2 * low) * element_size + 2 * maps * MAP_BYTES
+        backward = (3 * low + 2 * high) * element_size + 2 * maps * MAP_BYTES
+    elif layer in ("SE", "timm SE"):
+        forward, backward = 3 * features * element_size, 4 * features * element_size
+    elif layer == "CGA":
+        forward = 3 * features * element_size + 2 * maps * MAP_BYTES
+        backward = 4 * features * element_size + 2 * maps * MAP_BYTES
+    elif layer in ("SGE", "SGE (materializing)"):
+        forward = 4 * features * element_size + 2 * maps * MAP_BYTES
+        backward = 4 * features * element_size + 2 * maps * MAP_BYTES
+    else:
+        return None
+    return forward if mode == "fwd" else forward + backward
+
+
+# -- cases -----------------------------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    device: torch.device
+    dtype: str
+    channels_last: bool
+    compile: bool
+    rounds: int
+    warmup: int
+    max_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"device": self.device.type, "dtype": self.dtype, "channels_last": self.channels_last,
+                "compile": self.compile, "rounds": self.rounds, "warmup": self.warmup,
+                "max_seconds_per_mode": self.max_seconds}
+
+
+def feature_dtype(settings: Settings) -> torch.dtype:
+    """Under autocast the layers see the convolutions' bf16/fp16 outputs, so the features come in that dtype."""
+    return timing.DTYPES[settings.dtype] or torch.float32
+
+
+def make_features(shape: tuple[int, ...], settings: Settings, generator: torch.Generator) -> torch.Tensor:
+    x = torch.randn(shape, generator=generator).to(settings.device, feature_dtype(settings))
+    if settings.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_()
+
+
+def prepare(module: nn.Module, settings: Settings) -> nn.Module:
+    module = module.to(settings.device)
+    if settings.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return torch.compile(module) if settings.compile else module
+
+
+def workloads(module: nn.Module, inputs: tuple[torch.Tensor, ...], settings: Settings,
+              ) -> dict[str, Callable[[], Any]]:
+    """``fwd`` (no autograd graph) and ``fwd+bwd`` (gradients of every input and parameter, not accumulated,
+    as a layer inside a network gets them) of ``module(*inputs)``."""
+    params = tuple(p for p in module.parameters() if p.requires_grad)
+    with torch.no_grad(), timing.autocast_context(settings.device, settings.dtype):
+        grad_output = torch.randn_like(module(*inputs))
+
+    def forward() -> None:
+        with torch.no_grad(), timing.autocast_context(settings.device, settings.dtype):
+            module(*inputs)
+
+    def forward_backward() -> None:
+        with timing.autocast_context(settings.device, settings.dtype):
+            out = module(*inputs)
+        torch.autograd.grad(out, inputs + params, grad_output)
+
+    return {"fwd": forward, "fwd+bwd": forward_backward}
+
+
+def saved_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], settings: Settings) -> int:
+    """Activation bytes kept for backward, not counting the inputs (which the previous layer keeps anyway)."""
+    input_storages = {t.untyped_storage().data_ptr() for t in inputs}
+
+    def run():
+        with timing.autocast_context(settings.device, settings.dtype):
+            return module(*inputs)
+
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer not in input_storages:
+            storages[pointer] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = run()
+    del out
+    return sum(storages.values())
+
+
+def time_case(modules: dict[str, nn.Module], inputs: tuple[torch.Tensor, ...], settings: Settings,
+              log: Callable[[str], None]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Time every module in both modes; returns mode -> contender -> summary (with ``saved_bytes``)."""
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for mode in MODES:
+        contenders = {name: workloads(module, inputs, settings)[mode] for name, module in modules.items()}
+        samples = timing.time_interleaved(contenders, settings.device, warmup=settings.warmup,
+                                          rounds=settings.rounds, max_seconds=settings.max_seconds)
+        results[mode] = {name: {**samples[name].summary(), "samples": samples} for name in modules}
+        log(f"  {mode}: " + ", ".join(f"{name} {timing.format_ms(s.median)} ms" for name, s in samples.items()))
+    for name, module in modules.items():
+        results["fwd+bwd"][name]["saved_bytes"] = saved_bytes(module, inputs, settings)
+    return results
+
+
+def ratio_fields(mode_results: dict[str, dict[str, Any]], name: str, reference: str) -> "float | None":
+    if name not in mode_results or reference not in mode_results:
+        return None
+    samples = mode_results[name]["samples"]
+    return timing.paired_ratio(samples, name, reference)
+
+
+def encoder_case(label: str, shape: tuple[int, ...], settings: Settings, bandwidth: float,
+                 log: Callable[[str], None], only: "set[str] | None" = None) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(0)
+    x = make_features(shape, settings, generator)
+    channels = shape[1]
+    modules = {}
+    notes = []
+    for name in ENCODER_CONTENDERS:
+        if only is not None and name not in only:
+            continue
+        if name in ("CGA", "SGE", "SGE (materializing)") and channels % GROUPS:
+            notes.append(f"{name} skipped: {channels} channels are not divisible by {GROUPS} groups")
+            continue
+        if name == "SGE (materializing)" and len(shape) != 4:
+            notes.append("SGE (materializing) is written for 2D maps only")
+            continue
+        try:
+            modules[name] = prepare(ENCODER_FACTORIES[name](channels), settings)
+        except ImportError as error:
+            notes.append(f"{name} skipped: {error}")
+    log(f"{label} {tuple(shape)}: {', '.join(modules)}")
+    results = time_case(modules, (x,), settings, log)
+    features = x.numel()
+    maps = features // channels * GROUPS
+    element_size = x.element_size()
+    for mode, by_name in results.items():
+        for name, summary in by_name.items():
+            bytes_needed = floor_bytes(name, mode, features, maps, element_size)
+            summary["floor_bytes"] = bytes_needed
+            summary["floor_ms"] = 1000 * bytes_needed / bandwidth if bytes_needed else None
+            summary["vs_floor"] = summary["median_ms"] / summary["floor_ms"] if bytes_needed else None
+            summary["vs_timm_se"] = ratio_fields(by_name, name, "timm SE")
+            summary["vs_materializing_sge"] = ratio_fields(by_name, name, "SGE (materializing)")
+    return {"case": label, "kind": "encoder", "shape": list(shape), "features": features, "maps": maps,
+            "element_size": element_size, "bandwidth_GBps": bandwidth / 1e9, "results": results, "notes": notes}
+
+
+def skip_case(label: str, low_shape: tuple[int, ...], settings: Settings, bandwidth: float,
+              log: Callable[[str], None], only: "set[str] | None" = None) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(0)
+    batch, low_channels, *size = low_shape
+    high_shape = (batch, 2 * low_channels, *(s // 2 for s in size))
+    low, high = make_features(low_shape, settings, generator), make_features(high_shape, settings, generator)
+    # SGAU's attention is measured against ConcatSkip, so the two always run together.
+    modules = {
+        "ConcatSkip": prepare(ConcatSkip(low_channels, 2 * low_channels, spatial_dims=len(size)), settings),
+        "SGAU": prepare(SGAU(low_channels, 2 * low_channels, GROUPS, spatial_dims=len(size)), settings),
+    }
+    log(f"{label} low {tuple(low_shape)}, high {tuple(high_shape)}: {', '.join(modules)}")
+    results = time_case(modules, (low, high), settings, log)
+    maps = high.numel() // high.shape[1] * GROUPS
+    for mode, by_name in results.items():
+        bytes_needed = floor_bytes("SGAU attention", mode, 0, maps, low.element_size(), low=low.numel(),
+                                   high=high.numel())
+        overhead = by_name["SGAU"]["median_ms"] - by_name["ConcatSkip"]["median_ms"]
+        floor_ms = 1000 * bytes_needed / bandwidth
+        by_name["SGAU"].update(attention_ms=overhead, floor_bytes=bytes_needed, floor_ms=floor_ms,
+                               vs_floor=overhead / floor_ms, vs_concat_skip=ratio_fields(by_name, "SGAU", "ConcatSkip"))
+    return {"case": label, "kind": "skip", "shape": list(low_shape), "high_shape": list(high_shape),
+            "features": low.numel(), "maps": maps, "element_size": low.element_size(),
+            "bandwidth_GBps": bandwidth / 1e9, "results": results, "notes": []}
+
+
+# -- report ----------------------------------------------------------------------------------------------------------
+def spread(summary: dict[str, Any]) -> str:
+    """``median ±half-IQR%``."""
+    half_iqr = (summary["p75_ms"] - summary["p25_ms"]) / 2 / summary["median_ms"] * 100
+    return f"{timing.format_ms(summary['median_ms'])} ±{half_iqr:.0f}%"
+
+
+def encoder_table(cases: list[dict[str, Any]], mode: str) -> str:
+    headers = ["case", "shape", *[f"{name} ms" for name in ENCODER_CONTENDERS], "SE / timm SE", "CGA / timm SE",
+               "materializing / SGE", "SE / floor", "CGA / floor", "SGE / floor", "floor ms (SE, CGA)"]
+    rows = []
+    for case in cases:
+        results = case["results"][mode]
+        cell = lambda name, key: results[name].get(key) if name in results else None  # noqa: E731
+        rows.append([
+            case["case"], "x".join(map(str, case["shape"])),
+            *[spread(results[name]) if name in results else "n/a" for name in ENCODER_CONTENDERS],
+            timing.format_ratio(cell("SE", "vs_timm_se")), timing.format_ratio(cell("CGA", "vs_timm_se")),
+            timing.format_ratio(1 / cell("SGE", "vs_materializing_sge") if cell("SGE", "vs_materializing_sge")
+                                else None),
+            timing.format_ratio(cell("SE", "vs_floor")), timing.format_ratio(cell("CGA", "vs_floor")),
+            timing.format_ratio(cell("SGE", "vs_floor")),
+            f"{timing.format_ms(cell('SE', 'floor_ms'))}, {timing.format_ms(cell('CGA', 'floor_ms'))}",
+        ])
+    return timing.markdown_table(headers, rows)
+
+
+def skip_table(cases: list[dict[str, Any]], mode: str) -> str:
+    headers = ["case", "low / high shape", "ConcatSkip ms", "SGAU ms", "SGAU / ConcatSkip", "attention ms",
+               "attention floor ms", "attention / floor"]
+    rows = []
+    for case in cases:
+        results = case["results"][mode]
+        sgau = results["SGAU"]
+        rows.append([
+            case["case"], f"{'x'.join(map(str, case['shape']))} / {'x'.join(map(str, case['high_shape']))}",
+            spread(results["ConcatSkip"]), spread(sgau), timing.format_ratio(sgau["vs_concat_skip"]),
+            timing.format_ms(sgau["attention_ms"]), timing.format_ms(sgau["floor_ms"]),
+            timing.format_ratio(sgau["vs_floor"]),
+        ])
+    return timing.markdown_table(headers, rows)
+
+
+def settings_title(settings: dict[str, Any]) -> str:
+    return (f"{settings['device']}, {settings['dtype']}{' autocast' if settings['dtype'] != 'fp32' else ''}, "
+            f"{'channels_last' if settings['channels_last'] else 'contiguous (NCHW)'}, "
+            f"{'torch.compile' if settings['compile'] else 'eager'}")
+
+
+def run_report(run: dict[str, Any]) -> list[str]:
+    """The Markdown section of one run (one dtype)."""
+    settings, cases = run["settings"], run["cases"]
+    encoder = [case for case in cases if case["kind"] == "encoder"]
+    skip = [case for case in cases if case["kind"] == "skip"]
+    lines = [f"## {settings_title(settings)}", ""]
+    for mode in MODES:
+        title = "forward" if mode == "fwd" else "forward + backward"
+        if encoder:
+            lines += [f"### Encoder attention, {title}", "", encoder_table(encoder, mode), ""]
+        if skip:
+            lines += [f"### SGAU skip connection, {title}", "", skip_table(skip, mode), ""]
+    if encoder:
+        rows = [[case["case"], *[f"{case['results']['fwd+bwd'][name]['saved_bytes'] / 2**20:.1f}"
+                                 if name in case["results"]["fwd+bwd"] else "n/a" for name in ENCODER_CONTENDERS]]
+                for case in encoder]
+        lines += ["### Activation memory kept for backward (MiB, not counting the input)", "",
+                  timing.markdown_table(["case", *ENCODER_CONTENDERS], rows), ""]
+    if run["notes"]:
+        lines += ["Notes:", ""] + [f"- {note}" for note in run["notes"]] + [""]
+    return lines
+
+
+def report(machine: dict[str, Any], runs: list[dict[str, Any]], command: str) -> str:
+    first = runs[0]["settings"]
+    lines = [
+        "# Layer benchmark",
+        "",
+        f"Machine: {timing.machine_line(machine)}.",
+        "",
+        f"Command: `{command}`. Up to {first['rounds']} interleaved rounds after {first['warmup']} warm-up calls. "
+        "Times are medians in ms with half the interquartile range; ratios are medians of per-round ratios. The "
+        "floor is the bytes the layer must move (docs/benchmarks.md) over the copy bandwidth measured at the same "
+        "size; for SGAU, the attention's floor is compared with SGAU's time minus ConcatSkip's.",
+        "",
+    ]
+    for run in runs:
+        lines += run_report(run)
+    return "\n".join(lines)
+
+
+def strip_samples(case: dict[str, Any]) -> dict[str, Any]:
+    """The case with each contender's raw samples as a list of milliseconds (JSON-ready)."""
+    for by_name in case["results"].values():
+        for name, summary in by_name.items():
+            summary["samples_ms"] = summary.pop("samples")[name].times_ms
+    return case
+
+
+# -- command line ----------------------------------------------------------------------------------------------------
+def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", default="fp32",
+                        help="fp32, bf16 or fp16 (autocast; the features then come in that dtype), or a "
+                             "comma-separated list, one section each (default fp32)")
+    parser.add_argument("--contenders", default=None,
+                        help=f"comma-separated subset of {', '.join(ENCODER_CONTENDERS)} (SGAU and ConcatSkip "
+                             "always run together)")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last features and modules")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every contender (inductor)")
+    parser.add_argument("--quick", action="store_true", help="small shapes, few rounds: a smoke test")
+    parser.add_argument("--shape", action="append", default=None,
+                        help="an extra encoder shape B,C,H,W (repeatable; default 4,64,96,128)")
+    parser.add_argument("--batch", type=int, default=8, help="batch of GANet's shapes (default 8)")
+    parser.add_argument("--size", default="384,512", help="GANet's input size H,W (default 384,512)")
+    parser.add_argument("--no-ganet-shapes", action="store_true", help="time only the --shape cases")
+    parser.add_argument("--no-skip", action="store_true", help="leave out the SGAU cases")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per mode (default 15; quick 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up calls (default 3; quick 1)")
+    parser.add_argument("--max-seconds", type=float, default=60.0,
+                        help="stop a case's rounds after this many seconds (at least 3 rounds)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--out", default=None, help="folder for <stem>.md and <stem>.json")
+    parser.add_argument("--stem", default=None, help="file name stem (default layers-<device>[-<dtype>]...)")
+    return parser.parse_args(argv)
+
+
+def default_stem(args: argparse.Namespace) -> str:
+    parts = ["layers", args.device]
+    if args.dtype != "fp32":
+        parts.append(args.dtype.replace(",", "-"))
+    if args.channels_last:
+        parts.append("channels-last")
+    if args.compile:
+        parts.append("compile")
+    if args.quick:
+        parts.append("quick")
+    return "-".join(parts)
+
+
+def ganet_shapes(batch: int, size: tuple[int, int]) -> list[tuple[str, tuple[int, ...]]]:
+    """GANet's encoder feature shapes, stage 1 (full resolution) to stage 5."""
+    height, width = size
+    return [(f"encoder stage {index + 1}", (batch, channels, height >> index, width >> index))
+            for index, channels in enumerate(GANET_WIDTHS)]
+
+
+def case_shapes(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(kind, label, shape) of every case: GANet's encoder stages and decoder levels, then the user shapes."""
+    user = [("encoder", "user shape", timing.parse_ints(s, 4, "--shape"))
+            for s in (args.shape or (["2,64,24,32"] if args.quick else [",".join(map(str, DEFAULT_SHAPE))]))]
+    if args.quick:
+        return user + ([] if args.no_skip else [("skip", "decoder level (quick)", (2, 32, 48, 64))])
+    if args.no_ganet_shapes:
+        return user
+    stages = ganet_shapes(args.batch, timing.parse_ints(args.size, 2, "--size"))
+    skips = [] if args.no_skip else [("skip", f"decoder level {index + 1}", shape)
+                                     for index, (_, shape) in enumerate(stages[:-1])]
+    return [("encoder", label, shape) for label, shape in stages] + user + skips
+
+
+def run_cases(settings: Settings, shapes: list[tuple[str, str, tuple[int, ...]]], contenders: "set[str] | None",
+              log: Callable[[str], None], on_case: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Every case for one settings (dtype); returns ``{"settings", "cases", "notes"}``, after calling ``on_case``
+    with the run so far after each case (to save partial results)."""
+    bandwidths: dict[int, float] = {}
+    cases: list[dict[str, Any]] = []
+    notes: list[str] = []
+    run = {"settings": settings.as_dict(), "cases": cases, "notes": notes}
+    element_size = torch.empty((), dtype=feature_dtype(settings)).element_size()
+    log(f"== {settings.dtype}{' autocast' if settings.dtype != 'fp32' else ''}")
+    for kind, label, shape in shapes:
+        nbytes = element_size * math.prod(shape)
+        if nbytes not in bandwidths:
+            bandwidths[nbytes] = timing.copy_bandwidth(nbytes, settings.device)
+        run_case = encoder_case if kind == "encoder" else skip_case
+        try:
+            case = run_case(label, shape, settings, bandwidths[nbytes], log, contenders)
+        except Exception as error:  # noqa: BLE001 - one failing case must not lose the others
+            notes.append(f"{label} {shape}: failed with {type(error).__name__}: {error}")
+            log(notes[-1])
+            continue
+        notes += [f"{label}: {note}" for note in case.pop("notes")]
+        cases.append(strip_samples(case))
+        on_case(run)
+    return run
+
+
+def main(argv: "list[str] | None" = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = timing.resolve_device(args.device)
+    log = lambda message: print(message, flush=True)  # noqa: E731
+    contenders = None
+    if args.contenders:
+        contenders = {name.strip() for name in args.contenders.split(",")}
+        unknown = contenders - set(ENCODER_CONTENDERS) - set(SKIP_CONTENDERS)
+        if unknown:
+            raise SystemExit(f"--contenders: unknown {sorted(unknown)}; valid: "
+                             f"{list(ENCODER_CONTENDERS) + list(SKIP_CONTENDERS)}")
+    shapes = case_shapes(args)
+    machine = timing.machine_info(device)
+    log(f"bench_layers: {timing.machine_line(machine)}")
+    command = ("python benchmarks/bench_layers.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    runs: list[dict[str, Any]] = []
+
+    def save(current: "dict[str, Any] | None" = None) -> "tuple[str, str] | None":
+        """Write everything measured so far (the files are replaced atomically after every case)."""
+        if not args.out:
+            return None
+        finished = runs + ([current] if current is not None else [])
+        payload = {"benchmark": "layers", "machine": machine, "command": command, "runs": finished}
+        return timing.write_results(args.out, args.stem or default_stem(args), report(machine, finished, command),
+                                    payload)
+
+    for dtype in timing.parse_dtypes(args.dtype):
+        settings = Settings(device=device, dtype=dtype, channels_last=args.channels_last, compile=args.compile,
+                            rounds=args.rounds or (3 if args.quick else 15),
+                            warmup=args.warmup or (1 if args.quick else 3),
+                            max_seconds=min(args.max_seconds, 5.0) if args.quick else args.max_seconds)
+        extra = {"quick": args.quick, "batch": args.batch, "size": args.size, "groups": GROUPS}
+
+        def checkpoint(run: dict[str, Any]) -> None:
+            run["settings"].update(extra)
+            save(run)
+
+        runs.append(run_cases(settings, shapes, contenders, log, checkpoint))
+        runs[-1]["settings"].update(extra)
+    print(report(machine, runs, command), flush=True)
+    paths = save()
+    if paths:
+        log(f"wrote {paths[0]} and {paths[1]}")
+    return {"benchmark": "layers", "machine": machine, "command": command, "runs": runs}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""The fused autograd Functions behind CGA, SE, SGE and SGAU against plain-autograd formulations of the same equations.
+
+``test_layers.py`` checks each layer against the papers' equations in float64 and with gradcheck; here the forward
+*and* the gradients of every input and parameter are compared with autograd through plain tensor code, over the
+code paths the fused versions choose between: memory formats, 1D/2D/3D maps, group sizes handled by a loop of
+multiply-adds or by a reduction, reduced precision, partial ``requires_grad`` and ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from group_attention import CGA, SE, SGAU, SGE
+from group_attention.layers import _group_ops as group_ops
+from group_attention.layers._group_ops import (
+    LOOP_MAX_CHANNELS_PER_GROUP,
+    resize_to,
+    resize_to_backward,
+    standardize_maps,
+)
+
+
+# -- plain-autograd formulations -------------------------------------------------------------------------------------
+def plain_standardize(maps: torch.Tensor, eps: float) -> torch.Tensor:
+    dims = tuple(range(2, maps.dim()))
+    return (maps - maps.mean(dims, keepdim=True)) / (maps.std(dims, keepdim=True, correction=1) + eps)
+
+
+def spread(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return weights.view(*weights.shape, *([1] * (like.dim() - weights.dim())))
+
+
+def plain_cga(layer: CGA, x: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(2, x.dim()))
+    maps = x.unflatten(1, (layer.groups, -1)).sum(2)
+    pooled = torch.sigmoid(plain_standardize(maps, layer.eps)).mean(dims)
+    weights = torch.sigmoid(F.linear(pooled, layer.fc.weight, layer.fc.bias))
+    if layer.gate == "group":
+        weights = weights.repeat_interleave(layer.channels // layer.groups, 1)
+    return x * spread(weights, x)
+
+
+def plain_se(layer: SE, x: torch.Tensor) -> torch.Tensor:
+    pooled = x.mean(tuple(range(2, x.dim())))
+    return x * spread(layer.gate(layer.fc2(layer.act(layer.fc1(pooled)))), x)
+
+
+def group_similarity(x: torch.Tensor, groups: int) -> torch.Tensor:
+    grouped = x.unflatten(1, (groups, -1))
+    mean = grouped.mean(tuple(range(3, x.dim() + 1)), keepdim=True)
+    return (grouped * mean).sum(2)
+
+
+def plain_sge(layer: SGE, x: torch.Tensor) -> torch.Tensor:
+    shape = (1, layer.groups) + (1,) * (x.dim() - 2)
+    standardized = plain_standardize(group_similarity(x, layer.groups), layer.eps)
+    gate = torch.sigmoid(standardized * layer.weight.view(shape) + layer.bias.view(shape))
+    return (x.unflatten(1, (layer.groups, -1)) * gate.unsqueeze(2)).flatten(1, 2)
+
+
+def plain_sgau(layer: SGAU, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    attention = torch.sigmoid(plain_standardize(group_similarity(high, layer.groups), layer.eps))
+    if attention.shape[2:] != low.shape[2:]:
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[low.dim() - 2]
+        attention = F.interpolate(attention, size=low.shape[2:], mode=mode, align_corners=False)
+    grouped = low.unflatten(1, (layer.groups, -1))
+    attended = (grouped * (1 + attention.unsqueeze(2))).flatten(1, 2)
+    return torch.cat([attended, layer.upsample(high, low.shape[2:])], 1)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+def randomize(module: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.normal_(0, 0.5)
+    return module
+
+
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    if not channels_last:
+        return x
+    return x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+
+
+def gradients(out: torch.Tensor, inputs: tuple[torch.Tensor, ...], grad_output: torch.Tensor):
+    return torch.autograd.grad(out, inputs, grad_output, allow_unused=True)
+
+
+def assert_same_forward_and_gradients(fused, plain, inputs, params, rtol=1e-9, atol=1e-10):
+    out = fused(*inputs)
+    expected = plain(*inputs)
+    torch.testing.assert_close(out, expected, rtol=rtol, atol=atol)
+    grad_output = torch.randn_like(expected)
+    targets = tuple(t for t in inputs + params if t.requires_grad)
+    for got, want in zip(gradients(out, targets, grad_output), gradients(expected, targets, grad_output)):
+        torch.testing.assert_close(got, want, rtol=rtol * 100, atol=atol * 100)
+
+
+# Group sizes on both sides of the loop/reduction switch; 1D, 2D and 3D maps; both memory formats.
+PER_GROUP = sorted({1, 2, LOOP_MAX_CHANNELS_PER_GROUP, LOOP_MAX_CHANNELS_PER_GROUP + 1})
+LAYOUTS = [((5, 7), False), ((5, 7), True), ((3, 4, 5), False), ((3, 4, 5), True), ((11,), False)]
+LAYOUT_IDS = ["2d", "2d-channels-last", "3d", "3d-channels-last", "1d"]
+
+
+@pytest.mark.parametrize("per_group", PER_GROUP)
+@pytest.mark.parametrize("size, channels_last", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("gate", ["group", "channel"])
+def test_cga_fused_matches_autograd(per_group, size, channels_last, gate):
+    groups = 3
+    layer = randomize(CGA(groups * per_group, groups, gate=gate)).double()
+    x = to_memory_format(torch.randn(2, groups * per_group, *size, dtype=torch.float64) * 2 + 1, channels_last)
+    assert_same_forward_and_gradients(layer, lambda x: plain_cga(layer, x), (x.requires_grad_(),),
+                                      tuple(layer.parameters()))
+
+
+@pytest.mark.parametrize("per_group", PER_GROUP)
+@pytest.mark.parametrize("size, channels_last", LAYOUTS, ids=LAYOUT_IDS)
+def test_sge_fused_matches_autograd(per_group, size, channels_last):
+    groups = 3
+    layer = randomize(SGE(groups * per_group, groups)).double()
+    x = to_memory_format(torch.randn(2, groups * per_group, *size, dtype=torch.float64), channels_last)
+    assert_same_forward_and_gradients(layer, lambda x: plain_sge(layer, x), (x.requires_grad_(),),
+                                      tuple(layer.parameters()))
+
+
+@pytest.mark.parametrize("size, channels_last", LAYOUTS, ids=LAYOUT_IDS)
+def test_se_fused_matches_autograd(size, channels_last):
+    layer = randomize(SE(12, reduction=4)).double()
+    x = to_memory_format(torch.randn(2, 12, *size, dtype=torch.float64), channels_last)
+    assert_same_forward_and_gradients(layer, lambda x: plain_se(layer, x), (x.requires_grad_(),),
+                                      tuple(layer.parameters()))
+
+
+def test_se_with_other_activations_uses_autograd():
+    layer = randomize(SE(12, reduction=4, act_layer=nn.GELU, gate_layer=nn.Hardsigmoid)).double()
+    x = torch.randn(2, 12, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert_same_forward_and_gradients(layer, lambda x: plain_se(layer, x), (x,), tuple(layer.parameters()))
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+@pytest.mark.parametrize("per_group", PER_GROUP)
+@pytest.mark.parametrize("low_size, high_size, channels_last", [
+    ((10, 12), (5, 6), False), ((10, 12), (5, 6), True), ((11, 9), (5, 4), False), ((6, 8, 4), (3, 4, 2), False),
+    ((6, 8, 4), (3, 4, 2), True), ((12,), (6,), False), ((4, 4), (4, 4), False),
+], ids=["2d", "2d-channels-last", "2d-odd", "3d", "3d-channels-last", "1d", "same-size"])
+def test_sgau_fused_matches_autograd(per_group, low_size, high_size, channels_last):
+    groups = 2
+    low_channels = groups * per_group
+    layer = randomize(SGAU(low_channels, 2 * low_channels, groups, spatial_dims=len(low_size))).double()
+    low = to_memory_format(torch.randn(2, low_channels, *low_size, dtype=torch.float64), channels_last)
+    high = to_memory_format(torch.randn(2, 2 * low_channels, *high_size, dtype=torch.float64), channels_last)
+    assert_same_forward_and_gradients(layer, lambda low, high: plain_sgau(layer, low, high),
+                                      (low.requires_grad_(), high.requires_grad_()), tuple(layer.parameters()))
+
+
+def test_sgau_output_keeps_the_input_memory_format():
+    layer = SGAU(4, 8, groups=2)
+    low = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    high = torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert layer(low, high).is_contiguous(memory_format=torch.channels_last)
+    assert layer(low.contiguous(), high.contiguous()).is_contiguous()
+
+
+# -- partial requires_grad -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make, plain", [
+    (lambda: CGA(8, 4), plain_cga), (lambda: SGE(8, 4), plain_sge), (lambda: SE(8, 2), plain_se),
+], ids=["cga", "sge", "se"])
+@pytest.mark.parametrize("trainable", ["input-only", "parameters-only"])
+def test_gradients_of_a_subset_of_inputs(make, plain, trainable):
+    layer = randomize(make()).double()
+    x = torch.randn(2, 8, 4, 5, dtype=torch.float64, requires_grad=trainable == "input-only")
+    layer.requires_grad_(trainable == "parameters-only")
+    assert_same_forward_and_gradients(layer, lambda x: plain(layer, x), (x,), tuple(layer.parameters()))
+
+
+def test_sgau_gradient_of_the_low_features_only():
+    layer = randomize(SGAU(4, 8, groups=2)).double().requires_grad_(False)
+    low = torch.randn(1, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    high = torch.randn(1, 8, 3, 3, dtype=torch.float64)
+    assert_same_forward_and_gradients(layer, lambda low, high: plain_sgau(layer, low, high), (low, high), ())
+
+
+# -- outputs may be modified in place (except SGAU's, which backward reads) ------------------------------------------
+@pytest.mark.parametrize("layer", [CGA(8, 4), SGE(8, 4), SE(8, 2)], ids=["cga", "sge", "se"])
+def test_output_can_be_modified_in_place(layer):
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    out = layer(x)
+    out.add_(1).relu_()
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_sgau_output_modified_in_place_raises_in_backward():
+    out = SGAU(4, 8, groups=2)(torch.randn(1, 4, 4, 4, requires_grad=True), torch.randn(1, 8, 2, 2))
+    out.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+# -- reduced precision -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("make, plain", [
+    (lambda: CGA(16, 4), plain_cga), (lambda: CGA(16, 16), plain_cga), (lambda: SGE(16, 4), plain_sge),
+    (lambda: SE(16, 4), plain_se),
+], ids=["cga", "cga-one-channel-per-group", "sge", "se"])
+def test_half_precision_inputs_match_float64(dtype, make, plain):
+    layer = randomize(make())
+    x = (torch.randn(2, 16, 6, 7) * 3).to(dtype).requires_grad_()
+    out = layer(x)
+    assert out.dtype == dtype
+    grad_output = torch.randn(out.shape).to(dtype)
+    (grad,) = torch.autograd.grad(out, x, grad_output)
+    assert grad.dtype == dtype
+    reference_layer = layer.double()
+    reference_x = x.detach().double().requires_grad_()
+    expected = plain(reference_layer, reference_x)
+    (expected_grad,) = torch.autograd.grad(expected, reference_x, grad_output.double())
+    torch.testing.assert_close(out.double(), expected, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=5e-2, atol=5e-2 * expected_grad.abs().max().item())
+
+
+@pytest.mark.parametrize("low_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("groups", [4, 8], ids=["two-channels-per-group", "one-channel-per-group"])
+def test_sgau_under_autocast_matches_float32(low_dtype, groups):
+    layer = randomize(SGAU(8, 16, groups=groups))
+    low = torch.randn(2, 8, 12, 10).to(low_dtype).requires_grad_()
+    high = torch.randn(2, 16, 6, 5).to(low_dtype).requires_grad_()
+    expected = layer(low.float(), high.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(low, high)
+    grads = torch.autograd.grad(out.float().square().sum(), (low, high))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (low, high))
+    for got, want in zip(grads, expected_grads):
+        assert got.dtype == low_dtype
+        want = want.float()
+        torch.testing.assert_close(got.float(), want, rtol=5e-2, atol=5e-2 * want.abs().max().item())
+    # As torch.cat would: the attended half in low's dtype, the upsampled half in bf16 (autocast's convolution).
+    assert out.dtype == low_dtype
+    torch.testing.assert_close(out.float(), expected, rtol=5e-2, atol=5e-2)
+
+
+# -- statistics ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [0.0, 0.1, 7.0, -3.3e4])
+def test_constant_maps_standardize_to_exactly_zero(value):
+    maps = torch.full((2, 3, 97, 101), value)
+    standardized, _, std, _ = standardize_maps(maps, 1e-5)
+    assert (standardized == 0).all() and (std == 0).all()
+
+
+def test_standardize_maps_matches_the_unbiased_formula_for_large_offsets():
+    maps = torch.randn(2, 3, 50, 60, dtype=torch.float64) + 1e3
+    standardized, _, std, _ = standardize_maps(maps, 1e-5)
+    torch.testing.assert_close(standardized, plain_standardize(maps, 1e-5), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(std, maps.std((2, 3), keepdim=True), rtol=1e-9, atol=0)
+    # In float32 the two-pass formula loses no more than the mean's rounding (a few ulps of 1e3 over std 1), not
+    # the cancellation of a sum of squares.
+    maps32 = maps.float()
+    standardized32 = standardize_maps(maps32, 1e-5).values
+    torch.testing.assert_close(standardized32.double(), plain_standardize(maps32.double(), 1e-5), rtol=0, atol=1e-3)
+
+
+# -- torch.compile ---------------------------------------------------------------------------------------------------
+def test_torch_compile_sgau_matches_eager():
+    layer = randomize(SGAU(8, 16, groups=4))
+    low = torch.randn(2, 8, 10, 14, requires_grad=True)
+    high = torch.randn(2, 16, 5, 7, requires_grad=True)
+    compiled = torch.compile(layer, backend="inductor")
+    out = compiled(low, high)
+    expected = layer(low, high)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), (low, high))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (low, high))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_torch_compile_se_with_inductor_matches_eager():
+    layer = randomize(SE(24, reduction=4))
+    x = torch.randn(2, 24, 7, 5, requires_grad=True)
+    out = torch.compile(layer, backend="inductor")(x)
+    torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-6)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    (expected,) = torch.autograd.grad(layer(x).square().sum(), x)
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
+
+
+# -- interpolation ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 1, 5), (2, 2, 3, 4, 2), (2, 3, 7), (1, 1, 1, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_doubling_matches_interpolate_and_its_gradient(shape, channels_last):
+    maps = torch.randn(shape, dtype=torch.float64)
+    if channels_last and maps.dim() >= 4:
+        maps = to_memory_format(maps, True)
+    maps.requires_grad_()
+    size = [2 * s for s in shape[2:]]
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    expected = F.interpolate(maps, size=size, mode=mode, align_corners=False)
+    torch.testing.assert_close(resize_to(maps.detach(), size), expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(expected)
+    (expected_grad,) = torch.autograd.grad(expected, maps, grad)
+    torch.testing.assert_close(resize_to_backward(grad, maps.shape), expected_grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, size", [((1, 2, 5, 4), (11, 9)), ((1, 2, 3, 3, 3), (6, 7, 6)), ((2, 2, 4), (9,))])
+def test_other_sizes_use_interpolate_and_its_gradient(shape, size):
+    maps = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    expected = F.interpolate(maps, size=size, mode=mode, align_corners=False)
+    torch.testing.assert_close(resize_to(maps.detach(), size), expected)
+    grad = torch.randn_like(expected)
+    (expected_grad,) = torch.autograd.grad(expected, maps, grad)
+    torch.testing.assert_close(resize_to_backward(grad, maps.shape), expected_grad)
+
+
+# -- the CUDA code paths, taken on CPU ------------------------------------------------------------------------------
+@pytest.mark.parametrize("make, plain", [
+    (lambda: CGA(8, 4), plain_cga), (lambda: CGA(8, 8), plain_cga), (lambda: SE(8, 2), plain_se),
+    (lambda: SGE(8, 4), plain_sge),
+], ids=["cga", "cga-one-channel-per-group", "se", "sge"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batched_dot_path_matches_autograd(monkeypatch, make, plain, channels_last):
+    """On CUDA the sums of ``gy * x`` over space are batched matrix products; force that path here."""
+    monkeypatch.setattr(group_ops, "prefer_batched_dot", lambda x: True)
+    layer = randomize(make()).double()
+    x = to_memory_format(torch.randn(2, 8, 5, 6, dtype=torch.float64), channels_last).requires_grad_()
+    assert_same_forward_and_gradients(layer, lambda x: plain(layer, x), (x,), tuple(layer.parameters()))
