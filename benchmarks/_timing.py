@@ -334,3 +334,13 @@ def parse_ints(text: str, count: "int | None" = None, name: str = "value") -> tu
         expected = f"{count} positive integers" if count else "positive integers"
         raise SystemExit(f"{name}: expected {expected}, got {text!r}")
     return values
+
+
+def report_header(title: str, machine: dict) -> list[str]:
+    """The first lines of a Markdown report: its title and the machine it ran on."""
+    return [f"# {title}", "", f"Machine: {machine_line(machine)}.", ""]
+
+
+def notes_section(notes: list[str]) -> list[str]:
+    """A Markdown list of a run's notes (skipped contenders, settings), or nothing."""
+    return ["Notes:", ""] + [f"- {note}" for note in notes] + [""] if notes else []

@@ -353,18 +353,12 @@ def run_report(run: dict[str, Any]) -> list[str]:
                 for case in encoder]
         lines += ["### Activation memory kept for backward (MiB, not counting the input)", "",
                   timing.markdown_table(["case", *ENCODER_CONTENDERS], rows), ""]
-    if run["notes"]:
-        lines += ["Notes:", ""] + [f"- {note}" for note in run["notes"]] + [""]
-    return lines
+    return lines + timing.notes_section(run["notes"])
 
 
 def report(machine: dict[str, Any], runs: list[dict[str, Any]], command: str) -> str:
     first = runs[0]["settings"]
-    lines = [
-        "# Layer benchmark",
-        "",
-        f"Machine: {timing.machine_line(machine)}.",
-        "",
+    lines = timing.report_header("Layer benchmark", machine) + [
         f"Command: `{command}`. Up to {first['rounds']} interleaved rounds after {first['warmup']} warm-up calls. "
         "Times are medians in ms with half the interquartile range; ratios are medians of per-round ratios. The "
         "floor is the bytes the layer must move (docs/benchmarks.md) over the copy bandwidth measured at the same "

@@ -175,18 +175,12 @@ def run_report(run: dict[str, Any]) -> list[str]:
         timing.markdown_table(headers, rows),
         "",
     ]
-    if run["notes"]:
-        lines += ["Notes:", ""] + [f"- {note}" for note in run["notes"]] + [""]
-    return lines
+    return lines + timing.notes_section(run["notes"])
 
 
 def report(machine: dict[str, Any], runs: list[dict[str, Any]], command: str) -> str:
     first = runs[0]["settings"]
-    lines = [
-        "# Model benchmark",
-        "",
-        f"Machine: {timing.machine_line(machine)}.",
-        "",
+    lines = timing.report_header("Model benchmark", machine) + [
         f"Command: `{command}`. {'channels_last' if first['channels_last'] else 'Contiguous (NCHW)'}, "
         f"{'torch.compile' if first['compile'] else 'eager'}, Adam, cross-entropy; up to {first['rounds']} "
         f"interleaved rounds after {first['warmup']} warm-up steps. A training step is zero_grad, forward, loss, "
