@@ -171,3 +171,13 @@ def test_checkpoints_are_written_at_most_every_checkpoint_seconds_and_at_the_end
     state = torch.load(run_dir / "checkpoint_last.pt", weights_only=False)
     best = torch.load(run_dir / "checkpoint_best.pt", weights_only=False)
     assert state["epoch"] == 3 and state["best_epoch"] == best["epoch"] and len(state["history"]) == 3
+
+
+def test_official_protocol_trains_on_the_training_set_and_tests_on_the_testing_set(tmp_path):
+    config = tiny_config(protocol="official", only_folds=None, epochs=1, val_fraction=0.0,
+                         synthetic={"n_train": 4, "n_test": 3, "size": (64, 96)}, cache_dir=str(tmp_path / "cache"))
+    results = run_experiment(config, tmp_path / "out", progress=False)
+    (run,) = results["runs"]
+    assert run["test_ids"] == ["IDRiD_05", "IDRiD_06", "IDRiD_07"]
+    assert (run["train_images"], run["val_images"], run["test_images"]) == (4, 0, 3)
+    assert "official training/testing split" in (tmp_path / "out" / "results.md").read_text()

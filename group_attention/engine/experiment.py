@@ -34,16 +34,19 @@ def prepare_data_root(config: ExperimentConfig, out_dir: Path, context: Context)
     return str(root)
 
 
-def load_arrays(config: ExperimentConfig, root: str, lesion: str) -> LesionArrays:
-    """All images the protocol uses, with ``lesion``'s masks, in one set of tensors."""
+def load_arrays(config: ExperimentConfig, root: str, lesion: str) -> tuple[LesionArrays, list[list[str]]]:
+    """All images the protocol uses, with ``lesion``'s masks, in one set of tensors, and the protocol's folds as
+    ``[train_ids, test_ids]`` pairs (k-fold over all images, or the official training and testing sets)."""
     def load(split: str) -> LesionArrays:
         return load_lesion_arrays(root, lesion, split, config.size, config.cache_dir, config.workers)
 
     if config.protocol == "cv":
-        return load("all")
+        arrays = load("all")
+        return arrays, [list(pair) for pair in kfold_ids(arrays.ids, n_folds=config.folds, seed=config.seed)]
     train, test = load("train"), load("test")
-    return LesionArrays(train.ids + test.ids, torch.cat([train.images, test.images]),
-                        torch.cat([train.masks, test.masks]))
+    arrays = LesionArrays(train.ids + test.ids, torch.cat([train.images, test.images]),
+                          torch.cat([train.masks, test.masks]))
+    return arrays, [[train.ids, test.ids]]
 
 
 def split_validation(train_ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -57,13 +60,8 @@ def split_validation(train_ids: list[str], fraction: float, seed: int) -> tuple[
     return [i for i in train_ids if i not in held_out], [i for i in train_ids if i in held_out]
 
 
-def run_specs(config: ExperimentConfig, arrays: LesionArrays, lesion: str) -> list[RunSpec]:
+def run_specs(config: ExperimentConfig, folds: list[list[str]], lesion: str) -> list[RunSpec]:
     """The runs for one lesion, variant by variant, fold by fold."""
-    if config.protocol == "cv":
-        folds = kfold_ids(arrays.ids, n_folds=config.folds, seed=config.seed)
-    else:
-        test_ids = [i for i in arrays.ids if int(i.split("_")[-1]) > 54] or arrays.ids[-1:]
-        folds = [([i for i in arrays.ids if i not in set(test_ids)], test_ids)]
     specs = []
     for variant in config.variants:
         for fold, (train_ids, test_ids) in enumerate(folds):
@@ -138,8 +136,9 @@ def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end
         root = prepare_data_root(config, out_dir, context)
         finished: list[dict[str, Any]] = []
         for lesion in config.lesions:
-            arrays = load_arrays(config, root, lesion).to(device)
-            for spec in run_specs(config, arrays, lesion):
+            arrays, folds = load_arrays(config, root, lesion)
+            arrays = arrays.to(device)
+            for spec in run_specs(config, folds, lesion):
                 run_dir = out_dir / "runs" / spec.variant / spec.lesion / f"fold{spec.fold + 1}"
                 done = run_dir / "metrics.json"
                 context.barrier()
