@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from group_attention.data import discover_idrid
 from group_attention.engine import PROTOCOLS, ExperimentConfig, quick_synthetic_config, run_experiment
 from group_attention.models import VARIANTS
 
@@ -72,7 +73,9 @@ def main(argv: "list[str] | None" = None) -> int:
     arguments = parse_arguments(argv)
     try:
         config = build_config(arguments)
-    except (TypeError, ValueError) as error:
+        if config.data_root is not None:
+            print(discover_idrid(config.data_root).summary(), flush=True)  # a wrong root fails here, clearly
+    except (TypeError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = arguments.out or Path("runs") / ("idrid-ganet-synthetic" if config.synthetic_data else "idrid-ganet")

@@ -122,6 +122,8 @@ def test_overlay_colours_follow_figure_5():
     (["--folds", "1"], "folds must be at least 2"),
     (["--only-folds", "4"], "only_folds must be fold indices in 0..2"),
     (["--size", "0", "64"], "size must be two positive ints"),
+    (["--data-root", "/nonexistent/idrid"], "does not exist"),
+    (["--data-root", str(REPO / "docs")], "is not an IDRiD segmentation tree"),
 ])
 def test_example_rejects_bad_options(arguments, message):
     result = run_example(*arguments, timeout=120)
