@@ -223,3 +223,33 @@ def test_encoder_attention_sits_inside_the_contracting_path():
     assert torch.equal(features[0], torch.zeros_like(first_stage))
     torch.testing.assert_close(features[1], model.encoder.stages[1](torch.zeros_like(first_stage)))
     assert not torch.allclose(features[1], model.encoder.stages[1](first_stage))
+
+
+@pytest.mark.parametrize("spatial_dims, size", [(2, (16, 24)), (3, (8, 8, 16))])
+def test_pooling_before_the_channel_gate_equals_pooling_the_attended_features(spatial_dims, size):
+    """The encoder pools x and scales by CGA's weights; the plain order (attend, then pool) gives the same values
+    and gradients."""
+    model = UNet(1, 2, channels=(32, 64, 128), encoder_attention="cga", spatial_dims=spatial_dims).eval()
+    with torch.no_grad():
+        for layer in model.encoder_attention:
+            layer.fc.weight.normal_(0, 0.5)
+    x = torch.randn(2, 1, *size, requires_grad=True)
+
+    def plain(inputs):
+        features, previous = [], inputs
+        for stage, attention in zip(model.encoder.stages, model.encoder_attention):
+            previous = attention(stage(previous))
+            features.append(previous)
+        return features
+
+    fused = model.encoder(x, model.encoder_attention)
+    expected = plain(x)
+    weights = [torch.randn_like(f) for f in expected]
+    for got, want in zip(fused, expected):
+        torch.testing.assert_close(got, want)
+    grads = torch.autograd.grad(sum((f * w).sum() for f, w in zip(fused, weights)),
+                                [x, *model.encoder_attention.parameters()])
+    grads_expected = torch.autograd.grad(sum((f * w).sum() for f, w in zip(expected, weights)),
+                                         [x, *model.encoder_attention.parameters()])
+    for got, want in zip(grads, grads_expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

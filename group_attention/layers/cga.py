@@ -100,16 +100,27 @@ class CGA(nn.Module):
         return expand_groups(weights, self.channels) if self.gate == "group" else weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_gate(x)[0]
+
+    def forward_with_gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output and the channel weights that made it: ``(B, C, *spatial), (B, C)`` with ``y = x * w``.
+
+        The weights are positive, so a max-pool commutes with them: ``maxpool(y) == maxpool(x) * w``. The U-Net
+        encoder uses this to pool ``x``, which backward keeps anyway, instead of keeping ``y`` for the pool.
+        """
         check_feature_map("x", x, self.channels, type(self).__name__)
-        return _ChannelGroupAttention.apply(x, self.fc.weight, self.fc.bias, self.groups, self.eps,
-                                            self.gate == "group")
+        output, weights = _ChannelGroupAttention.apply(x, self.fc.weight, self.fc.bias, self.groups, self.eps,
+                                                       self.gate == "group")
+        weights = weights.to(x.dtype)
+        return output, expand_groups(weights, self.channels) if self.gate == "group" else weights
 
     def extra_repr(self) -> str:
         return f"{self.channels}, groups={self.groups}, gate={self.gate!r}, eps={self.eps}"
 
 
 class _ChannelGroupAttention(torch.autograd.Function):
-    """``CGA.forward`` (``x * channel_weights(x)``) with a hand-written backward.
+    """``CGA.forward_with_gate``: ``(x * w, w)`` with ``w = channel_weights(x)`` per group or channel, and a
+    hand-written backward.
 
     Forward reads ``x`` twice (group sums, then the product) and keeps the standardized group maps (``m / C`` of
     ``x``'s size); with one channel per group the maps are ``x`` itself, so it keeps nothing and backward recomputes
@@ -131,10 +142,10 @@ class _ChannelGroupAttention(torch.autograd.Function):
         kept_maps = None if x.shape[1] == groups else standardized
         ctx.save_for_backward(x, kept_maps, mean, std, inv, pooled, weights, weight)
         ctx.groups, ctx.per_group = groups, per_group
-        return _scale_channels(x, weights.to(x.dtype), groups, per_group)
+        return _scale_channels(x, weights.to(x.dtype), groups, per_group), weights.clone()
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, grad_gate):
         x, standardized, mean, std, inv, pooled, weights, weight = ctx.saved_tensors
         groups, per_group = ctx.groups, ctx.per_group
         grad_x = grad_weight = grad_bias = None
@@ -143,6 +154,7 @@ class _ChannelGroupAttention(torch.autograd.Function):
         grad_weights = grad_weights.to(weights.dtype)
         if per_group:
             grad_weights = grad_weights.unflatten(1, (groups, -1)).sum(2)
+        grad_weights = grad_weights + grad_gate.to(grad_weights.dtype)  # the weights are an output too
         grad_logits = grad_weights * weights * (1 - weights)
         if ctx.needs_input_grad[1]:
             grad_weight = (grad_logits.unsqueeze(2) * pooled.unsqueeze(1)).sum(0).to(weight.dtype)

@@ -38,13 +38,33 @@ class UNetEncoder(nn.Module):
             self.stages.append(block if index == 0 else nn.Sequential(MAX_POOL[spatial_dims](2), block))
 
     def forward(self, x: torch.Tensor, attention: "Sequence[nn.Module] | None" = None) -> list[torch.Tensor]:
-        features = []
+        features: list[torch.Tensor] = []
+        previous, gate = x, None
         for index, stage in enumerate(self.stages):
-            x = stage(x)
-            if attention is not None:
-                x = attention[index](x)
-            features.append(x)
+            if gate is None:
+                raw = stage(previous)
+            else:
+                # maxpool(x * w) == maxpool(x) * w for positive channel weights w: pooling x, which the attention's
+                # backward keeps anyway, spares keeping the attended copy for the pool's backward.
+                pool, block = stage
+                raw = block(pool(previous) * gate)
+            attended, gate = self._attend(attention, index, raw)
+            features.append(attended)
+            previous = raw if gate is not None else attended
         return features
+
+    def _attend(self, attention: "Sequence[nn.Module] | None", index: int,
+                x: torch.Tensor) -> tuple[torch.Tensor, "torch.Tensor | None"]:
+        """Stage ``index``'s attention on ``x``, and its channel weights shaped to broadcast when the layer is a
+        channel gate (``forward_with_gate``, as CGA) followed by another stage; otherwise None."""
+        if attention is None:
+            return x, None
+        layer = attention[index]
+        with_gate = getattr(layer, "forward_with_gate", None)
+        if with_gate is None or index + 1 == len(self.stages):
+            return layer(x), None
+        attended, weights = with_gate(x)
+        return attended, weights.view(*weights.shape, *([1] * (x.dim() - 2)))
 
 
 class TimmEncoder(nn.Module):
