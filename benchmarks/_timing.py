@@ -20,7 +20,6 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from group_attention.atomic import atomic_write_text
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -297,30 +298,12 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make the results private
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def write_results(out_dir: str, stem: str, markdown: str, payload: Mapping[str, Any]) -> tuple[str, str]:
     """Write ``<stem>.md`` and ``<stem>.json`` into ``out_dir`` atomically; returns both paths."""
     md_path = os.path.join(out_dir, f"{stem}.md")
     json_path = os.path.join(out_dir, f"{stem}.json")
-    write_atomic(json_path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    write_atomic(md_path, markdown.rstrip() + "\n")
+    atomic_write_text(json_path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(md_path, markdown.rstrip() + "\n")
     return md_path, json_path
 
 

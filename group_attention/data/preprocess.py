@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -32,6 +31,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
+
+from ..atomic import atomic_write
 
 __all__ = [
     "PREPROCESS_VERSION",
@@ -328,19 +329,10 @@ class ArrayCache:
             return
         path = self.path_for(name, key)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{path.stem}.", suffix=".tmp")
+            atomic_write(path, lambda stream: np.savez(stream, **arrays), durable=False)
         except OSError as err:
             self.writable = False
             logger.warning("cache folder %s is not writable (%s); caching disabled", self.directory, err)
-            return
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
     def __repr__(self) -> str:
         return f"ArrayCache({str(self.directory)!r})"

@@ -26,8 +26,10 @@ def lesion_probability(logits: torch.Tensor) -> torch.Tensor:
 
 
 def predict_batches(model: nn.Module, arrays: LesionArrays, indices: torch.Tensor, batch_size: int,
-                    device: torch.device, amp: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(indices, probabilities (B, 1, H, W), masks (B, 1, H, W))`` in eval mode without gradients."""
+                    device: torch.device, amp: bool
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(indices, images (B, 3, H, W), probabilities (B, 1, H, W), masks (B, 1, H, W))`` in eval mode
+    without gradients."""
     was_training = model.training
     model.eval()
     try:
@@ -35,9 +37,10 @@ def predict_batches(model: nn.Module, arrays: LesionArrays, indices: torch.Tenso
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
                 images, masks = arrays.batch(chunk)
+                images = images.to(device, non_blocking=True)
                 with autocast(device, amp):
-                    logits = model(images.to(device, non_blocking=True))
-                yield chunk, lesion_probability(logits), masks.to(device)
+                    logits = model(images)
+                yield chunk, images, lesion_probability(logits), masks.to(device)
     finally:
         model.train(was_training)
 
@@ -46,6 +49,6 @@ def evaluate(model: nn.Module, arrays: LesionArrays, indices: torch.Tensor, batc
              amp: bool = False, threshold: float = 0.5) -> dict[str, float]:
     """Dice, accuracy, sensitivity, specificity (pooled over all pixels), mean per-image Dice, AUPR and ROC AUC."""
     metrics = SegmentationMetrics(threshold=threshold, device=device)
-    for _, probabilities, masks in predict_batches(model, arrays, indices, batch_size, device, amp):
+    for _, _, probabilities, masks in predict_batches(model, arrays, indices, batch_size, device, amp):
         metrics.update(probabilities, masks)
     return metrics.compute()

@@ -81,15 +81,14 @@ def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig,
     metrics = evaluate(trainer.model, arrays, test_indices, config.batch_size, device, config.amp)
     wanted = len(test_indices) if config.overlays < 0 else min(config.overlays, len(test_indices))
     if wanted:
-        for chunk, probabilities, masks in predict_batches(trainer.model, arrays, test_indices[:wanted],
-                                                           config.batch_size, device, config.amp):
-            images, _ = arrays.batch(chunk)
+        for chunk, images, probabilities, masks in predict_batches(trainer.model, arrays, test_indices[:wanted],
+                                                                   config.batch_size, device, config.amp):
             save_overlays(run_dir / "overlays", [arrays.ids[i] for i in chunk.tolist()], images,
                           probabilities >= 0.5, masks)
-        image, mask = arrays.batch(test_indices[:1])
-        figure = attention_panels(trainer.model, image[0].to(device), mask[0])
-        if figure is not None:
-            save_png(run_dir / "attention.png", figure)
+            if chunk[0] == test_indices[0]:
+                figure = attention_panels(trainer.model, images[0], masks[0])
+                if figure is not None:
+                    save_png(run_dir / "attention.png", figure)
     result = {
         "variant": spec.variant, "lesion": spec.lesion, "fold": spec.fold,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),

@@ -1,35 +1,20 @@
-"""Atomic writes: a temporary file in the same folder, then ``os.replace``, so no reader ever sees half a file."""
+"""The experiment's files (JSON, checkpoints, PNGs), each written atomically through :mod:`group_attention.atomic`."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-
-def _atomic_write(path: "str | os.PathLike", write: Callable[[Any], None], mode: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, mode) as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+from ..atomic import atomic_write, atomic_write_text
 
 
 def write_text(path: "str | os.PathLike", text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
-    return _atomic_write(path, lambda stream: stream.write(text.encode()), "wb")
+    return atomic_write_text(path, text)
 
 
 def write_json(path: "str | os.PathLike", data: Any) -> Path:
@@ -43,7 +28,7 @@ def read_json(path: "str | os.PathLike") -> Any:
 
 def save_checkpoint(path: "str | os.PathLike", state: dict) -> Path:
     """``torch.save`` ``state`` to ``path`` atomically."""
-    return _atomic_write(path, lambda stream: torch.save(state, stream), "wb")
+    return atomic_write(path, lambda stream: torch.save(state, stream))
 
 
 def load_checkpoint(path: "str | os.PathLike", map_location: "str | torch.device" = "cpu") -> dict:
@@ -53,4 +38,4 @@ def load_checkpoint(path: "str | os.PathLike", map_location: "str | torch.device
 
 def save_png(path: "str | os.PathLike", image: Any) -> Path:
     """Save a Pillow image as PNG atomically."""
-    return _atomic_write(path, lambda stream: image.save(stream, format="PNG"), "wb")
+    return atomic_write(path, lambda stream: image.save(stream, format="PNG"))
