@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+__all__ = ["atomic_write", "atomic_write_text"]
+
 
 def atomic_write(path: "str | os.PathLike", write: Callable[[BinaryIO], None], *, durable: bool = True) -> Path:
     """Create ``path``'s folder, call ``write`` on a binary stream to a temporary file beside ``path``, then rename
