@@ -207,6 +207,26 @@ def time_interleaved(
     return samples
 
 
+def kernel_ms(fn: Callable[[], Any], device: torch.device, calls: int = 5) -> "float | None":
+    """The GPU time of the kernels (and copies) one call of ``fn`` runs, from the profiler: what the device spends
+    working, without the gaps between kernels that launch overhead and Python leave. None off CUDA or if the
+    profiler fails."""
+    if device.type != "cuda":
+        return None
+    try:
+        fn()
+        synchronize(device)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
+            for _ in range(calls):
+                fn()
+            synchronize(device)
+        total_us = sum(event.device_time_total for event in profiler.events()
+                       if event.device_type != torch.autograd.DeviceType.CPU)
+    except Exception:  # noqa: BLE001 - an optional measurement must not lose the timings
+        return None
+    return total_us / 1000 / calls
+
+
 def paired_ratio(samples: Mapping[str, Samples], name: str, reference: str) -> float:
     """The median over rounds of ``time(name) / time(reference)`` measured in the same round."""
     pairs = zip(samples[name].times_ms, samples[reference].times_ms)

@@ -7,7 +7,9 @@ interleaved rounds (see ``_timing.py``):
 - ``timm SE``: timm's ``SEModule`` (the usual squeeze-and-excitation);
 - ``SGE (materializing)``: SGE as its authors' code computes it, materializing ``x * mean(x)``;
 - the memory-traffic floor of each layer: the bytes it must read and write (see :func:`floor_bytes`) over the copy
-  bandwidth measured at the same tensor size.
+  bandwidth measured at the same tensor size;
+- on CUDA, each layer also with PyTorch operations instead of its Triton kernels (``CGA (torch ops)`` and so on,
+  ``group_attention.layers.kernels("torch")``): the before/after of the kernels, in the same rounds.
 
 For every decoder level it times ``SGAU`` next to ``ConcatSkip`` (U-Net's plain skip, which SGAU extends), and
 compares the difference with the floor of SGAU's attention.
@@ -36,7 +38,7 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _timing as timing  # noqa: E402
 from group_attention import CGA, SE, SGAU, SGE  # noqa: E402
-from group_attention.layers import ConcatSkip  # noqa: E402
+from group_attention.layers import ConcatSkip, kernels  # noqa: E402
 
 GANET_WIDTHS = (32, 64, 128, 256, 512)
 GROUPS = 32
@@ -44,6 +46,8 @@ DEFAULT_SHAPE = (4, 64, 96, 128)
 MODES = ("fwd", "fwd+bwd")
 ENCODER_CONTENDERS = ("timm SE", "SE", "CGA", "SGE", "SGE (materializing)")
 SKIP_CONTENDERS = ("ConcatSkip", "SGAU")
+TORCH_OPS = " (torch ops)"
+KERNEL_LAYERS = ("SE", "CGA", "SGE", "SGAU")  # the layers with Triton kernels on CUDA
 MAP_BYTES = 4  # the group maps are float32 statistics whatever the features' dtype
 
 
@@ -66,6 +70,27 @@ class MaterializingSGE(nn.Module):
         flat = flat / (flat.std(1, keepdim=True) + 1e-5)
         gate = flat.view(batch, self.groups, height, width) * self.weight + self.bias
         return (grouped * torch.sigmoid(gate.view(batch * self.groups, 1, height, width))).view_as(x)
+
+
+class TorchOps(nn.Module):
+    """Run ``layer`` with PyTorch operations instead of its Triton kernels (each layer picks its implementation in
+    forward, so backward follows)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        with kernels("torch"):
+            return self.layer(*inputs)
+
+
+def with_torch_ops(modules: dict[str, nn.Module], settings: "Settings") -> dict[str, nn.Module]:
+    """On CUDA (eager), add ``<layer> (torch ops)`` beside every layer that has Triton kernels."""
+    if settings.device.type != "cuda" or settings.compile:
+        return modules
+    extra = {name + TORCH_OPS: TorchOps(module) for name, module in modules.items() if name in KERNEL_LAYERS}
+    return {**modules, **extra}
 
 
 def timm_se(channels: int) -> nn.Module:
@@ -213,7 +238,19 @@ def time_case(modules: dict[str, nn.Module], inputs: tuple[torch.Tensor, ...], s
         log(f"  {mode}: " + ", ".join(f"{name} {timing.format_ms(s.median)} ms" for name, s in samples.items()))
     for name, module in modules.items():
         results["fwd+bwd"][name]["saved_bytes"] = saved_bytes(module, inputs, settings)
+        for mode in MODES:  # CUDA only: the kernels' own time, without launch gaps
+            if not name.endswith(TORCH_OPS):
+                results[mode][name]["kernel_ms"] = timing.kernel_ms(workloads(module, inputs, settings)[mode],
+                                                                    settings.device, calls=3)
     return results
+
+
+def add_kernel_speedups(results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Store, per mode, each layer's PyTorch-operations time over its kernels' time as ``kernel_speedup``."""
+    for by_name in results.values():
+        for name in KERNEL_LAYERS:
+            if name in by_name and name + TORCH_OPS in by_name:
+                by_name[name]["kernel_speedup"] = ratio_fields(by_name, name + TORCH_OPS, name)
 
 
 def ratio_fields(mode_results: dict[str, dict[str, Any]], name: str, reference: str) -> "float | None":
@@ -243,17 +280,21 @@ def encoder_case(label: str, shape: tuple[int, ...], settings: Settings, bandwid
             modules[name] = prepare(ENCODER_FACTORIES[name](channels), settings)
         except ImportError as error:
             notes.append(f"{name} skipped: {error}")
+    modules = with_torch_ops(modules, settings)
     log(f"{label} {tuple(shape)}: {', '.join(modules)}")
     results = time_case(modules, (x,), settings, log)
+    add_kernel_speedups(results)
     features = x.numel()
     maps = features // channels * GROUPS
     element_size = x.element_size()
     for mode, by_name in results.items():
         for name, summary in by_name.items():
-            bytes_needed = floor_bytes(name, mode, features, maps, element_size)
+            bytes_needed = floor_bytes(name.removesuffix(TORCH_OPS), mode, features, maps, element_size)
             summary["floor_bytes"] = bytes_needed
             summary["floor_ms"] = 1000 * bytes_needed / bandwidth if bytes_needed else None
             summary["vs_floor"] = summary["median_ms"] / summary["floor_ms"] if bytes_needed else None
+            kernels_ms = summary.get("kernel_ms")
+            summary["kernels_vs_floor"] = kernels_ms / summary["floor_ms"] if bytes_needed and kernels_ms else None
             summary["vs_timm_se"] = ratio_fields(by_name, name, "timm SE")
             summary["vs_materializing_sge"] = ratio_fields(by_name, name, "SGE (materializing)")
     return {"case": label, "kind": "encoder", "shape": list(shape), "features": features, "maps": maps,
@@ -271,16 +312,23 @@ def skip_case(label: str, low_shape: tuple[int, ...], settings: Settings, bandwi
         "ConcatSkip": prepare(ConcatSkip(low_channels, 2 * low_channels, spatial_dims=len(size)), settings),
         "SGAU": prepare(SGAU(low_channels, 2 * low_channels, GROUPS, spatial_dims=len(size)), settings),
     }
+    modules = with_torch_ops(modules, settings)
     log(f"{label} low {tuple(low_shape)}, high {tuple(high_shape)}: {', '.join(modules)}")
     results = time_case(modules, (low, high), settings, log)
+    add_kernel_speedups(results)
     maps = high.numel() // high.shape[1] * GROUPS
     for mode, by_name in results.items():
         bytes_needed = floor_bytes("SGAU attention", mode, 0, maps, low.element_size(), low=low.numel(),
                                    high=high.numel())
         overhead = by_name["SGAU"]["median_ms"] - by_name["ConcatSkip"]["median_ms"]
         floor_ms = 1000 * bytes_needed / bandwidth
+        kernels_ms = None
+        if by_name["SGAU"].get("kernel_ms") and by_name["ConcatSkip"].get("kernel_ms"):
+            kernels_ms = by_name["SGAU"]["kernel_ms"] - by_name["ConcatSkip"]["kernel_ms"]
         by_name["SGAU"].update(attention_ms=overhead, floor_bytes=bytes_needed, floor_ms=floor_ms,
-                               vs_floor=overhead / floor_ms, vs_concat_skip=ratio_fields(by_name, "SGAU", "ConcatSkip"))
+                               vs_floor=overhead / floor_ms, vs_concat_skip=ratio_fields(by_name, "SGAU", "ConcatSkip"),
+                               attention_kernel_ms=kernels_ms,
+                               kernels_vs_floor=kernels_ms / floor_ms if kernels_ms else None)
     return {"case": label, "kind": "skip", "shape": list(low_shape), "high_shape": list(high_shape),
             "features": low.numel(), "maps": maps, "element_size": low.element_size(),
             "bandwidth_GBps": bandwidth / 1e9, "results": results, "notes": []}
@@ -329,6 +377,55 @@ def skip_table(cases: list[dict[str, Any]], mode: str) -> str:
     return timing.markdown_table(headers, rows)
 
 
+def kernels_table(cases: list[dict[str, Any]]) -> "str | None":
+    """Each layer with PyTorch operations against its Triton kernels, forward and forward+backward (CUDA)."""
+    rows = []
+    for case in cases:
+        shape = "x".join(map(str, case["shape"]))
+        for name in KERNEL_LAYERS:
+            cells = []
+            for mode in MODES:
+                results = case["results"][mode]
+                if name not in results or name + TORCH_OPS not in results:
+                    break
+                cells += [spread(results[name + TORCH_OPS]), spread(results[name]),
+                          timing.format_ratio(results[name].get("kernel_speedup"))]
+            if len(cells) == 2 * 3:
+                rows.append([case["case"], shape, name, *cells])
+    if not rows:
+        return None
+    headers = ["case", "shape", "layer", "fwd torch ops ms", "fwd kernels ms", "fwd speed-up",
+               "fwd+bwd torch ops ms", "fwd+bwd kernels ms", "fwd+bwd speed-up"]
+    return timing.markdown_table(headers, rows)
+
+
+def kernel_floor_table(cases: list[dict[str, Any]], mode: str) -> "str | None":
+    """Each layer's time and its kernels' GPU time (profiler) against its floor (CUDA)."""
+    rows = []
+    for case in cases:
+        results = case["results"][mode]
+        shape = "x".join(map(str, case["shape"]))
+        if case["kind"] == "skip":
+            sgau = results["SGAU"]
+            if sgau.get("attention_kernel_ms"):
+                rows.append([case["case"], shape, "SGAU attention (minus ConcatSkip)",
+                             timing.format_ms(sgau["attention_ms"]), timing.format_ms(sgau["attention_kernel_ms"]),
+                             timing.format_ms(sgau["floor_ms"]), timing.format_ratio(sgau["vs_floor"]),
+                             timing.format_ratio(sgau["kernels_vs_floor"])])
+            continue
+        for name in ("timm SE", "SE", "CGA", "SGE"):
+            summary = results.get(name)
+            if summary and summary.get("kernel_ms") and summary.get("floor_ms"):
+                rows.append([case["case"], shape, name, spread(summary), timing.format_ms(summary["kernel_ms"]),
+                             timing.format_ms(summary["floor_ms"]), timing.format_ratio(summary["vs_floor"]),
+                             timing.format_ratio(summary["kernels_vs_floor"])])
+    if not rows:
+        return None
+    headers = ["case", "shape", "layer", "time ms", "GPU kernel time ms", "floor ms", "time / floor",
+               "kernel time / floor"]
+    return timing.markdown_table(headers, rows)
+
+
 def settings_title(settings: dict[str, Any]) -> str:
     return (f"{settings['device']}, {settings['dtype']}{' autocast' if settings['dtype'] != 'fp32' else ''}, "
             f"{'channels_last' if settings['channels_last'] else 'contiguous (NCHW)'}, "
@@ -353,6 +450,18 @@ def run_report(run: dict[str, Any]) -> list[str]:
                 for case in encoder]
         lines += ["### Activation memory kept for backward (MiB, not counting the input)", "",
                   timing.markdown_table(["case", *ENCODER_CONTENDERS], rows), ""]
+    for mode in MODES:
+        table = kernel_floor_table(cases, mode)
+        if table:
+            title = "forward" if mode == "fwd" else "forward + backward"
+            lines += [f"### GPU kernel time against the floor, {title}", "",
+                      "Time: as above (launch overhead and Python included); GPU kernel time: the profiler's sum of "
+                      "the kernels one call runs, without the gaps between them.", "", table, ""]
+    comparison = kernels_table(cases)
+    if comparison:
+        lines += ["### Triton kernels against the same layers in PyTorch operations (before/after, same rounds)", "",
+                  "Speed-up: the PyTorch operations' time over the kernels' (median of per-round ratios).", "",
+                  comparison, ""]
     return lines + timing.notes_section(run["notes"])
 
 

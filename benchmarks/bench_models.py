@@ -5,7 +5,9 @@ Adam step) and an inference forward pass of:
 
 - the six rows of Table 1: ``unet``, ``baseline``, ``baseline+sgau``, ``baseline+se``, ``baseline+cga``, ``ganet``;
 - when installed (the ``bench`` extra), MONAI's ``AttentionUnet`` and ``BasicUNet`` with the same 32..512 widths,
-  and segmentation_models_pytorch's ``Unet`` with a ResNet-18 encoder (64..512 widths).
+  and segmentation_models_pytorch's ``Unet`` with a ResNet-18 encoder (64..512 widths);
+- on CUDA, ``ganet (torch ops)``: GANet with PyTorch operations instead of its layers' Triton kernels, the kernels'
+  before/after in the same rounds.
 
 Memory: the activations autograd keeps for backward, and the peak memory allocated during a training step above
 what was allocated before it (``torch.cuda.max_memory_allocated`` on CUDA; on CPU the same count taken by
@@ -37,6 +39,7 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _timing as timing  # noqa: E402
 from group_attention import VARIANTS, build_variant  # noqa: E402
+from group_attention.layers import get_kernels, kernels  # noqa: E402
 
 IN_CHANNELS, NUM_CLASSES = 3, 2
 WIDTHS = (32, 64, 128, 256, 512)
@@ -72,7 +75,10 @@ FACTORIES: dict[str, Callable[[], nn.Module]] = {
     "MONAI AttentionUnet": monai_attention_unet,
     "MONAI BasicUNet": monai_basic_unet,
     "smp Unet (resnet18)": smp_unet,
+    # GANet with PyTorch operations instead of the layers' Triton kernels: the kernels' before/after (CUDA)
+    "ganet (torch ops)": variant_factory("ganet"),
 }
+TORCH_OPS = " (torch ops)"
 OPTIONAL = {"MONAI AttentionUnet": "monai", "MONAI BasicUNet": "monai",
             "smp Unet (resnet18)": "segmentation_models_pytorch"}
 
@@ -99,9 +105,11 @@ class Bench:
                                 torch.contiguous_format)
         self.labels = torch.randint(0, NUM_CLASSES, (args.batch, height, width), generator=generator).to(device)
         self.forward = torch.compile(model) if args.compile else model
+        # Each layer picks its implementation in forward (backward follows), so only forward needs the choice.
+        self.kernels = "torch" if name.endswith(TORCH_OPS) else get_kernels()
 
     def loss(self) -> torch.Tensor:
-        with timing.autocast_context(self.device, self.dtype):
+        with timing.autocast_context(self.device, self.dtype), kernels(self.kernels):
             logits = self.forward(self.images)
         return F.cross_entropy(logits.float(), self.labels)
 
@@ -113,7 +121,7 @@ class Bench:
 
     def infer(self) -> None:
         self.model.eval()
-        with torch.no_grad(), timing.autocast_context(self.device, self.dtype):
+        with torch.no_grad(), timing.autocast_context(self.device, self.dtype), kernels(self.kernels):
             self.forward(self.images)
 
     def saved_activation_bytes(self) -> int:
@@ -235,7 +243,9 @@ def default_stem(args: argparse.Namespace) -> str:
 
 
 def selected_models(args: argparse.Namespace, notes: list[str]) -> list[str]:
-    names = list(FACTORIES) if not args.models else [name.strip() for name in args.models.split(",")]
+    # "(torch ops)" contenders differ from the others only on CUDA, where the layers have Triton kernels.
+    default = [name for name in FACTORIES if args.device == "cuda" or not name.endswith(TORCH_OPS)]
+    names = default if not args.models else [name.strip() for name in args.models.split(",")]
     unknown = [name for name in names if name not in FACTORIES]
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; valid names: {list(FACTORIES)}")

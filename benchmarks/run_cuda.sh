@@ -10,7 +10,9 @@
 #   models-cuda.md/.json          the six Table 1 variants (and MONAI/smp U-Nets when importable): training step,
 #                                 inference, peak memory; batch 8 at 512x384, fp32 and bf16 autocast
 #   layers-cuda-compile.md/.json  torch.compile'd CGA, SE and SGE at one shape, only if enough time is left
-# Before them, CGA, SE, SGE and SGAU on CUDA are checked against float64 on CPU (printed, no file).
+#                                 (and RUN_CUDA_COMPILE is not 0)
+# Before them, CGA, SE, SGE and SGAU on CUDA are checked against float64 on CPU (printed, no file), and the Triton
+# kernel tests and the CUDA-marked tests run.
 #
 # Every step runs under `timeout` and saves its results as it goes; a step that fails or runs out of time is
 # reported and the next one still runs. The exit status is the number of failed steps.
@@ -111,15 +113,22 @@ check("SGAU bf16", SGAU(64, 128, 32), [(2, 64, 24, 32), (2, 128, 12, 16)], dtype
 sys.exit(1 if failures else 0)
 PY
 
+if [ "$DRY_RUN" != "--dry-run" ]; then
+    step "Triton kernel tests and CUDA tests" 150 \
+        bash -c "$PYTHON -m pytest -q -p no:cacheprovider tests/test_layers_kernels.py && $PYTHON -m pytest -q -p no:cacheprovider -m cuda tests"
+fi
+
 step "layer benchmark, fp32 and bf16 autocast, eager" "$(( $(left 110) > 40 ? $(left 110) : 40 ))" \
-    "$PYTHON" benchmarks/bench_layers.py "${DEVICE[@]}" --dtype fp32,bf16 --max-seconds 3 \
+    "$PYTHON" benchmarks/bench_layers.py "${DEVICE[@]}" --dtype fp32,bf16 --rounds 9 --max-seconds 1.5 \
     --out "$OUT" --stem "layers-cuda$SUFFIX"
 
 step "model benchmark, fp32 and bf16 autocast" "$(( $(left 35) > 40 ? $(left 35) : 40 ))" \
     "$PYTHON" benchmarks/bench_models.py "${DEVICE[@]}" "${MODEL_SIZE[@]}" --dtype fp32,bf16 --rounds 7 \
-    --max-seconds 20 --out "$OUT" --stem "models-cuda$SUFFIX"
+    --max-seconds 8 --out "$OUT" --stem "models-cuda$SUFFIX"
 
-if [ "$(left 0)" -ge 30 ]; then
+if [ "${RUN_CUDA_COMPILE:-1}" != 1 ]; then
+    echo "== [$(elapsed)s] layer benchmark, torch.compile: skipped (RUN_CUDA_COMPILE=${RUN_CUDA_COMPILE})"
+elif [ "$(left 0)" -ge 30 ]; then
     step "layer benchmark, torch.compile" "$(left 0)" \
         "$PYTHON" benchmarks/bench_layers.py "${DEVICE[@]}" --compile --no-ganet-shapes --no-skip \
         --shape 8,64,192,256 --contenders "timm SE,SE,CGA,SGE" --rounds 10 --max-seconds 3 \

@@ -193,7 +193,9 @@ def standardize_maps_backward(
     """The gradient through :func:`standardize_maps`, in closed form (three passes over the maps).
 
     ``dt = (g - mean(g)) / (std + eps) - y * sum(g * y) / ((N - 1) std)`` with ``y`` the standardized maps;
-    ``overwrite`` reuses ``grad``'s memory for the result.
+    ``overwrite`` reuses ``grad``'s memory for the result. For an exactly constant map, which the forward maps to 0
+    whatever its value, the gradient is 0: the formula's ``(g - mean(g)) / eps`` would only amplify the rounding of
+    ``mean(g)`` by ``1 / eps`` (for constant inputs ``g`` is constant and the exact value is 0).
     """
     dims = spatial_dims(standardized)
     positions = spatial_size(standardized)
@@ -202,7 +204,7 @@ def standardize_maps_backward(
     coupling = broadcast_channels(spatial_dot(grad, standardized)[0].to(scale.dtype), scale) * scale
     grad_mean = grad.mean(dims, keepdim=True)
     grad_maps = grad.sub_(grad_mean) if overwrite else grad - grad_mean
-    return grad_maps.mul_(inv).addcmul_(standardized, coupling, value=-1.0)
+    return grad_maps.mul_(_scale(std, inv)).addcmul_(standardized, coupling, value=-1.0)
 
 
 class _SpatialStandardize(torch.autograd.Function):

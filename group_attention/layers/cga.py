@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_feature_map, check_groups
+from ._kernels import triton_kernels, use_triton
 from ._group_ops import (
     DEFAULT_EPS,
     broadcast_channels,
@@ -24,6 +25,7 @@ from ._group_ops import (
 )
 
 GATE_MODES = ("group", "channel")
+KERNEL_PARAMETER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # the kernels' gate runs in float32
 
 
 class CGA(nn.Module):
@@ -109,8 +111,9 @@ class CGA(nn.Module):
         encoder uses this to pool ``x``, which backward keeps anyway, instead of keeping ``y`` for the pool.
         """
         check_feature_map("x", x, self.channels, type(self).__name__)
-        output, weights = _ChannelGroupAttention.apply(x, self.fc.weight, self.fc.bias, self.groups, self.eps,
-                                                       self.gate == "group")
+        kernels = use_triton(x) and self.fc.weight.dtype in KERNEL_PARAMETER_DTYPES and self.fc.weight.is_contiguous()
+        function = _ChannelGroupAttentionKernels if kernels else _ChannelGroupAttention
+        output, weights = function.apply(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self.gate == "group")
         weights = weights.to(x.dtype)
         return output, expand_groups(weights, self.channels) if self.gate == "group" else weights
 
@@ -135,10 +138,7 @@ class _ChannelGroupAttention(torch.autograd.Function):
         # With one channel per group and x in float32 (or float64) the maps are x itself: standardize a copy.
         maps_are_x = x.shape[1] == groups and x.dtype == stat_dtype(x.dtype)
         standardized, mean, std, inv = standardize_maps(group_sum(x, groups), eps, overwrite=not maps_are_x)
-        pooled = torch.sigmoid(standardized).mean(spatial_dims(x))
-        dtype = torch.promote_types(pooled.dtype, weight.dtype)
-        pooled = pooled.to(dtype)
-        weights = torch.sigmoid((pooled.unsqueeze(1) * weight.to(dtype)).sum(-1) + bias.to(dtype))
+        pooled, weights = _gate(torch.sigmoid(standardized).mean(spatial_dims(x)), weight, bias)
         kept_maps = None if x.shape[1] == groups else standardized
         ctx.save_for_backward(x, kept_maps, mean, std, inv, pooled, weights, weight)
         ctx.groups, ctx.per_group = groups, per_group
@@ -148,20 +148,11 @@ class _ChannelGroupAttention(torch.autograd.Function):
     def backward(ctx, grad, grad_gate):
         x, standardized, mean, std, inv, pooled, weights, weight = ctx.saved_tensors
         groups, per_group = ctx.groups, ctx.per_group
-        grad_x = grad_weight = grad_bias = None
+        grad_x = None
         # y = x * w_c: dL/dw_c = sum_p gy * x, summed over a group's channels when one weight serves the group.
-        grad_weights, product = spatial_dot(grad, x)
-        grad_weights = grad_weights.to(weights.dtype)
-        if per_group:
-            grad_weights = grad_weights.unflatten(1, (groups, -1)).sum(2)
-        grad_weights = grad_weights + grad_gate.to(grad_weights.dtype)  # the weights are an output too
-        grad_logits = grad_weights * weights * (1 - weights)
-        if ctx.needs_input_grad[1]:
-            grad_weight = (grad_logits.unsqueeze(2) * pooled.unsqueeze(1)).sum(0).to(weight.dtype)
-        if ctx.needs_input_grad[2]:
-            grad_bias = grad_logits.sum(0).to(weight.dtype)
+        channel_sums, product = spatial_dot(grad, x)
+        grad_pooled, grad_weight, grad_bias = _gate_backward(ctx, channel_sums, grad_gate, pooled, weights, weight)
         if ctx.needs_input_grad[0]:
-            grad_pooled = (grad_logits.unsqueeze(2) * weight.to(grad_logits.dtype)).sum(1)
             if standardized is None:  # one channel per group: the maps are x, converted to float32 if need be
                 standardized = restandardize_maps(group_sum(x, groups), mean, std, inv,
                                                   overwrite=x.dtype != stat_dtype(x.dtype))
@@ -192,3 +183,69 @@ def _scale_channels(x: torch.Tensor, weights: torch.Tensor, groups: int, per_gro
         return torch.addcmul(add_maps.unsqueeze(2), grouped, weights).flatten(1, 2)
     torch.addcmul(add_maps.unsqueeze(2), grouped, weights, out=out.unflatten(1, (groups, -1)))
     return out
+
+
+def _gate(pooled: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pooled saliency ``(B, m)`` in the parameters' dtype (at least float32) and the gate ``sigmoid(W p + b)``,
+    ``(B, m)`` or ``(B, C)``."""
+    dtype = torch.promote_types(pooled.dtype, weight.dtype)
+    pooled = pooled.to(dtype)
+    return pooled, torch.sigmoid((pooled.unsqueeze(1) * weight.to(dtype)).sum(-1) + bias.to(dtype))
+
+
+def _gate_backward(ctx, channel_sums: torch.Tensor, grad_gate: torch.Tensor, pooled: torch.Tensor,
+                   weights: torch.Tensor, weight: torch.Tensor):
+    """From the per-channel sums of ``gy * x`` (``(B, C)``) and the gate output's own gradient: the gradients of the
+    pooled saliency ``(B, m)``, of ``W`` and of ``b`` (None where not needed)."""
+    grad_weights = channel_sums.to(weights.dtype)
+    if ctx.per_group:
+        grad_weights = grad_weights.unflatten(1, (ctx.groups, -1)).sum(2)
+    grad_weights = grad_weights + grad_gate.to(grad_weights.dtype)  # the weights are an output too
+    grad_logits = grad_weights * weights * (1 - weights)
+    grad_weight = (grad_logits.unsqueeze(2) * pooled.unsqueeze(1)).sum(0).to(weight.dtype) \
+        if ctx.needs_input_grad[1] else None
+    grad_bias = grad_logits.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
+    grad_pooled = (grad_logits.unsqueeze(2) * weight.to(grad_logits.dtype)).sum(1)
+    return grad_pooled, grad_weight, grad_bias
+
+
+class _ChannelGroupAttentionKernels(torch.autograd.Function):
+    """``_ChannelGroupAttention`` on the Triton kernels (CUDA): three passes over ``x`` forward, two backward.
+
+    Forward: one kernel sums each group's channels into float32 maps (not written with one channel per group: the
+    maps are ``x``) with per-tile statistics, one merges the statistics, one sums each map's standardized sigmoid
+    per tile, one computes the gate (pooling, the linear map, the sigmoid, the per-channel weights) and one writes
+    ``x * w``. Backward: one kernel reads ``gy``, ``x`` and the maps for the per-channel sums of ``gy * x`` and the
+    sums the standardization's gradient needs, one runs the gate's backward for the whole batch, and one writes
+    ``dx = gy * w + d(maps)``, computing the maps' gradient on the fly. It keeps the raw maps (``m / C`` of ``x``;
+    none with one channel per group) and their statistics.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float, per_group: bool):
+        kernels = triton_kernels()
+        batch, channels = x.shape[:2]
+        maps, stats = kernels.group_maps(x, groups, eps, store=channels != groups)
+        map_rows = x.view(batch, groups, -1) if maps is None else maps
+        pooled, gate, gate_out, channel_weights = kernels.cga_gate(
+            kernels.saliency_sums(map_rows, stats), spatial_size(x), weight, bias, channels, x.dtype, per_group)
+        ctx.save_for_backward(x, maps, stats, pooled, gate, channel_weights, weight)
+        ctx.groups, ctx.per_group = groups, per_group
+        return kernels.scale_add(x, channel_weights, groups), gate_out
+
+    @staticmethod
+    def backward(ctx, grad, grad_gate):
+        x, maps, stats, pooled, gate, channel_weights, weight = ctx.saved_tensors
+        kernels = triton_kernels()
+        grad = grad.contiguous()
+        batch, channels = x.shape[:2]
+        map_rows = x.view(batch, ctx.groups, -1) if maps is None else maps
+        channel_sums, slopes = kernels.row_dots(grad, x, ctx.groups, map_rows, stats)
+        grad_weight, grad_bias, coef = kernels.cga_gate_backward(channel_sums, grad_gate, gate, pooled, weight,
+                                                                 slopes, stats, spatial_size(x), ctx.per_group)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = kernels.scale_add(grad, channel_weights, ctx.groups, maps=map_rows, stats=stats, coef=coef,
+                                       out_dtype=x.dtype)
+        return (grad_x, grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,
+                grad_bias.to(weight.dtype) if ctx.needs_input_grad[2] else None, None, None, None)

@@ -8,6 +8,7 @@ from torch import nn
 
 from .._checks import check_feature_map, check_positive_int
 from ._group_ops import broadcast_channels, spatial_dims, spatial_dot, spatial_size, stat_dtype
+from ._kernels import triton_kernels, use_triton
 
 
 class SE(nn.Module):
@@ -86,7 +87,8 @@ class _SqueezeExcite(torch.autograd.Function):
     """``SE.forward`` with ReLU and sigmoid (the defaults) and a hand-written backward.
 
     Forward reads ``x`` twice (the channel means, then the product); backward reads ``gy`` and ``x`` once for the
-    per-channel sums of ``gy * x`` and writes ``dx = gy * w + d_mean / N`` in one more pass. Autograd instead
+    per-channel sums of ``gy * x`` and writes ``dx = gy * w + d_mean / N`` in one more pass (each a Triton kernel
+    for contiguous CUDA tensors, see ``_kernels``). Autograd instead
     materializes the mean's gradient broadcast to ``x``'s size and then adds the two gradients of ``x``.
     """
 
@@ -97,13 +99,22 @@ class _SqueezeExcite(torch.autograd.Function):
         hidden = torch.relu(_linear(pooled, weight1, bias1))
         weights = torch.sigmoid(_linear(hidden, weight2, bias2))
         ctx.save_for_backward(x, pooled, hidden, weights, weight1, weight2)
+        ctx.kernels = use_triton(x)
+        if ctx.kernels:
+            return triton_kernels().scale_add(x, weights.to(x.dtype), x.shape[1])
         return x * broadcast_channels(weights.to(x.dtype), x)
 
     @staticmethod
     def backward(ctx, grad):
         x, pooled, hidden, weights, weight1, weight2 = ctx.saved_tensors
+        kernels = triton_kernels() if ctx.kernels else None
+        if kernels is not None:
+            grad = grad.contiguous()
         with torch.autocast(x.device.type, enabled=False):
-            channel_sums, product = spatial_dot(grad, x)
+            if kernels is not None:
+                channel_sums, product = kernels.row_dots(grad, x, x.shape[1])[0], None
+            else:
+                channel_sums, product = spatial_dot(grad, x)
             grad_logits = channel_sums.to(weights.dtype) * weights * (1 - weights)
             grad_hidden = (grad_logits @ weight2.to(grad_logits.dtype)).masked_fill_(hidden <= 0, 0.0)
             grad_pooled = grad_hidden @ weight1.to(grad_hidden.dtype)
@@ -115,6 +126,11 @@ class _SqueezeExcite(torch.autograd.Function):
             if ctx.needs_input_grad[0]:
                 # One pass: gy * w plus the mean's gradient, spread evenly over the positions; on CPU written over
                 # the product gy * x, whose memory is free again.
-                mean_grad = broadcast_channels((grad_pooled / spatial_size(x)).to(x.dtype), x)
-                grad_x = torch.addcmul(mean_grad, grad, broadcast_channels(weights.to(x.dtype), x), out=product)
+                mean_grad = grad_pooled / spatial_size(x)
+                if kernels is not None:
+                    grad_x = kernels.scale_add(grad, weights.float(), x.shape[1], shift=mean_grad.float(),
+                                               out_dtype=x.dtype)
+                else:
+                    grad_x = torch.addcmul(broadcast_channels(mean_grad.to(x.dtype), x), grad,
+                                           broadcast_channels(weights.to(x.dtype), x), out=product)
         return grad_x, grad_weight1, grad_bias1, grad_weight2, grad_bias2

@@ -21,6 +21,7 @@ from ._group_ops import (
     standardize_maps_backward,
     stat_dtype,
 )
+from ._kernels import triton_kernels, use_triton
 from .upsample import ConcatSkip, check_skip_inputs
 
 
@@ -91,7 +92,9 @@ class SGAU(ConcatSkip):
             with torch.no_grad():
                 self.last_attention = resize_to(self.attention_map(high), low.shape[2:]).to(low.dtype)
         up = self.upsample(high, low.shape[2:])
-        return _SpatialGroupAttentionSkip.apply(low, high, up, self.groups, self.eps)
+        kernels = low.dim() == 4 and use_triton(low, high) and up.device == low.device
+        function = _SpatialGroupAttentionSkipKernels if kernels else _SpatialGroupAttentionSkip
+        return function.apply(low, high, up, self.groups, self.eps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, groups={self.groups}, eps={self.eps}"
@@ -170,6 +173,56 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
             grad_high = grad_high.flatten(1, 2).to(high.dtype)
         grad_up = grad_up.to(ctx.up_dtype) if ctx.needs_input_grad[2] else None
         return grad_low, grad_high, grad_up, None, None
+
+
+class _SpatialGroupAttentionSkipKernels(torch.autograd.Function):
+    """``_SpatialGroupAttentionSkip`` on the Triton kernels (2D CUDA features).
+
+    Forward: the channel means of ``high``, one kernel for the dot-product maps and their per-tile statistics, one
+    that merges the statistics, and one that interpolates the attention on the fly (no upsampled map is written)
+    while writing ``low * (1 + A)`` into the output and copying the upsampled half beside it. It keeps the output,
+    ``high``, the raw maps and their statistics. Backward: one kernel reads the gradient and the output for
+    ``d low = g (1 + A)`` and ``dA = sum_k g * attended / (1 + A)``; one kernel gathers the interpolation's adjoint
+    (for U-Net's exact doubling; ATen's scattering kernel otherwise), takes it through the sigmoid and sums what the
+    standardization's gradient needs, one forms the maps' gradient and its per-channel dot products with ``high``,
+    and one writes ``d high``.
+    """
+
+    @staticmethod
+    def forward(ctx, low, high, up, groups: int, eps: float):
+        kernels = triton_kernels()
+        channel_mean = high.mean(spatial_dims(high), dtype=torch.float32)
+        maps, stats = kernels.group_maps(high, groups, eps, coef=channel_mean)
+        maps = maps.view(high.shape[0], groups, *high.shape[2:])
+        low_channels = low.shape[1]
+        out = torch.empty((low.shape[0], 2 * low_channels, *low.shape[2:]),
+                          dtype=torch.promote_types(low.dtype, up.dtype), device=low.device)
+        kernels.attend(low, up.contiguous(), maps, stats, out)
+        ctx.save_for_backward(out, high, channel_mean, maps, stats)
+        ctx.groups, ctx.low_dtype, ctx.up_dtype = groups, low.dtype, up.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, high, channel_mean, maps, stats = ctx.saved_tensors
+        kernels = triton_kernels()
+        grad = grad.contiguous()
+        low_channels = out.shape[1] // 2
+        grad_low, grad_attention = kernels.attend_backward(grad, out, maps, stats, ctx.low_dtype)
+        grad_high = None
+        if ctx.needs_input_grad[1]:
+            positions = spatial_size(maps)
+            if all(2 * s == t for s, t in zip(maps.shape[2:], out.shape[2:])):  # U-Net's exact doubling
+                grad_maps, sums = kernels.doubled_adjoint_sums(grad_attention, maps, stats)
+            else:
+                grad_maps = resize_to_backward(grad_attention, maps.shape)
+                sums = kernels.sigmoid_standardize_sums(grad_maps, maps, stats)
+            del grad_attention
+            # maps = sum_k high_k * mean_k, and mean_k = sum_p high_k / N: both paths lead to high.
+            grad_mean = kernels.maps_gradient_dot(high, grad_maps, maps, stats, sums) / positions
+            grad_high = kernels.maps_to_rows(grad_maps, channel_mean, grad_mean, high.shape[1], high.dtype)
+        grad_up = grad[:, low_channels:].to(ctx.up_dtype) if ctx.needs_input_grad[2] else None
+        return (grad_low if ctx.needs_input_grad[0] else None), grad_high, grad_up, None, None
 
 
 def _gain(saliency: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:

@@ -20,6 +20,7 @@ from ._group_ops import (
     standardize_maps,
     standardize_maps_backward,
 )
+from ._kernels import triton_kernels, use_triton
 
 
 class SGE(nn.Module):
@@ -81,7 +82,8 @@ class SGE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("x", x, self.channels, type(self).__name__)
-        return _SpatialGroupEnhance.apply(x, self.weight, self.bias, self.groups, self.eps)
+        function = _SpatialGroupEnhanceKernels if use_triton(x) else _SpatialGroupEnhance
+        return function.apply(x, self.weight, self.bias, self.groups, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, groups={self.groups}, eps={self.eps}"
@@ -137,3 +139,53 @@ class _SpatialGroupEnhance(torch.autograd.Function):
             grad_x = grad_x.flatten(1, 2)
         return grad_x, grad_weight, grad_bias, None, None
 
+
+
+class _SpatialGroupEnhanceKernels(torch.autograd.Function):
+    """``_SpatialGroupEnhance`` on the Triton kernels (CUDA): three passes over ``x`` forward, two backward.
+
+    Forward: the channel means, one kernel for the dot-product maps (written, float32) and their per-tile
+    statistics, one that merges the statistics and one that writes the gated output. Backward: one kernel reads
+    ``gy``, ``x`` and the maps, writes the gate's pre-activation gradient ``a`` (a map) and sums, per map and per
+    channel, everything the standardization's and the channel means' gradients need; one writes
+    ``dx = gy * gate + d(maps) * mean_k + d(mean_k) / N``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float):
+        kernels = triton_kernels()
+        channel_mean = x.mean(spatial_dims(x), dtype=torch.float32)
+        maps, stats = kernels.group_maps(x, groups, eps, coef=channel_mean)
+        affine = torch.stack([weight, bias], dim=1).float()
+        ctx.save_for_backward(x, channel_mean, maps, stats, affine)
+        ctx.groups, ctx.param_dtype = groups, weight.dtype
+        return kernels.gate_groups(x, maps, stats, affine)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, channel_mean, maps, stats, affine = ctx.saved_tensors
+        kernels = triton_kernels()
+        grad = grad.contiguous()
+        batch, channels = x.shape[:2]
+        groups, positions = ctx.groups, spatial_size(x)
+        grad_affine, map_sums, channel_sums = kernels.gate_groups_backward_sums(grad, x, maps, stats, affine)
+        per_group_sums = map_sums.view(batch, groups, 2).sum(0)
+        grad_weight = per_group_sums[:, 1].to(ctx.param_dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = per_group_sums[:, 0].to(ctx.param_dtype) if ctx.needs_input_grad[2] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # The maps' gradient (standardize_maps_backward) with d = gamma a at the standardized maps s is
+            # dm = c1 (a - mean a) + c2 s, c1 = gamma / (std + eps); maps = sum_k x_k mean_k, so
+            # dx_k = gy gate + dm mean_k + (sum_p x_k dm) / N, and sum_p x_k dm comes from the sums of x a and x s.
+            gamma = affine[:, 0].repeat(batch)
+            _, std, _, factor = stats.unbind(1)  # factor: 1 / (std + eps), 0 for a constant map
+            coupling = torch.where(std > 0, 1.0 / (std * max(positions - 1, 1)), torch.zeros_like(std))
+            coef = torch.stack([map_sums[:, 0] / positions, gamma * factor, -gamma * map_sums[:, 1] * coupling],
+                               dim=1)
+            per_channel = coef.repeat_interleave(channels // groups, dim=0)
+            mean = channel_mean.reshape(-1)
+            grad_mean = (per_channel[:, 1] * (channel_sums[:, 0] - per_channel[:, 0] * positions * mean)
+                         + per_channel[:, 2] * channel_sums[:, 1])
+            grad_x = kernels.gate_groups_backward(grad, maps, stats, affine, grad_affine, coef, channel_mean,
+                                                  grad_mean / positions, x.dtype)
+        return grad_x, grad_weight, grad_bias, None, None

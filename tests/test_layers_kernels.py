@@ -1,0 +1,260 @@
+"""The layers' Triton kernels (their CUDA path) against float64 references written from the equations.
+
+On a machine with CUDA the tests run the kernels on the GPU. Without one, ``test_kernels_in_triton_interpreter``
+runs this file again in a subprocess with ``TRITON_INTERPRET=1`` and ``GROUP_ATTENTION_KERNELS=triton``, where the
+same kernels run on CPU tensors in Triton's interpreter; the other tests are skipped in the parent process because
+the subprocess runs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import references
+from group_attention import CGA, SE, SGAU, SGE
+from group_attention.layers import get_kernels, kernels, set_kernels
+
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1" and get_kernels() == "triton"
+if torch.cuda.is_available() and HAVE_TRITON:
+    DEVICE = "cuda"
+elif INTERPRETED and HAVE_TRITON:
+    DEVICE = "cpu"
+else:
+    DEVICE = None
+
+needs_kernels = pytest.mark.skipif(DEVICE is None, reason="run by test_kernels_in_triton_interpreter (no CUDA)")
+
+
+def test_kernels_in_triton_interpreter():
+    if DEVICE is not None:
+        pytest.skip("the kernels are tested directly in this process")
+    if not HAVE_TRITON:
+        pytest.skip("Triton is not installed: the layers use PyTorch operations only")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "GROUP_ATTENTION_KERNELS": "triton"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                            env=env, capture_output=True, text=True, timeout=900,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+def _randomize(module: torch.nn.Module, std: float = 0.5) -> torch.nn.Module:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.normal_(0, std)
+    return module
+
+
+@contextlib.contextmanager
+def _no_tf32():
+    """Full float32 precision in cuDNN's convolutions (SGAU's transposed convolution), which use TF32 by default."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
+def _compare(module, reference, inputs, *, dtype=torch.float32, tolerance=2e-5, kernel_function=None):
+    """Output and gradients (inputs and parameters) of ``module`` on ``DEVICE`` with ``dtype`` inputs (under
+    autocast when not float32, as inside a network) against ``reference`` in float64 on CPU, relative to each
+    tensor's largest magnitude; checks the kernels ran."""
+    params = list(module.parameters())
+    expected_inputs = [x.double().requires_grad_() for x in inputs]
+    expected_params = [p.detach().double().requires_grad_() for p in params]
+    expected = reference(*expected_inputs, *expected_params)
+    grad = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    expected_grads = torch.autograd.grad(expected, expected_inputs + expected_params, grad)
+    module = module.to(DEVICE)
+    device_inputs = [x.to(DEVICE, dtype).requires_grad_() for x in inputs]
+    with torch.autocast(DEVICE, dtype=dtype, enabled=dtype != torch.float32), _no_tf32():
+        out = module(*device_inputs)
+    if kernel_function is not None:
+        assert type(out.grad_fn).__name__ == kernel_function + "Backward"
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    with _no_tf32():
+        grads = torch.autograd.grad(out, device_inputs + list(module.parameters()), grad.to(DEVICE, dtype))
+    for name, actual, wanted in zip(["output", *(f"grad {i}" for i in range(len(grads)))], (out, *grads),
+                                    (expected, *expected_grads)):
+        assert torch.isfinite(actual).all(), name
+        error = ((actual.detach().double().cpu() - wanted).abs().max() / wanted.abs().max().clamp_min(1e-12)).item()
+        assert error < tolerance, f"{name}: relative error {error:.2e}"
+
+
+CGA_CASES = [
+    # (channels, groups, shape, gate): one channel per group (maps are x), several, more than a tile's 16, several
+    # tiles of positions, 1D and 3D
+    (32, 32, (2, 32, 9, 13), "group"),
+    (64, 16, (2, 64, 7, 5), "group"),
+    (64, 2, (1, 64, 6, 7), "group"),
+    (32, 32, (1, 32, 50, 61), "group"),
+    (64, 32, (1, 64, 33, 40), "channel"),
+    (16, 4, (2, 16, 100), "group"),
+    (96, 32, (2, 96, 5, 6, 7), "group"),
+    (512, 256, (2, 512, 3, 4), "channel"),  # the gate's linear map in several chunks of outputs
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("channels,groups,shape,gate", CGA_CASES)
+def test_cga_kernels_match_the_equations(channels, groups, shape, gate):
+    layer = _randomize(CGA(channels, groups, gate=gate))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3 + 1
+
+    def reference(x, weight, bias):
+        return references.cga(x, weight, bias, groups, gate=gate)
+
+    _compare(layer, reference, [x], kernel_function="_ChannelGroupAttentionKernels")
+
+
+@needs_kernels
+@pytest.mark.parametrize("gate", ["group", "channel"])
+def test_cga_kernels_gate_output_and_its_gradient(gate):
+    """``forward_with_gate`` returns the weights too (the U-Net encoder pools x and scales by them): values and
+    gradients through both outputs against the PyTorch operations in float64."""
+    layer = _randomize(CGA(64, 16, gate=gate))
+    x = torch.randn(2, 64, 7, 9, generator=torch.Generator().manual_seed(0)) * 2
+    grad_y = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    results = {}
+    for name, device, dtype in (("torch", "cpu", torch.float64), (get_kernels(), DEVICE, torch.float32)):
+        module = copy.deepcopy(layer).to(device, dtype)
+        inputs = x.to(device, dtype).requires_grad_()
+        with kernels(name):
+            y, weights = module.forward_with_gate(inputs)
+        if name != "torch":
+            assert type(y.grad_fn).__name__ == "_ChannelGroupAttentionKernelsBackward"
+        grad_w = torch.linspace(-1, 1, weights.numel(), dtype=dtype, device=device).view_as(weights)
+        loss = (y * grad_y.to(device, dtype)).sum() + (weights * grad_w).sum()
+        results[name] = [t.detach().double().cpu() for t in
+                         (y, weights, *torch.autograd.grad(loss, [inputs, *module.parameters()]))]
+    for actual, wanted in zip(results[get_kernels()], results["torch"]):
+        assert ((actual - wanted).abs().max() / wanted.abs().max()).item() < 2e-5
+
+
+@needs_kernels
+@pytest.mark.parametrize("channels,shape", [(32, (2, 32, 9, 13)), (64, (1, 64, 70, 50)), (24, (2, 24, 5, 6, 7))])
+def test_se_kernels_match_the_equations(channels, shape):
+    layer = _randomize(SE(channels, 8))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    _compare(layer, references.se, [x])
+
+
+@needs_kernels
+@pytest.mark.parametrize("channels,groups,shape", [(32, 32, (2, 32, 9, 13)), (64, 16, (1, 64, 70, 50)),
+                                                   (64, 2, (2, 64, 5, 7)), (96, 32, (2, 96, 5, 6, 7))])
+def test_sge_kernels_match_the_equations(channels, groups, shape):
+    layer = _randomize(SGE(channels, groups), std=0.7)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3 + 1
+
+    def reference(x, weight, bias):
+        return references.sge(x, weight, bias, groups)
+
+    _compare(layer, reference, [x], kernel_function="_SpatialGroupEnhanceKernels")
+
+
+SGAU_CASES = [
+    # (low channels, high channels, groups, low shape, high shape): exact doubling (the gathered adjoint), odd sizes
+    # (interpolation scale 5/9, ATen's adjoint), more channels per group than a tile holds, several tiles
+    (32, 64, 32, (2, 32, 16, 24), (2, 64, 8, 12)),
+    (64, 128, 32, (1, 64, 9, 13), (1, 128, 5, 7)),
+    (64, 128, 2, (1, 64, 6, 8), (1, 128, 3, 4)),
+    (16, 32, 4, (2, 16, 80, 60), (2, 32, 40, 30)),
+    (32, 64, 32, (2, 32, 2, 6), (2, 64, 1, 3)),  # a one-row map: both interpolation ends clamp at once
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("low_channels,high_channels,groups,low_shape,high_shape", SGAU_CASES)
+def test_sgau_kernels_match_the_equations(low_channels, high_channels, groups, low_shape, high_shape):
+    layer = _randomize(SGAU(low_channels, high_channels, groups), std=0.2)
+    low = torch.randn(low_shape, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    high = torch.randn(high_shape, generator=torch.Generator().manual_seed(1)) + 0.5
+
+    def reference(low, high, weight, bias):
+        return references.sgau(low, high, weight, bias, groups)
+
+    _compare(layer, reference, [low, high], kernel_function="_SpatialGroupAttentionSkipKernels")
+
+
+@needs_kernels
+def test_kernels_under_bfloat16():
+    x = torch.randn(2, 64, 12, 16, generator=torch.Generator().manual_seed(0))
+    _compare(_randomize(CGA(64, 32)), lambda x, w, b: references.cga(x, w, b, 32), [x], dtype=torch.bfloat16,
+             tolerance=3e-2, kernel_function="_ChannelGroupAttentionKernels")
+    _compare(_randomize(SE(64, 8)), references.se, [x], dtype=torch.bfloat16, tolerance=3e-2)
+    _compare(_randomize(SGE(64, 32), std=0.7), lambda x, w, b: references.sge(x, w, b, 32), [x],
+             dtype=torch.bfloat16, tolerance=5e-2, kernel_function="_SpatialGroupEnhanceKernels")
+    high = torch.randn(2, 128, 6, 8, generator=torch.Generator().manual_seed(1))
+    _compare(_randomize(SGAU(64, 128, 32), std=0.2), lambda l, h, w, b: references.sgau(l, h, w, b, 32),
+             [x, high], dtype=torch.bfloat16, tolerance=3e-2, kernel_function="_SpatialGroupAttentionSkipKernels")
+
+
+@needs_kernels
+@pytest.mark.parametrize("value", [0.0, 3.0])
+def test_kernels_on_constant_inputs(value):
+    """Constant maps standardize to exactly 0, so the gates are constant and the maps' gradient vanishes: with an
+    output gradient of ones, CGA's ``dx`` is its channel weight and SGE's ``sigmoid(beta)`` (hand-derived); outputs
+    match the PyTorch operations and nothing is NaN."""
+    torch.manual_seed(0)
+    cases = [
+        ("cga", _randomize(CGA(32, 32)), [torch.full((1, 32, 5, 6), value)]),
+        ("cga", _randomize(CGA(64, 32)), [torch.full((2, 64, 5, 6), value)]),
+        ("sge", _randomize(SGE(64, 32)), [torch.full((2, 64, 5, 6), value)]),
+        ("sgau", _randomize(SGAU(32, 64, 32), std=0.2),
+         [torch.full((1, 32, 8, 10), value), torch.full((1, 64, 4, 5), value)]),
+    ]
+    for kind, layer, inputs in cases:
+        layer = layer.to(DEVICE)
+        results = {}
+        for name in ("torch", get_kernels()):
+            with kernels(name):
+                device_inputs = [x.to(DEVICE).requires_grad_() for x in inputs]
+                out = layer(*device_inputs)
+                grads = torch.autograd.grad(out, device_inputs + list(layer.parameters()), torch.ones_like(out))
+            results[name] = (out, *grads)
+        torch.testing.assert_close(results[get_kernels()][0], results["torch"][0], rtol=1e-6, atol=1e-6)
+        for name, (out, grad_x, *_) in results.items():  # both paths
+            assert all(torch.isfinite(t).all() for t in results[name]), name
+            if kind == "cga":
+                weights = layer.channel_weights(device_inputs[0].detach())
+                torch.testing.assert_close(grad_x, weights.view(*weights.shape, 1, 1).expand_as(grad_x))
+            elif kind == "sge":
+                gate = torch.sigmoid(layer.bias.detach()).repeat_interleave(2).view(1, 64, 1, 1)
+                torch.testing.assert_close(grad_x, gate.expand_as(grad_x))
+            else:  # SGAU: d low = 1 + A with A = sigmoid(0) = 1/2
+                torch.testing.assert_close(grad_x, torch.full_like(grad_x, 1.5))
+
+
+@needs_kernels
+def test_layouts_and_dtypes_the_kernels_do_not_take_use_pytorch_operations():
+    layer = CGA(64, 32).to(DEVICE)
+    x = torch.randn(2, 64, 6, 8, device=DEVICE)
+    assert type(layer(x).grad_fn).__name__ == "_ChannelGroupAttentionKernelsBackward"
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    assert type(layer(channels_last).grad_fn).__name__ == "_ChannelGroupAttentionBackward"
+    assert type(layer.double()(x.double()).grad_fn).__name__ == "_ChannelGroupAttentionBackward"
+    with kernels("torch"):
+        assert type(layer.float()(x).grad_fn).__name__ == "_ChannelGroupAttentionBackward"
+    assert get_kernels() != "torch"
+
+
+def test_kernel_choice_is_checked_and_restored():
+    before = get_kernels()
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        set_kernels("cuda")
+    with kernels("torch"):
+        assert get_kernels() == "torch"
+        layer = CGA(64, 32)
+        assert type(layer(torch.randn(1, 64, 4, 4)).grad_fn).__name__ == "_ChannelGroupAttentionBackward"
+    assert get_kernels() == before
