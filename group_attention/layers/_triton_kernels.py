@@ -511,11 +511,6 @@ def _maps_to_rows_kernel(maps_ptr, factor_ptr, shift_ptr, out_ptr, N, K, BLOCK_K
 # Launch wrappers. Inputs are contiguous; maps and statistics are float32.
 
 
-def rows_view(x: torch.Tensor) -> torch.Tensor:
-    """A contiguous ``(B, C, *spatial)`` tensor as ``(B * C, N)`` rows."""
-    return x.view(x.shape[0] * x.shape[1], -1)
-
-
 def group_maps(x: torch.Tensor, groups: int, eps: float, coef: "torch.Tensor | None" = None, *,
                store: bool = True) -> tuple["torch.Tensor | None", torch.Tensor]:
     """The ``(B, m, N)`` float32 group maps of ``x`` (sums of each group's channels, each weighted by ``coef``
@@ -554,16 +549,6 @@ def saliency_sums(maps: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     _saliency_sum_kernel[(batch * groups, tiles)](maps, stats, partials, positions, tiles, BLOCK_N=block_n,
                                                    num_warps=_warps(1, block_n))
     return partials
-
-
-def pooled_saliency(maps: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-    """``mean_p sigmoid(standardized maps)``: ``(B, m, N)`` maps (any float dtype) -> ``(B, m)`` float32."""
-    batch, groups, positions = maps.shape
-    _, block_n, tiles = _blocks(positions, 1)
-    partials = torch.empty((batch * groups, tiles), device=maps.device, dtype=torch.float32)
-    _saliency_sum_kernel[(batch * groups, tiles)](maps, stats, partials, positions, tiles, BLOCK_N=block_n,
-                                                   num_warps=_warps(1, block_n))
-    return partials.sum(1).view(batch, groups) / positions
 
 
 def row_dots(a: torch.Tensor, b: torch.Tensor, groups: int, maps: "torch.Tensor | None" = None,
