@@ -88,8 +88,8 @@ class _SqueezeExcite(torch.autograd.Function):
 
     Forward reads ``x`` twice (the channel means, then the product); backward reads ``gy`` and ``x`` once for the
     per-channel sums of ``gy * x`` and writes ``dx = gy * w + d_mean / N`` in one more pass (each a Triton kernel
-    for contiguous CUDA tensors, see ``_kernels``). Autograd instead
-    materializes the mean's gradient broadcast to ``x``'s size and then adds the two gradients of ``x``.
+    for contiguous CUDA tensors, see ``_kernels``). Autograd instead materializes the mean's gradient broadcast to
+    ``x``'s size and then adds the two gradients of ``x``.
     """
 
     @staticmethod

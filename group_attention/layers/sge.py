@@ -140,7 +140,6 @@ class _SpatialGroupEnhance(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None
 
 
-
 class _SpatialGroupEnhanceKernels(torch.autograd.Function):
     """``_SpatialGroupEnhance`` on the Triton kernels (CUDA): three passes over ``x`` forward, two backward.
 
