@@ -258,3 +258,15 @@ def test_kernel_choice_is_checked_and_restored():
         layer = CGA(64, 32)
         assert type(layer(torch.randn(1, 64, 4, 4)).grad_fn).__name__ == "_ChannelGroupAttentionBackward"
     assert get_kernels() == before
+
+
+def test_without_triton_the_layers_use_pytorch_operations(monkeypatch):
+    """Where Triton cannot be imported, even ``kernels("triton")`` falls back to PyTorch operations, silently."""
+    from group_attention.layers import _kernels
+
+    monkeypatch.setattr(_kernels, "_triton_module", None)
+    monkeypatch.setattr(_kernels, "_interpreting", lambda: True)
+    with kernels("triton"):
+        x = torch.randn(1, 64, 4, 4)
+        assert not _kernels.use_triton(x)
+        assert type(CGA(64, 32)(x).grad_fn).__name__ == "_ChannelGroupAttentionBackward"
