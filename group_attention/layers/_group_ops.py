@@ -200,11 +200,16 @@ def standardize_maps_backward(
     dims = spatial_dims(standardized)
     positions = spatial_size(standardized)
     # A constant map (std == 0) standardizes to 0 whatever small change is made: its second term vanishes.
-    scale = torch.where(std > 0, 1.0 / (std * max(positions - 1, 1)), torch.zeros_like(std))
+    scale = coupling_factor(std, positions)
     coupling = broadcast_channels(spatial_dot(grad, standardized)[0].to(scale.dtype), scale) * scale
     grad_mean = grad.mean(dims, keepdim=True)
     grad_maps = grad.sub_(grad_mean) if overwrite else grad - grad_mean
     return grad_maps.mul_(_scale(std, inv)).addcmul_(standardized, coupling, value=-1.0)
+
+
+def coupling_factor(std: torch.Tensor, positions: int) -> torch.Tensor:
+    """``1 / ((N - 1) std)``, the factor of the standardization gradient's second term; 0 where ``std`` is 0."""
+    return torch.where(std > 0, 1.0 / (std * max(positions - 1, 1)), torch.zeros_like(std))
 
 
 class _SpatialStandardize(torch.autograd.Function):
@@ -252,7 +257,7 @@ def resize_to(maps: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch
     """
     if tuple(maps.shape[2:]) == tuple(size):
         return maps
-    if _eager_cpu(maps) and _doubles(maps.shape[2:], size):
+    if _eager_cpu(maps) and doubles(maps.shape[2:], size):
         return double_linear(maps)
     mode = INTERPOLATION_MODES[len(size)]
     return F.interpolate(maps, size=tuple(size), mode=mode, align_corners=False)
@@ -263,7 +268,7 @@ def resize_to_backward(grad: torch.Tensor, input_shape: "torch.Size | tuple[int,
     output_size = list(grad.shape[2:])
     if output_size == list(input_shape[2:]):
         return grad
-    if _eager_cpu(grad) and _doubles(input_shape[2:], output_size):
+    if _eager_cpu(grad) and doubles(input_shape[2:], output_size):
         return double_linear_backward(grad)
     backward = {
         1: torch.ops.aten.upsample_linear1d_backward,
@@ -278,7 +283,8 @@ def _eager_cpu(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and not (is_compiling is not None and is_compiling())
 
 
-def _doubles(size: "tuple[int, ...] | torch.Size", target: "tuple[int, ...] | torch.Size | list[int]") -> bool:
+def doubles(size: "tuple[int, ...] | torch.Size", target: "tuple[int, ...] | torch.Size | list[int]") -> bool:
+    """Whether ``target`` is exactly twice ``size`` in every spatial dim (U-Net's skips)."""
     return all(2 * s == t for s, t in zip(size, target))
 
 

@@ -12,6 +12,8 @@ how the test suite checks them on machines without a GPU.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -23,15 +25,46 @@ MAX_BLOCK_N = 2048
 STATS_FIELDS = 4  # mean, std, inv = 1 / (std + eps), scale = inv or 0 for a constant map
 
 
-def _blocks(positions: int, per_group: int) -> tuple[int, int, int]:
-    """``(BLOCK_K, BLOCK_N, tiles)`` for maps of ``positions`` and groups of ``per_group`` channels."""
+class _Launch(NamedTuple):
+    """How a kernel over ``groups`` groups of ``per_group`` rows of ``positions`` is laid out: one program per group
+    and tile of ``block_n`` positions, ``block_k`` rows at a time."""
+
+    batch: int
+    groups: int
+    positions: int
+    per_group: int
+    block_k: int
+    block_n: int
+    tiles: int
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.batch * self.groups, self.tiles
+
+    @property
+    def meta(self) -> dict[str, int]:
+        """The block sizes and warps, as keyword arguments of a launch."""
+        return {"BLOCK_K": self.block_k, "BLOCK_N": self.block_n, "num_warps": self.num_warps}
+
+    @property
+    def num_warps(self) -> int:
+        return 8 if self.block_k * self.block_n >= 4096 else 4
+
+
+def _launch(x: torch.Tensor, groups: int, channels: "int | None" = None) -> _Launch:
+    """The layout for ``(B, C, *spatial)`` features ``x`` (``C`` = ``channels`` when given) in ``groups`` groups;
+    for maps, ``groups`` is their count and each group is one row."""
+    channels = x.shape[1] if channels is None else channels
+    positions = x[0, 0].numel()
+    per_group = channels // groups
     block_k = min(triton.next_power_of_2(per_group), MAX_BLOCK_K)
     block_n = max(16, min(MAX_BLOCK_N, TILE_ELEMENTS // block_k, triton.next_power_of_2(positions)))
-    return block_k, block_n, triton.cdiv(positions, block_n)
+    return _Launch(x.shape[0], groups, positions, per_group, block_k, block_n, triton.cdiv(positions, block_n))
 
 
-def _warps(block_k: int, block_n: int) -> int:
-    return 8 if block_k * block_n >= 4096 else 4
+def _inv_dof(positions: int) -> float:
+    """``1 / max(N - 1, 1)``: the unbiased variance's normalization (a single position has no spread)."""
+    return 1.0 / max(positions - 1, 1)
 
 
 @triton.jit
@@ -516,18 +549,15 @@ def group_maps(x: torch.Tensor, groups: int, eps: float, coef: "torch.Tensor | N
     """The ``(B, m, N)`` float32 group maps of ``x`` (sums of each group's channels, each weighted by ``coef``
     ``(B, C)`` when given; None when ``store`` is False) and their ``(B * m, 4)`` statistics (mean, std, inv,
     scale)."""
-    batch, channels = x.shape[:2]
-    positions = x[0, 0].numel()
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(positions, per_group)
-    maps = torch.empty((batch, groups, positions), device=x.device, dtype=torch.float32) if store else None
-    partials = torch.empty((batch * groups, tiles, 4), device=x.device, dtype=torch.float32)
+    launch = _launch(x, groups)
+    maps = torch.empty((launch.batch, groups, launch.positions), device=x.device, dtype=torch.float32) \
+        if store else None
+    partials = torch.empty((launch.batch * groups, launch.tiles, 4), device=x.device, dtype=torch.float32)
     coef_arg = coef.contiguous() if coef is not None else partials
-    _group_maps_kernel[(batch * groups, tiles)](
-        x, coef_arg, maps if store else partials, partials, positions, per_group, tiles,
-        HAS_COEF=coef is not None, STORE_MAPS=store, BLOCK_K=block_k, BLOCK_N=block_n,
-        num_warps=_warps(block_k, block_n))
-    return maps, combine_stats(partials, positions, block_n, eps)
+    _group_maps_kernel[launch.grid](x, coef_arg, maps if store else partials, partials, launch.positions,
+                                    launch.per_group, launch.tiles, HAS_COEF=coef is not None, STORE_MAPS=store,
+                                    **launch.meta)
+    return maps, combine_stats(partials, launch.positions, launch.block_n, eps)
 
 
 def combine_stats(partials: torch.Tensor, positions: int, block_n: int, eps: float) -> torch.Tensor:
@@ -535,7 +565,7 @@ def combine_stats(partials: torch.Tensor, positions: int, block_n: int, eps: flo
     maps, tiles = partials.shape[:2]
     stats = torch.empty((maps, STATS_FIELDS), device=partials.device, dtype=torch.float32)
     block_t = min(triton.next_power_of_2(tiles), 1024)
-    _combine_stats_kernel[(maps,)](partials, stats, positions, tiles, float(eps), 1.0 / max(positions - 1, 1),
+    _combine_stats_kernel[(maps,)](partials, stats, positions, tiles, float(eps), _inv_dof(positions),
                                    BLOCK_N=block_n, BLOCK_T=block_t)
     return stats
 
@@ -543,11 +573,10 @@ def combine_stats(partials: torch.Tensor, positions: int, block_n: int, eps: flo
 def saliency_sums(maps: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     """Per map and tile, the sum of ``sigmoid(standardized maps)``: ``(B, m, N)`` maps (any float dtype) ->
     ``(B * m, T)`` float32."""
-    batch, groups, positions = maps.shape
-    _, block_n, tiles = _blocks(positions, 1)
-    partials = torch.empty((batch * groups, tiles), device=maps.device, dtype=torch.float32)
-    _saliency_sum_kernel[(batch * groups, tiles)](maps, stats, partials, positions, tiles, BLOCK_N=block_n,
-                                                   num_warps=_warps(1, block_n))
+    launch = _launch(maps, maps.shape[1])
+    partials = torch.empty(launch.grid, device=maps.device, dtype=torch.float32)
+    _saliency_sum_kernel[launch.grid](maps, stats, partials, launch.positions, launch.tiles,
+                                      BLOCK_N=launch.block_n, num_warps=launch.num_warps)
     return partials
 
 
@@ -555,16 +584,14 @@ def row_dots(a: torch.Tensor, b: torch.Tensor, groups: int, maps: "torch.Tensor 
              stats: "torch.Tensor | None" = None) -> tuple[torch.Tensor, "torch.Tensor | None"]:
     """Per channel, ``sum_p a * b`` (``(B, C)`` float32); with ``maps`` (``(B, m, N)``) and their ``stats``, also
     per map ``(sum s', sum s' s)`` (``(B * m, 2)``) for the standardized maps ``s``."""
+    launch = _launch(a, groups)
     batch, channels = a.shape[:2]
-    positions = a[0, 0].numel()
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(positions, per_group)
-    dots = torch.empty((batch * channels, tiles), device=a.device, dtype=torch.float32)
-    slopes = torch.empty((batch * groups, tiles, 2), device=a.device, dtype=torch.float32) if maps is not None else None
-    _row_dot_kernel[(batch * groups, tiles)](
+    dots = torch.empty((batch * channels, launch.tiles), device=a.device, dtype=torch.float32)
+    slopes = torch.empty((*launch.grid, 2), device=a.device, dtype=torch.float32) if maps is not None else None
+    _row_dot_kernel[launch.grid](
         a, b, maps if maps is not None else dots, stats if stats is not None else dots, dots,
-        slopes if slopes is not None else dots, positions, per_group, tiles, HAS_MAPS=maps is not None,
-        BLOCK_K=block_k, BLOCK_N=block_n, num_warps=_warps(block_k, block_n))
+        slopes if slopes is not None else dots, launch.positions, launch.per_group, launch.tiles,
+        HAS_MAPS=maps is not None, **launch.meta)
     return dots.sum(1).view(batch, channels), (slopes.sum(1) if slopes is not None else None)
 
 
@@ -573,18 +600,14 @@ def scale_add(g: torch.Tensor, weights: torch.Tensor, groups: int, *, shift: "to
               coef: "torch.Tensor | None" = None, out_dtype: "torch.dtype | None" = None) -> torch.Tensor:
     """``g * w_c + shift_c + (c1 (s' - c0) + c2 s)`` per group, in one pass: ``weights`` and ``shift`` are ``(B, C)``,
     ``coef`` ``(B * m, 3)`` per map ``(c0, c1, c2)``."""
-    batch, channels = g.shape[:2]
-    positions = g[0, 0].numel()
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(positions, per_group)
+    launch = _launch(g, groups)
     out = torch.empty(g.shape, device=g.device, dtype=out_dtype or g.dtype)
     dummy = weights
-    _scale_add_kernel[(batch * groups, tiles)](
+    _scale_add_kernel[launch.grid](
         g, weights.contiguous(), shift.contiguous() if shift is not None else dummy,
         maps if maps is not None else dummy, stats if stats is not None else dummy,
-        coef.contiguous() if coef is not None else dummy, out, positions, per_group,
-        HAS_SHIFT=shift is not None, HAS_MAPS=maps is not None, BLOCK_K=block_k, BLOCK_N=block_n,
-        num_warps=_warps(block_k, block_n))
+        coef.contiguous() if coef is not None else dummy, out, launch.positions, launch.per_group,
+        HAS_SHIFT=shift is not None, HAS_MAPS=maps is not None, **launch.meta)
     return out
 
 
@@ -597,14 +620,10 @@ def attend(low: torch.Tensor, up: torch.Tensor, maps: torch.Tensor, stats: torch
     """Write ``low * (1 + Up(sigmoid(standardized maps)))`` into ``out[:, :C_low]`` and ``up`` into
     ``out[:, C_low:]``: ``low`` and ``up`` ``(B, C_low, H, W)``, ``maps`` ``(B, m, h, w)`` float32, ``out``
     ``(B, 2 C_low, H, W)``, all contiguous."""
-    batch, channels, height, width = low.shape
     groups = maps.shape[1]
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(height * width, per_group)
-    _attend_kernel[(batch * groups, tiles)](
-        low, up, maps, stats, out, groups, height * width, per_group,
-        *_bilinear_args(maps.shape[2:], (height, width)), BLOCK_K=block_k, BLOCK_N=block_n,
-        num_warps=_warps(block_k, block_n))
+    launch = _launch(low, groups)
+    _attend_kernel[launch.grid](low, up, maps, stats, out, groups, launch.positions, launch.per_group,
+                                *_bilinear_args(maps.shape[2:], low.shape[2:]), **launch.meta)
 
 
 def attend_backward(grad: torch.Tensor, out: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor,
@@ -612,28 +631,23 @@ def attend_backward(grad: torch.Tensor, out: torch.Tensor, maps: torch.Tensor, s
     """``(d low, dA)`` from the gradient of SGAU's output and the output: ``(B, C_low, H, W)`` in ``low_dtype``
     and ``(B, m, H, W)`` float32."""
     batch, channels, height, width = out.shape
-    channels //= 2
     groups = maps.shape[1]
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(height * width, per_group)
-    grad_low = torch.empty((batch, channels, height, width), device=out.device, dtype=low_dtype)
+    launch = _launch(out, groups, channels // 2)
+    grad_low = torch.empty((batch, channels // 2, height, width), device=out.device, dtype=low_dtype)
     grad_attention = torch.empty((batch, groups, height, width), device=out.device, dtype=torch.float32)
-    _attend_backward_kernel[(batch * groups, tiles)](
-        grad, out, maps, stats, grad_low, grad_attention, groups, height * width, per_group,
-        *_bilinear_args(maps.shape[2:], (height, width)), BLOCK_K=block_k, BLOCK_N=block_n,
-        num_warps=_warps(block_k, block_n))
+    _attend_backward_kernel[launch.grid](grad, out, maps, stats, grad_low, grad_attention, groups, launch.positions,
+                                         launch.per_group, *_bilinear_args(maps.shape[2:], (height, width)),
+                                         **launch.meta)
     return grad_low, grad_attention
 
 
 def sigmoid_standardize_sums(grad: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     """Turn ``grad`` (at the maps' sigmoid, ``(B, m, *s)`` float32, contiguous) in place into the gradient at the
     standardized maps ``d``; return per map and tile ``(sum d, sum d s)``, ``(B * m, T, 2)``."""
-    positions = maps[0, 0].numel()
-    maps_count = maps.shape[0] * maps.shape[1]
-    _, block_n, tiles = _blocks(positions, 1)
-    partials = torch.empty((maps_count, tiles, 2), device=maps.device, dtype=torch.float32)
-    _sigmoid_standardize_sums_kernel[(maps_count, tiles)](grad, maps, stats, partials, positions, tiles,
-                                                          BLOCK_N=block_n, num_warps=_warps(1, block_n))
+    launch = _launch(maps, maps.shape[1])
+    partials = torch.empty((*launch.grid, 2), device=maps.device, dtype=torch.float32)
+    _sigmoid_standardize_sums_kernel[launch.grid](grad, maps, stats, partials, launch.positions, launch.tiles,
+                                                  BLOCK_N=launch.block_n, num_warps=launch.num_warps)
     return partials
 
 
@@ -642,30 +656,23 @@ def maps_gradient_dot(x: torch.Tensor, grad: torch.Tensor, maps: torch.Tensor, s
     """Overwrite ``grad`` (``d``, the gradient at the standardized maps, ``(B, m, *s)``) with the maps' gradient
     and return per channel of ``x`` (``(B, C, *s)``) ``sum_p x * dm`` over its group's map, ``(B, C)`` float32;
     ``sums`` are the per-tile ``(sum d, sum d s)``, ``(B * m, T, 2)``."""
+    launch = _launch(x, maps.shape[1])
     batch, channels = x.shape[:2]
-    groups = maps.shape[1]
-    positions = x[0, 0].numel()
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(positions, per_group)
-    dots = torch.empty((batch * channels, tiles), device=x.device, dtype=torch.float32)
+    dots = torch.empty((batch * channels, launch.tiles), device=x.device, dtype=torch.float32)
     sum_tiles = sums.shape[1]
-    _maps_gradient_dot_kernel[(batch * groups, tiles)](
-        x, grad, maps, stats, sums, dots, positions, per_group, tiles, sum_tiles, 1.0 / max(positions - 1, 1),
-        BLOCK_K=block_k, BLOCK_N=block_n, BLOCK_T=triton.next_power_of_2(sum_tiles),
-        num_warps=_warps(block_k, block_n))
+    _maps_gradient_dot_kernel[launch.grid](
+        x, grad, maps, stats, sums, dots, launch.positions, launch.per_group, launch.tiles, sum_tiles,
+        _inv_dof(launch.positions), BLOCK_T=triton.next_power_of_2(sum_tiles), **launch.meta)
     return dots.sum(1).view(batch, channels)
 
 
 def gate_groups(x: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
     """SGE's output ``x * sigmoid(gamma_g s + beta_g)`` per group; ``affine`` is ``(m, 2)`` float32."""
-    batch, channels = x.shape[:2]
     groups = affine.shape[0]
-    positions = x[0, 0].numel()
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(positions, per_group)
+    launch = _launch(x, groups)
     out = torch.empty_like(x)
-    _gate_groups_kernel[(batch * groups, tiles)](x, maps, stats, affine, out, groups, positions, per_group,
-                                                 BLOCK_K=block_k, BLOCK_N=block_n, num_warps=_warps(block_k, block_n))
+    _gate_groups_kernel[launch.grid](x, maps, stats, affine, out, groups, launch.positions, launch.per_group,
+                                     **launch.meta)
     return out
 
 
@@ -673,17 +680,15 @@ def gate_groups_backward_sums(g: torch.Tensor, x: torch.Tensor, maps: torch.Tens
                               affine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SGE's first backward pass: the pre-activation gradient ``a`` (``(B, m, N)`` float32), per map
     ``(sum a, sum a s)`` (``(B * m, 2)``) and per channel ``(sum x a, sum x s)`` (``(B * C, 2)``)."""
-    batch, channels = x.shape[:2]
     groups = affine.shape[0]
-    positions = x[0, 0].numel()
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(positions, per_group)
-    grad_affine = torch.empty((batch, groups, positions), device=x.device, dtype=torch.float32)
-    map_partials = torch.empty((batch * groups, tiles, 2), device=x.device, dtype=torch.float32)
-    row_partials = torch.empty((batch * channels, tiles, 2), device=x.device, dtype=torch.float32)
-    _gate_groups_backward_sums_kernel[(batch * groups, tiles)](
-        g, x, maps, stats, affine, grad_affine, map_partials, row_partials, groups, positions, per_group, tiles,
-        BLOCK_K=block_k, BLOCK_N=block_n, num_warps=_warps(block_k, block_n))
+    launch = _launch(x, groups)
+    batch, channels = x.shape[:2]
+    grad_affine = torch.empty((batch, groups, launch.positions), device=x.device, dtype=torch.float32)
+    map_partials = torch.empty((*launch.grid, 2), device=x.device, dtype=torch.float32)
+    row_partials = torch.empty((batch * channels, launch.tiles, 2), device=x.device, dtype=torch.float32)
+    _gate_groups_backward_sums_kernel[launch.grid](
+        g, x, maps, stats, affine, grad_affine, map_partials, row_partials, groups, launch.positions,
+        launch.per_group, launch.tiles, **launch.meta)
     return grad_affine, map_partials.sum(1), row_partials.sum(1)
 
 
@@ -691,15 +696,12 @@ def gate_groups_backward(g: torch.Tensor, maps: torch.Tensor, stats: torch.Tenso
                          grad_affine: torch.Tensor, coef: torch.Tensor, channel_mean: torch.Tensor,
                          shift: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     """SGE's ``dx = g * gate + dm * mean_k + shift_k`` (``channel_mean`` and ``shift`` ``(B, C)`` float32)."""
-    batch, channels = g.shape[:2]
     groups = affine.shape[0]
-    positions = g[0, 0].numel()
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(positions, per_group)
+    launch = _launch(g, groups)
     out = torch.empty(g.shape, device=g.device, dtype=out_dtype)
-    _gate_groups_backward_kernel[(batch * groups, tiles)](
+    _gate_groups_backward_kernel[launch.grid](
         g, maps, stats, affine, grad_affine, coef.contiguous(), channel_mean.contiguous(), shift.contiguous(), out,
-        groups, positions, per_group, BLOCK_K=block_k, BLOCK_N=block_n, num_warps=_warps(block_k, block_n))
+        groups, launch.positions, launch.per_group, **launch.meta)
     return out
 
 
@@ -708,13 +710,11 @@ def doubled_adjoint_sums(grad: torch.Tensor, maps: torch.Tensor, stats: torch.Te
     """For ``grad`` ``(B, m, 2h, 2w)`` at the doubled attention and ``maps`` ``(B, m, h, w)``: the gradient at the
     standardized maps, ``d = Up^T(grad) * s'`` (``(B, m, h, w)`` float32), and per map and tile
     ``(sum d, sum d s)`` (``(B * m, T, 2)``)."""
-    batch, groups, h, w = maps.shape
-    positions = h * w
-    _, block_n, tiles = _blocks(positions, 1)
+    launch = _launch(maps, maps.shape[1])
     out = torch.empty_like(maps)
-    partials = torch.empty((batch * groups, tiles, 2), device=maps.device, dtype=torch.float32)
-    _doubled_adjoint_sums_kernel[(batch * groups, tiles)](grad, maps, stats, out, partials, positions, tiles, h, w,
-                                                          BLOCK_N=block_n, num_warps=_warps(1, block_n))
+    partials = torch.empty((*launch.grid, 2), device=maps.device, dtype=torch.float32)
+    _doubled_adjoint_sums_kernel[launch.grid](grad, maps, stats, out, partials, launch.positions, launch.tiles,
+                                              *maps.shape[2:], BLOCK_N=launch.block_n, num_warps=launch.num_warps)
     return out, partials
 
 
@@ -761,7 +761,7 @@ def cga_gate_backward(channel_sums: torch.Tensor, grad_gate: torch.Tensor, gate:
     _cga_gate_backward_kernel[(1,)](
         channel_sums, grad_gate.contiguous(), gate, pooled, weight, slopes, stats, grad_weight, grad_bias, grad_pooled,
         coef, batch, groups, out_features, per_group_channels, positions, 1.0 / positions,
-        1.0 / max(positions - 1, 1), PER_GROUP=per_group, BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_K=block_k)
+        _inv_dof(positions), PER_GROUP=per_group, BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_K=block_k)
     return grad_weight, grad_bias, coef
 
 
@@ -769,12 +769,8 @@ def maps_to_rows(maps: torch.Tensor, factor: torch.Tensor, shift: torch.Tensor, 
                  out_dtype: torch.dtype) -> torch.Tensor:
     """``(B, C, *s)``: each group's map ``(B, m, *s)`` times a per-channel ``factor`` plus a per-channel ``shift``
     (both ``(B, C)`` float32)."""
-    batch, groups = maps.shape[:2]
-    positions = maps[0, 0].numel()
-    per_group = channels // groups
-    block_k, block_n, tiles = _blocks(positions, per_group)
-    out = torch.empty((batch, channels, *maps.shape[2:]), device=maps.device, dtype=out_dtype)
-    _maps_to_rows_kernel[(batch * groups, tiles)](maps, factor.contiguous(), shift.contiguous(), out, positions,
-                                                   per_group, BLOCK_K=block_k, BLOCK_N=block_n,
-                                                   num_warps=_warps(block_k, block_n))
+    launch = _launch(maps, maps.shape[1], channels)
+    out = torch.empty((launch.batch, channels, *maps.shape[2:]), device=maps.device, dtype=out_dtype)
+    _maps_to_rows_kernel[launch.grid](maps, factor.contiguous(), shift.contiguous(), out, launch.positions,
+                                      launch.per_group, **launch.meta)
     return out

@@ -25,7 +25,6 @@ from ._group_ops import (
 )
 
 GATE_MODES = ("group", "channel")
-KERNEL_PARAMETER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # the kernels' gate runs in float32
 
 
 class CGA(nn.Module):
@@ -111,8 +110,8 @@ class CGA(nn.Module):
         encoder uses this to pool ``x``, which backward keeps anyway, instead of keeping ``y`` for the pool.
         """
         check_feature_map("x", x, self.channels, type(self).__name__)
-        kernels = use_triton(x) and self.fc.weight.dtype in KERNEL_PARAMETER_DTYPES and self.fc.weight.is_contiguous()
-        function = _ChannelGroupAttentionKernels if kernels else _ChannelGroupAttention
+        # The kernels read the gate's parameters too (in float32 whatever their float16/bfloat16/float32 dtype).
+        function = _ChannelGroupAttentionKernels if use_triton(x, self.fc.weight) else _ChannelGroupAttention
         output, weights = function.apply(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self.gate == "group")
         weights = weights.to(x.dtype)
         return output, expand_groups(weights, self.channels) if self.gate == "group" else weights

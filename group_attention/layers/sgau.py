@@ -10,6 +10,7 @@ from ._group_ops import (
     DEFAULT_EPS,
     broadcast_channels,
     channel_dot,
+    doubles,
     group_dot,
     group_pooled_dot,
     resize_to,
@@ -92,7 +93,7 @@ class SGAU(ConcatSkip):
             with torch.no_grad():
                 self.last_attention = resize_to(self.attention_map(high), low.shape[2:]).to(low.dtype)
         up = self.upsample(high, low.shape[2:])
-        kernels = low.dim() == 4 and use_triton(low, high) and up.device == low.device
+        kernels = low.dim() == 4 and use_triton(low, high)  # the kernels interpolate in 2D
         function = _SpatialGroupAttentionSkipKernels if kernels else _SpatialGroupAttentionSkip
         return function.apply(low, high, up, self.groups, self.eps)
 
@@ -212,7 +213,7 @@ class _SpatialGroupAttentionSkipKernels(torch.autograd.Function):
         grad_high = None
         if ctx.needs_input_grad[1]:
             positions = spatial_size(maps)
-            if all(2 * s == t for s, t in zip(maps.shape[2:], out.shape[2:])):  # U-Net's exact doubling
+            if doubles(maps.shape[2:], out.shape[2:]):  # U-Net's skips: the gathered adjoint
                 grad_maps, sums = kernels.doubled_adjoint_sums(grad_attention, maps, stats)
             else:
                 grad_maps = resize_to_backward(grad_attention, maps.shape)

@@ -11,6 +11,7 @@ from ._group_ops import (
     DEFAULT_EPS,
     broadcast_channels,
     channel_dot,
+    coupling_factor,
     group_dot,
     group_pooled_dot,
     spatial_dims,
@@ -178,7 +179,7 @@ class _SpatialGroupEnhanceKernels(torch.autograd.Function):
             # dx_k = gy gate + dm mean_k + (sum_p x_k dm) / N, and sum_p x_k dm comes from the sums of x a and x s.
             gamma = affine[:, 0].repeat(batch)
             _, std, _, factor = stats.unbind(1)  # factor: 1 / (std + eps), 0 for a constant map
-            coupling = torch.where(std > 0, 1.0 / (std * max(positions - 1, 1)), torch.zeros_like(std))
+            coupling = coupling_factor(std, positions)
             coef = torch.stack([map_sums[:, 0] / positions, gamma * factor, -gamma * map_sums[:, 1] * coupling],
                                dim=1)
             per_channel = coef.repeat_interleave(channels // groups, dim=0)
