@@ -13,6 +13,7 @@ import copy
 import importlib.util
 import os
 import subprocess
+import warnings
 import sys
 
 import pytest
@@ -270,3 +271,152 @@ def test_without_triton_the_layers_use_pytorch_operations(monkeypatch):
         x = torch.randn(1, 64, 4, 4)
         assert not _kernels.use_triton(x)
         assert type(CGA(64, 32)(x).grad_fn).__name__ == "_ChannelGroupAttentionBackward"
+
+
+@needs_kernels
+def test_layouts_for_very_large_inputs(monkeypatch):
+    """Beyond CUDA's 65535 tiles per grid the tiles grow, and past 64 tiles the standardization's sums are merged
+    before the kernel that reads them all: both, forced at small sizes, against the float64 references."""
+    from group_attention.layers import _triton_kernels
+
+    monkeypatch.setattr(_triton_kernels, "MAX_GRID_TILES", 3)
+    monkeypatch.setattr(_triton_kernels, "MAX_INLINE_SUM_TILES", 1)
+    x = torch.randn(1, 64, 50, 61, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    assert _triton_kernels._launch(x, 32).tiles <= 3
+    _compare(_randomize(CGA(64, 4)), lambda x, w, b: references.cga(x, w, b, 4), [x],
+             kernel_function="_ChannelGroupAttentionKernels")
+    _compare(_randomize(SE(64, 8)), references.se, [x])
+    _compare(_randomize(SGE(64, 4), std=0.7), lambda x, w, b: references.sge(x, w, b, 4), [x],
+             kernel_function="_SpatialGroupEnhanceKernels")
+    low = torch.randn(1, 16, 100, 122, generator=torch.Generator().manual_seed(1))
+    high = torch.randn(1, 32, 50, 61, generator=torch.Generator().manual_seed(2)) + 0.5
+    _compare(_randomize(SGAU(16, 32, 4), std=0.2), lambda l, h, w, b: references.sgau(l, h, w, b, 4), [low, high],
+             kernel_function="_SpatialGroupAttentionSkipKernels")
+
+
+@needs_kernels
+def test_trial_kernel_computes_its_hand_derived_value():
+    from group_attention.layers import _triton_kernels
+
+    # sigmoid(-1) + sigmoid(1) = 1, and sigmoid(0) = 1/2
+    assert _triton_kernels.trial(torch.device(DEVICE)).item() == pytest.approx(1.5, abs=1e-6)
+
+
+def test_launch_layout_stays_within_cudas_grid():
+    """A grid's second dimension (the tiles) is at most 65535 on CUDA: a 4096 x 4097 map with 16 channels per group
+    needs 65552 tiles of the usual 256 positions, so its tiles double instead."""
+    if not HAVE_TRITON:
+        pytest.skip("Triton is not installed")
+    from group_attention.layers import _triton_kernels
+
+    usual = _triton_kernels._launch(torch.empty(8, 64, 192, 256, device="meta"), 32)
+    assert (usual.block_k, usual.block_n, usual.tiles) == (2, 2048, 24)
+    huge = _triton_kernels._launch(torch.empty(1, 512, 4096, 4097, device="meta"), 32)
+    assert huge.block_k == 16 and huge.block_n == 512
+    assert huge.tiles <= 65535 and huge.tiles * huge.block_n >= 4096 * 4097
+
+
+class _FakeCudaTensor:
+    """What ``use_triton`` looks at in a tensor, for a CUDA device this machine may not have."""
+
+    def __init__(self, dtype=torch.float32, index=0):
+        self.dtype, self.device, self.is_cuda = dtype, torch.device("cuda", index), True
+
+    def is_contiguous(self):
+        return True
+
+    def numel(self):
+        return 8
+
+
+class _Trial:
+    def __init__(self, error=None):
+        self.error, self.calls = error, 0
+
+    def trial(self, device):
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A CUDA device of a chosen compute capability, with a stand-in for the trial launch."""
+    from group_attention.layers import _kernels
+
+    state = {"capability": (9, 0), "module": _Trial()}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: state["capability"])
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(_kernels, "triton_kernels", lambda: state["module"])
+    monkeypatch.setattr(_kernels, "_capturing", lambda: False)
+    monkeypatch.setattr(_kernels, "_trial_passed", {})
+    monkeypatch.setattr(_kernels, "_capabilities", {})
+    with kernels("auto"):
+        yield state
+
+
+@pytest.mark.parametrize("capability,dtype,expected", [
+    ((6, 1), torch.float32, False),  # Pascal: below Triton's floor
+    ((7, 0), torch.float32, True),
+    ((7, 5), torch.float16, True),
+    ((7, 5), torch.bfloat16, False),  # Turing: no bfloat16 in PTX
+    ((8, 0), torch.bfloat16, True),
+])
+def test_auto_uses_the_kernels_only_on_gpus_triton_serves(fake_gpu, capability, dtype, expected):
+    from group_attention.layers import _kernels
+
+    fake_gpu["capability"] = capability
+    assert _kernels.use_triton(_FakeCudaTensor(dtype), _FakeCudaTensor(torch.float32)) is expected
+    with kernels("triton"):  # an explicit choice is not second-guessed
+        assert _kernels.use_triton(_FakeCudaTensor(dtype))
+
+
+def test_auto_leaves_rocm_to_an_explicit_choice(fake_gpu, monkeypatch):
+    from group_attention.layers import _kernels
+
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    assert not _kernels.use_triton(_FakeCudaTensor())
+    with kernels("triton"):
+        assert _kernels.use_triton(_FakeCudaTensor())
+
+
+def test_auto_tries_each_gpu_once(fake_gpu):
+    from group_attention.layers import _kernels
+
+    for _ in range(3):
+        assert _kernels.use_triton(_FakeCudaTensor(index=0))
+    assert _kernels.use_triton(_FakeCudaTensor(index=1))
+    assert fake_gpu["module"].calls == 2
+
+
+def test_auto_falls_back_with_one_warning_when_triton_cannot_run(fake_gpu):
+    """Triton builds a launcher with a C compiler at run time; where that (or anything else in the toolchain) fails,
+    the layers warn once and use PyTorch operations on that GPU; an explicit ``"triton"`` lets the error surface."""
+    from group_attention.layers import _kernels
+
+    fake_gpu["module"] = _Trial(RuntimeError("Failed to find C compiler. Please specify via CC environment variable."))
+    with pytest.warns(RuntimeWarning, match=r"cuda:0 \(RuntimeError: Failed to find C compiler.*set_kernels\('torch'\)"):
+        assert not _kernels.use_triton(_FakeCudaTensor())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not _kernels.use_triton(_FakeCudaTensor())
+    assert fake_gpu["module"].calls == 1
+    with kernels("triton"):
+        assert _kernels.use_triton(_FakeCudaTensor())
+
+
+def test_a_full_gpu_is_not_mistaken_for_a_triton_failure(fake_gpu):
+    from group_attention.layers import _kernels
+
+    fake_gpu["module"] = _Trial(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        _kernels.use_triton(_FakeCudaTensor())
+    assert _kernels._trial_passed == {}  # tried again next time
+
+
+def test_no_trial_launch_inside_a_cuda_graph_capture(fake_gpu, monkeypatch):
+    from group_attention.layers import _kernels
+
+    monkeypatch.setattr(_kernels, "_capturing", lambda: True)
+    assert _kernels.use_triton(_FakeCudaTensor())
+    assert fake_gpu["module"].calls == 0 and _kernels._trial_passed == {}

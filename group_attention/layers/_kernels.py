@@ -1,10 +1,17 @@
 """Which implementation the layers run: fused Triton kernels for CUDA tensors, PyTorch operations otherwise.
 
-``"auto"`` (the default) uses the Triton kernels for contiguous float32/float16/bfloat16 CUDA tensors in eager mode
-when Triton is installed (it ships with PyTorch's CUDA wheels on Linux), and PyTorch operations everywhere else:
-on CPU, for channels-last or other strided layouts, for float64, and inside ``torch.compile``, which fuses the
-PyTorch formulation itself. ``"torch"`` always uses PyTorch operations. ``"triton"`` additionally runs the kernels on
-CPU tensors when ``TRITON_INTERPRET=1`` was set before Triton was imported (Triton's interpreter: slow, for tests).
+``"auto"`` (the default) uses the Triton kernels for contiguous float32/float16/bfloat16 tensors on NVIDIA GPUs in
+eager mode when Triton is installed (it ships with PyTorch's CUDA wheels on Linux), and PyTorch operations everywhere
+else: on CPU, for channels-last or other strided layouts, for float64, inside ``torch.compile`` (which fuses the
+PyTorch formulation itself), on GPUs older than compute capability 7.0 (Triton's floor) and for bfloat16 below 8.0
+(Ampere; PTX has no bfloat16 arithmetic before it), and on ROCm, where the kernels have not been tested. The first
+time a GPU would use them, ``"auto"`` launches a tiny kernel to check that Triton can compile and run there (it needs
+a C compiler at run time, which slim containers lack); if that fails it warns once and uses PyTorch operations on
+that GPU.
+
+``"torch"`` always uses PyTorch operations. ``"triton"`` uses the kernels for every CUDA tensor they take, with no
+capability check or trial launch (errors surface), and also on CPU tensors when ``TRITON_INTERPRET=1`` was set before
+Triton was imported (Triton's interpreter: slow, for tests).
 
 Select with :func:`set_kernels`, the :func:`kernels` context manager, or the environment variable
 ``GROUP_ATTENTION_KERNELS``.
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -21,6 +29,8 @@ import torch
 
 KERNEL_CHOICES = ("auto", "torch", "triton")
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MIN_CAPABILITY = (7, 0)  # Triton's floor for NVIDIA GPUs (as PyTorch's own has_triton check)
+MIN_BFLOAT16_CAPABILITY = (8, 0)  # PTX's bfloat16 conversions and arithmetic need sm_80
 
 
 def _check_choice(name: str) -> str:
@@ -31,6 +41,8 @@ def _check_choice(name: str) -> str:
 
 _selected = _check_choice(os.environ.get("GROUP_ATTENTION_KERNELS", "auto"))
 _triton_module: "ModuleType | None | bool" = False  # False: not tried yet; None: unavailable
+_capabilities: dict[int, tuple[int, int]] = {}  # CUDA device index -> compute capability
+_trial_passed: dict[int, bool] = {}  # CUDA device index -> whether the trial launch succeeded ("auto" only)
 
 
 def set_kernels(name: str) -> None:
@@ -95,6 +107,48 @@ def _compiling() -> bool:
     return is_compiling is not None and is_compiling()
 
 
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def gpu_supports(device: torch.device, dtypes: "set[torch.dtype]") -> bool:
+    """Whether ``"auto"`` runs the kernels for ``dtypes`` on the CUDA ``device``: an NVIDIA GPU (not ROCm) of
+    compute capability at least :data:`MIN_CAPABILITY`, and :data:`MIN_BFLOAT16_CAPABILITY` for bfloat16."""
+    if torch.version.hip is not None:
+        return False
+    index = _device_index(device)
+    if index not in _capabilities:
+        _capabilities[index] = torch.cuda.get_device_capability(index)
+    return _capabilities[index] >= (MIN_BFLOAT16_CAPABILITY if torch.bfloat16 in dtypes else MIN_CAPABILITY)
+
+
+def gpu_ready(device: torch.device) -> bool:
+    """Whether Triton compiles and runs a trial kernel on the CUDA ``device``; tried once per device. On failure
+    (typically no C compiler for Triton's launcher) warn once and answer False from then on."""
+    index = _device_index(device)
+    if index not in _trial_passed:
+        if _capturing():  # no trial inside a CUDA graph capture; the kernels' own errors will surface
+            return True
+        try:
+            triton_kernels().trial(torch.device("cuda", index))
+        except torch.cuda.OutOfMemoryError:
+            raise  # the GPU, not Triton: the layer would fail either way
+        except Exception as error:  # any failure of Triton's toolchain: use PyTorch operations
+            warnings.warn(
+                f"group_attention: Triton kernels cannot run on cuda:{index} ({type(error).__name__}: "
+                f"{str(error).strip()[:300]}); the layers use PyTorch operations there. Call "
+                f"group_attention.layers.set_kernels('torch') to choose them explicitly and silence this.",
+                RuntimeWarning, stacklevel=3)
+            _trial_passed[index] = False
+        else:
+            _trial_passed[index] = True
+    return _trial_passed[index]
+
+
 def use_triton(*tensors: torch.Tensor) -> bool:
     """Whether the layers' Triton kernels should handle ``tensors`` (see the module docstring)."""
     if _selected == "torch":
@@ -104,4 +158,9 @@ def use_triton(*tensors: torch.Tensor) -> bool:
         on_device = tensor.is_cuda or (cpu_allowed and tensor.device.type == "cpu")
         if not on_device or tensor.dtype not in _KERNEL_DTYPES or not tensor.is_contiguous() or tensor.numel() == 0:
             return False
-    return not _compiling() and triton_kernels() is not None
+    if _compiling() or triton_kernels() is None:
+        return False
+    if _selected == "triton" or not tensors[0].is_cuda:
+        return True
+    device = tensors[0].device
+    return gpu_supports(device, {tensor.dtype for tensor in tensors}) and gpu_ready(device)

@@ -21,7 +21,10 @@ import triton.language as tl
 # Elements of one (channels x positions) tile a program holds; channels beyond BLOCK_K are looped over.
 TILE_ELEMENTS = 4096
 MAX_BLOCK_K = 16
+GATE_TILE_ELEMENTS = 8192  # the largest (outputs x groups) or (groups x tiles) block of CGA's gate kernels
 MAX_BLOCK_N = 2048
+MAX_INLINE_SUM_TILES = 64  # per-tile sums a program may read itself; more are merged by one reduction first
+MAX_GRID_TILES = 65535  # CUDA's limit on a grid's second dimension, which counts the tiles
 STATS_FIELDS = 4  # mean, std, inv = 1 / (std + eps), scale = inv or 0 for a constant map
 
 
@@ -48,7 +51,7 @@ class _Launch(NamedTuple):
 
     @property
     def num_warps(self) -> int:
-        return 8 if self.block_k * self.block_n >= 4096 else 4
+        return 8 if self.block_k * self.block_n >= TILE_ELEMENTS else 4
 
 
 def _launch(x: torch.Tensor, groups: int, channels: "int | None" = None) -> _Launch:
@@ -59,6 +62,8 @@ def _launch(x: torch.Tensor, groups: int, channels: "int | None" = None) -> _Lau
     per_group = channels // groups
     block_k = min(triton.next_power_of_2(per_group), MAX_BLOCK_K)
     block_n = max(16, min(MAX_BLOCK_N, TILE_ELEMENTS // block_k, triton.next_power_of_2(positions)))
+    # Beyond 65535 tiles (over 16.7M positions per channel for the widest groups) the tiles grow instead.
+    block_n = max(block_n, triton.next_power_of_2(triton.cdiv(positions, MAX_GRID_TILES)))
     return _Launch(x.shape[0], groups, positions, per_group, block_k, block_n, triton.cdiv(positions, block_n))
 
 
@@ -540,6 +545,14 @@ def _maps_to_rows_kernel(maps_ptr, factor_ptr, shift_ptr, out_ptr, N, K, BLOCK_K
         tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _trial_kernel(x_ptr, out_ptr, N, BLOCK_N: tl.constexpr):
+    """``out[0] = sum sigmoid(x)`` over ``N`` values: proof that Triton compiles and runs on a device."""
+    offs_n = tl.arange(0, BLOCK_N)
+    values = tl.load(x_ptr + offs_n, mask=offs_n < N, other=0.0)
+    tl.store(out_ptr, tl.sum(tl.where(offs_n < N, tl.sigmoid(values), 0.0), axis=0))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Launch wrappers. Inputs are contiguous; maps and statistics are float32.
 
@@ -659,6 +672,8 @@ def maps_gradient_dot(x: torch.Tensor, grad: torch.Tensor, maps: torch.Tensor, s
     launch = _launch(x, maps.shape[1])
     batch, channels = x.shape[:2]
     dots = torch.empty((batch * channels, launch.tiles), device=x.device, dtype=torch.float32)
+    if sums.shape[1] > MAX_INLINE_SUM_TILES:  # every program reads all tile sums: merge many of them first
+        sums = sums.sum(1, keepdim=True)
     sum_tiles = sums.shape[1]
     _maps_gradient_dot_kernel[launch.grid](
         x, grad, maps, stats, sums, dots, launch.positions, launch.per_group, launch.tiles, sum_tiles,
@@ -720,7 +735,7 @@ def doubled_adjoint_sums(grad: torch.Tensor, maps: torch.Tensor, stats: torch.Te
 
 def _gate_blocks(groups: int, out_features: int, per_group_channels: int) -> tuple[int, int, int]:
     block_m = triton.next_power_of_2(groups)
-    block_o = max(1, min(triton.next_power_of_2(out_features), 8192 // block_m))
+    block_o = max(1, min(triton.next_power_of_2(out_features), GATE_TILE_ELEMENTS // block_m))
     return block_m, block_o, min(triton.next_power_of_2(per_group_channels), 64)
 
 
@@ -738,10 +753,10 @@ def cga_gate(saliency_sums: torch.Tensor, positions: int, weight: torch.Tensor, 
     channel_weights = torch.empty((batch, channels), device=device, dtype=feature_dtype)
     per_group_channels = channels // out_features if per_group else 1
     block_m, block_o, block_k = _gate_blocks(groups, out_features, per_group_channels)
+    block_t = max(1, min(triton.next_power_of_2(tiles), 64, GATE_TILE_ELEMENTS // block_m))
     _cga_gate_kernel[(batch,)](saliency_sums, weight, bias, pooled, gate, gate_out, channel_weights, groups, tiles,
                                out_features, per_group_channels, 1.0 / positions, PER_GROUP=per_group,
-                               BLOCK_M=block_m, BLOCK_T=min(triton.next_power_of_2(tiles), 64), BLOCK_O=block_o,
-                               BLOCK_K=block_k)
+                               BLOCK_M=block_m, BLOCK_T=block_t, BLOCK_O=block_o, BLOCK_K=block_k)
     return pooled, gate, gate_out, channel_weights
 
 
@@ -773,4 +788,12 @@ def maps_to_rows(maps: torch.Tensor, factor: torch.Tensor, shift: torch.Tensor, 
     out = torch.empty((launch.batch, channels, *maps.shape[2:]), device=maps.device, dtype=out_dtype)
     _maps_to_rows_kernel[launch.grid](maps, factor.contiguous(), shift.contiguous(), out, launch.positions,
                                       launch.per_group, **launch.meta)
+    return out
+
+
+def trial(device: torch.device) -> torch.Tensor:
+    """Compile and launch a small kernel on ``device``; returns ``sum(sigmoid([-1, 0, 1]))``, which is 1.5."""
+    x = torch.tensor([-1.0, 0.0, 1.0], device=device)
+    out = torch.empty(1, device=device)
+    _trial_kernel[(1,)](x, out, x.numel(), BLOCK_N=4)
     return out
