@@ -420,3 +420,26 @@ def test_no_trial_launch_inside_a_cuda_graph_capture(fake_gpu, monkeypatch):
     monkeypatch.setattr(_kernels, "_capturing", lambda: True)
     assert _kernels.use_triton(_FakeCudaTensor())
     assert fake_gpu["module"].calls == 0 and _kernels._trial_passed == {}
+
+
+def test_kernels_launch_on_their_tensors_device(monkeypatch):
+    """Triton launches on the current CUDA device: a launch wrapper makes its input's device current (a model on
+    cuda:1 while cuda:0 is current) and leaves the current device alone otherwise."""
+    if not HAVE_TRITON:
+        pytest.skip("Triton is not installed")
+    from group_attention.layers import _triton_kernels
+
+    entered = []
+
+    @contextlib.contextmanager
+    def device_context(device):
+        entered.append(device)
+        yield
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device", device_context)
+    launch = _triton_kernels._on_input_device(lambda x, k: (entered[-1] if entered else None, k))
+    assert launch(_FakeCudaTensor(index=1), k=3) == (torch.device("cuda", 1), 3)
+    entered.clear()
+    assert launch(_FakeCudaTensor(index=0), k=4) == (None, 4)
+    assert launch(torch.zeros(1), k=5) == (None, 5) and entered == []

@@ -12,7 +12,8 @@ how the test suite checks them on machines without a GPU.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Callable, NamedTuple, TypeVar
 
 import torch
 import triton
@@ -26,6 +27,23 @@ MAX_BLOCK_N = 2048
 MAX_INLINE_SUM_TILES = 64  # per-tile sums a program may read itself; more are merged by one reduction first
 MAX_GRID_TILES = 65535  # CUDA's limit on a grid's second dimension, which counts the tiles
 STATS_FIELDS = 4  # mean, std, inv = 1 / (std + eps), scale = inv or 0 for a constant map
+
+
+_Wrapper = TypeVar("_Wrapper", bound=Callable)
+
+
+def _on_input_device(wrapper: _Wrapper) -> _Wrapper:
+    """Run a launch wrapper with its first argument's CUDA device current: Triton launches on the current device,
+    whichever device the tensors are on (``model.to("cuda:1")`` without ``torch.cuda.set_device(1)``)."""
+
+    @functools.wraps(wrapper)
+    def on_device(first: torch.Tensor, *args, **kwargs):
+        if first.is_cuda and first.device.index != torch.cuda.current_device():
+            with torch.cuda.device(first.device):
+                return wrapper(first, *args, **kwargs)
+        return wrapper(first, *args, **kwargs)
+
+    return on_device  # type: ignore[return-value]
 
 
 class _Launch(NamedTuple):
@@ -557,6 +575,7 @@ def _trial_kernel(x_ptr, out_ptr, N, BLOCK_N: tl.constexpr):
 # Launch wrappers. Inputs are contiguous; maps and statistics are float32.
 
 
+@_on_input_device
 def group_maps(x: torch.Tensor, groups: int, eps: float, coef: "torch.Tensor | None" = None, *,
                store: bool = True) -> tuple["torch.Tensor | None", torch.Tensor]:
     """The ``(B, m, N)`` float32 group maps of ``x`` (sums of each group's channels, each weighted by ``coef``
@@ -573,6 +592,7 @@ def group_maps(x: torch.Tensor, groups: int, eps: float, coef: "torch.Tensor | N
     return maps, combine_stats(partials, launch.positions, launch.block_n, eps)
 
 
+@_on_input_device
 def combine_stats(partials: torch.Tensor, positions: int, block_n: int, eps: float) -> torch.Tensor:
     """``(maps, tiles, 4)`` tile statistics -> ``(maps, 4)`` mean, std, inv, scale."""
     maps, tiles = partials.shape[:2]
@@ -583,6 +603,7 @@ def combine_stats(partials: torch.Tensor, positions: int, block_n: int, eps: flo
     return stats
 
 
+@_on_input_device
 def saliency_sums(maps: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     """Per map and tile, the sum of ``sigmoid(standardized maps)``: ``(B, m, N)`` maps (any float dtype) ->
     ``(B * m, T)`` float32."""
@@ -593,6 +614,7 @@ def saliency_sums(maps: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     return partials
 
 
+@_on_input_device
 def row_dots(a: torch.Tensor, b: torch.Tensor, groups: int, maps: "torch.Tensor | None" = None,
              stats: "torch.Tensor | None" = None) -> tuple[torch.Tensor, "torch.Tensor | None"]:
     """Per channel, ``sum_p a * b`` (``(B, C)`` float32); with ``maps`` (``(B, m, N)``) and their ``stats``, also
@@ -608,6 +630,7 @@ def row_dots(a: torch.Tensor, b: torch.Tensor, groups: int, maps: "torch.Tensor 
     return dots.sum(1).view(batch, channels), (slopes.sum(1) if slopes is not None else None)
 
 
+@_on_input_device
 def scale_add(g: torch.Tensor, weights: torch.Tensor, groups: int, *, shift: "torch.Tensor | None" = None,
               maps: "torch.Tensor | None" = None, stats: "torch.Tensor | None" = None,
               coef: "torch.Tensor | None" = None, out_dtype: "torch.dtype | None" = None) -> torch.Tensor:
@@ -629,6 +652,7 @@ def _bilinear_args(maps_hw: tuple[int, int], size: tuple[int, int]) -> tuple[int
     return width, h, w, h / height, w / width
 
 
+@_on_input_device
 def attend(low: torch.Tensor, up: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, out: torch.Tensor) -> None:
     """Write ``low * (1 + Up(sigmoid(standardized maps)))`` into ``out[:, :C_low]`` and ``up`` into
     ``out[:, C_low:]``: ``low`` and ``up`` ``(B, C_low, H, W)``, ``maps`` ``(B, m, h, w)`` float32, ``out``
@@ -639,6 +663,7 @@ def attend(low: torch.Tensor, up: torch.Tensor, maps: torch.Tensor, stats: torch
                                 *_bilinear_args(maps.shape[2:], low.shape[2:]), **launch.meta)
 
 
+@_on_input_device
 def attend_backward(grad: torch.Tensor, out: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor,
                     low_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``(d low, dA)`` from the gradient of SGAU's output and the output: ``(B, C_low, H, W)`` in ``low_dtype``
@@ -654,6 +679,7 @@ def attend_backward(grad: torch.Tensor, out: torch.Tensor, maps: torch.Tensor, s
     return grad_low, grad_attention
 
 
+@_on_input_device
 def sigmoid_standardize_sums(grad: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     """Turn ``grad`` (at the maps' sigmoid, ``(B, m, *s)`` float32, contiguous) in place into the gradient at the
     standardized maps ``d``; return per map and tile ``(sum d, sum d s)``, ``(B * m, T, 2)``."""
@@ -664,6 +690,7 @@ def sigmoid_standardize_sums(grad: torch.Tensor, maps: torch.Tensor, stats: torc
     return partials
 
 
+@_on_input_device
 def maps_gradient_dot(x: torch.Tensor, grad: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor,
                       sums: torch.Tensor) -> torch.Tensor:
     """Overwrite ``grad`` (``d``, the gradient at the standardized maps, ``(B, m, *s)``) with the maps' gradient
@@ -681,6 +708,7 @@ def maps_gradient_dot(x: torch.Tensor, grad: torch.Tensor, maps: torch.Tensor, s
     return dots.sum(1).view(batch, channels)
 
 
+@_on_input_device
 def gate_groups(x: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
     """SGE's output ``x * sigmoid(gamma_g s + beta_g)`` per group; ``affine`` is ``(m, 2)`` float32."""
     groups = affine.shape[0]
@@ -691,6 +719,7 @@ def gate_groups(x: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, affine
     return out
 
 
+@_on_input_device
 def gate_groups_backward_sums(g: torch.Tensor, x: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor,
                               affine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SGE's first backward pass: the pre-activation gradient ``a`` (``(B, m, N)`` float32), per map
@@ -707,6 +736,7 @@ def gate_groups_backward_sums(g: torch.Tensor, x: torch.Tensor, maps: torch.Tens
     return grad_affine, map_partials.sum(1), row_partials.sum(1)
 
 
+@_on_input_device
 def gate_groups_backward(g: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, affine: torch.Tensor,
                          grad_affine: torch.Tensor, coef: torch.Tensor, channel_mean: torch.Tensor,
                          shift: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
@@ -720,6 +750,7 @@ def gate_groups_backward(g: torch.Tensor, maps: torch.Tensor, stats: torch.Tenso
     return out
 
 
+@_on_input_device
 def doubled_adjoint_sums(grad: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """For ``grad`` ``(B, m, 2h, 2w)`` at the doubled attention and ``maps`` ``(B, m, h, w)``: the gradient at the
@@ -739,6 +770,7 @@ def _gate_blocks(groups: int, out_features: int, per_group_channels: int) -> tup
     return block_m, block_o, min(triton.next_power_of_2(per_group_channels), 64)
 
 
+@_on_input_device
 def cga_gate(saliency_sums: torch.Tensor, positions: int, weight: torch.Tensor, bias: torch.Tensor, channels: int,
              feature_dtype: torch.dtype, per_group: bool) -> tuple[torch.Tensor, ...]:
     """CGA's gate from the per-tile saliency sums ``(B * m, T)``: ``(pooled (B, m), gate kept (B, O), gate returned
@@ -760,6 +792,7 @@ def cga_gate(saliency_sums: torch.Tensor, positions: int, weight: torch.Tensor, 
     return pooled, gate, gate_out, channel_weights
 
 
+@_on_input_device
 def cga_gate_backward(channel_sums: torch.Tensor, grad_gate: torch.Tensor, gate: torch.Tensor, pooled: torch.Tensor,
                       weight: torch.Tensor, slopes: torch.Tensor, stats: torch.Tensor, positions: int,
                       per_group: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -780,6 +813,7 @@ def cga_gate_backward(channel_sums: torch.Tensor, grad_gate: torch.Tensor, gate:
     return grad_weight, grad_bias, coef
 
 
+@_on_input_device
 def maps_to_rows(maps: torch.Tensor, factor: torch.Tensor, shift: torch.Tensor, channels: int,
                  out_dtype: torch.dtype) -> torch.Tensor:
     """``(B, C, *s)``: each group's map ``(B, m, *s)`` times a per-channel ``factor`` plus a per-channel ``shift``
@@ -793,7 +827,11 @@ def maps_to_rows(maps: torch.Tensor, factor: torch.Tensor, shift: torch.Tensor, 
 
 def trial(device: torch.device) -> torch.Tensor:
     """Compile and launch a small kernel on ``device``; returns ``sum(sigmoid([-1, 0, 1]))``, which is 1.5."""
-    x = torch.tensor([-1.0, 0.0, 1.0], device=device)
-    out = torch.empty(1, device=device)
+    return _trial(torch.tensor([-1.0, 0.0, 1.0], device=device))
+
+
+@_on_input_device
+def _trial(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(1, device=x.device)
     _trial_kernel[(1,)](x, out, x.numel(), BLOCK_N=4)
     return out
