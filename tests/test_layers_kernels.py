@@ -443,3 +443,23 @@ def test_kernels_launch_on_their_tensors_device(monkeypatch):
     entered.clear()
     assert launch(_FakeCudaTensor(index=0), k=4) == (None, 4)
     assert launch(torch.zeros(1), k=5) == (None, 5) and entered == []
+
+
+@needs_kernels
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace")
+def test_traced_layers_record_pytorch_operations():
+    """``torch.jit.trace`` (and ONNX export through it) cannot see a Triton launch: traced, the layers use PyTorch
+    operations, so the trace computes the layer on new inputs too."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 6, 8)
+    cases = [(_randomize(CGA(64, 32)), [x]), (_randomize(SE(64, 8)), [x]), (_randomize(SGE(64, 32), std=0.7), [x]),
+             (_randomize(SGAU(32, 64, 32), std=0.2), [torch.randn(2, 32, 8, 10), torch.randn(2, 64, 4, 5)])]
+    for layer, inputs in cases:
+        layer = layer.to(DEVICE)
+        inputs = [x.to(DEVICE) for x in inputs]
+        with torch.no_grad():
+            traced = torch.jit.trace(layer, tuple(inputs), check_trace=False)
+            fresh = [torch.randn_like(x) * 2 + 1 for x in inputs]
+            with kernels("torch"):
+                expected = layer(*fresh)
+            torch.testing.assert_close(traced(*fresh), expected, rtol=1e-5, atol=1e-5)

@@ -279,8 +279,14 @@ def resize_to_backward(grad: torch.Tensor, input_shape: "torch.Size | tuple[int,
 
 
 def _eager_cpu(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and not tracing_or_compiling()
+
+
+def tracing_or_compiling() -> bool:
+    """Inside ``torch.compile`` or ``torch.jit.trace`` (which ONNX export uses). A trace cannot see a Triton launch:
+    it would record the outputs' allocation without the kernel that fills them."""
     is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    return x.device.type == "cpu" and not (is_compiling is not None and is_compiling())
+    return torch.jit.is_tracing() or (is_compiling is not None and is_compiling())
 
 
 def doubles(size: "tuple[int, ...] | torch.Size", target: "tuple[int, ...] | torch.Size | list[int]") -> bool:

@@ -3,11 +3,11 @@
 ``"auto"`` (the default) uses the Triton kernels for contiguous float32/float16/bfloat16 tensors on NVIDIA GPUs in
 eager mode when Triton is installed (it ships with PyTorch's CUDA wheels on Linux), and PyTorch operations everywhere
 else: on CPU, for channels-last or other strided layouts, for float64, inside ``torch.compile`` (which fuses the
-PyTorch formulation itself), on GPUs older than compute capability 7.0 (Triton's floor) and for bfloat16 below 8.0
-(Ampere; PTX has no bfloat16 arithmetic before it), and on ROCm, where the kernels have not been tested. The first
-time a GPU would use them, ``"auto"`` launches a tiny kernel to check that Triton can compile and run there (it needs
-a C compiler at run time, which slim containers lack); if that fails it warns once and uses PyTorch operations on
-that GPU.
+PyTorch formulation itself) and ``torch.jit.trace`` (ONNX export), on GPUs older than compute capability 7.0
+(Triton's floor) and for bfloat16 below 8.0 (Ampere; PTX has no bfloat16 arithmetic before it), and on ROCm, where
+the kernels have not been tested. The first time a GPU would use them, ``"auto"`` launches a tiny kernel to check
+that Triton can compile and run there (it needs a C compiler at run time, which slim containers lack); if that fails
+it warns once and uses PyTorch operations on that GPU.
 
 ``"torch"`` always uses PyTorch operations. ``"triton"`` uses the kernels for every CUDA tensor they take, with no
 capability check or trial launch (errors surface), and also on CPU tensors when ``TRITON_INTERPRET=1`` was set before
@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import torch
+
+from ._group_ops import tracing_or_compiling
 
 KERNEL_CHOICES = ("auto", "torch", "triton")
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -102,11 +104,6 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _compiling() -> bool:
-    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    return is_compiling is not None and is_compiling()
-
-
 def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
@@ -158,7 +155,7 @@ def use_triton(*tensors: torch.Tensor) -> bool:
         on_device = tensor.is_cuda or (cpu_allowed and tensor.device.type == "cpu")
         if not on_device or tensor.dtype not in _KERNEL_DTYPES or not tensor.is_contiguous() or tensor.numel() == 0:
             return False
-    if _compiling() or triton_kernels() is None:
+    if tracing_or_compiling() or triton_kernels() is None:
         return False
     if _selected == "triton" or not tensors[0].is_cuda:
         return True
