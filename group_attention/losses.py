@@ -26,10 +26,13 @@ considered class is absent has no finite weight at all. This module's convention
 from __future__ import annotations
 
 import contextlib
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ._checks import check_bool
 
 __all__ = ["GeneralizedDiceLoss", "generalized_dice_loss", "class_weights"]
 
@@ -55,7 +58,8 @@ def class_weights(volumes: Tensor, weight_type: str = "square") -> Tensor:
             ``"uniform"`` (:math:`k=0`, plain multi-class soft Dice). Default: ``"square"``.
 
     Returns:
-        Tensor of the same shape and dtype as ``volumes``, values in (0, 1].
+        Tensor of the same shape and dtype as ``volumes`` (the default float dtype for integer volumes), values in
+        (0, 1].
 
     Examples::
 
@@ -63,6 +67,8 @@ def class_weights(volumes: Tensor, weight_type: str = "square") -> Tensor:
         tensor([[0.0100, 1.0000, 1.0000]])
     """
     exponent = _exponent_of(weight_type)
+    if not volumes.is_floating_point():  # e.g. the sums of an integer mask
+        volumes = volumes.to(torch.get_default_dtype())
     present = volumes > 0
     rarest = volumes.masked_fill(~present, float("inf")).amin(dim=-1, keepdim=True)
     # ratio <= 1 before the power, so tiny soft-label volumes cannot overflow or underflow to 0/0
@@ -82,7 +88,7 @@ def generalized_dice_loss(
     validate_args: bool = True,
 ) -> Tensor:
     """Functional form of :class:`GeneralizedDiceLoss`; the arguments are documented there."""
-    _check_options(mode, include_background, reduction, smooth, weight_type)
+    _check_options(mode, include_background, reduction, smooth, weight_type, validate_args)
     _check_logits(logits, mode)
     with _autocast_disabled(logits.device.type):
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -173,7 +179,7 @@ class GeneralizedDiceLoss(nn.Module):
         validate_args: bool = True,
     ) -> None:
         super().__init__()
-        _check_options(mode, include_background, reduction, smooth, weight_type)
+        _check_options(mode, include_background, reduction, smooth, weight_type, validate_args)
         self.mode = mode
         self.include_background = include_background
         self.reduction = reduction
@@ -238,8 +244,10 @@ def _target_as_one_hot(target: Tensor, logits: Tensor, mode: str, validate: bool
             f"target has shape {tuple(target.shape)}, which does not match logits {tuple(logits.shape)} "
             f"in mode={mode!r}; valid target shapes: {', '.join(map(str, valid))}"
         )
+    if target.is_complex():
+        raise TypeError(f"target must be a real tensor, got dtype {target.dtype}")
     if validate:
-        _check_unit_interval(target)
+        _check_unit_interval(target, mode)
     return target
 
 
@@ -260,15 +268,15 @@ def _one_hot_from_indices(indices: Tensor, num_classes: int, validate: bool) -> 
     return F.one_hot(indices, num_classes).movedim(-1, 1)
 
 
-def _check_unit_interval(target: Tensor) -> None:
+def _check_unit_interval(target: Tensor, mode: str) -> None:
     if target.dtype == torch.bool:
         return
     low, high = target.min().item(), target.max().item()
     if not (0.0 <= low and high <= 1.0):  # also rejects NaN
-        raise ValueError(
-            f"target holds values in [{low}, {high}]; one-hot or soft targets must lie in [0, 1] "
-            "(pass class indices as an integer tensor of shape (B, *spatial) with mode='multiclass')"
-        )
+        hint = ("a binary mask must hold 0 and 1: for a 0/255 mask pass target > 0" if mode == "binary" else
+                "pass class indices as an integer tensor of shape (B, *spatial) with mode='multiclass'")
+        raise ValueError(f"target holds values in [{low}, {high}]; one-hot or soft targets must lie in [0, 1] "
+                         f"({hint})")
 
 
 def _check_logits(logits: Tensor, mode: str) -> None:
@@ -280,6 +288,8 @@ def _check_logits(logits: Tensor, mode: str) -> None:
         raise ValueError(
             f"logits must have shape (B, C, *spatial) with at least one spatial dim, got {tuple(logits.shape)}"
         )
+    if logits.numel() == 0:
+        raise ValueError(f"logits must not be empty, got shape {tuple(logits.shape)}")
     channels = logits.shape[1]
     if mode == "binary" and channels != 1:
         raise ValueError(
@@ -293,14 +303,19 @@ def _check_logits(logits: Tensor, mode: str) -> None:
         )
 
 
-def _check_options(mode: str, include_background: bool, reduction: str, smooth: float, weight_type: str) -> None:
+def _check_options(mode: str, include_background: bool, reduction: str, smooth: float, weight_type: str,
+                   validate_args: bool) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0.0 <= smooth < float("inf"):
+    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Real):
+        raise TypeError(f"smooth must be a finite number >= 0, got {smooth!r} of type {type(smooth).__name__}")
+    if not 0.0 <= smooth < float("inf"):
         raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
     _exponent_of(weight_type)
+    check_bool("include_background", include_background)
+    check_bool("validate_args", validate_args)
     if mode == "binary" and not include_background:
         raise ValueError(
             "include_background=False drops channel 0, but mode='binary' has only the foreground channel; "
@@ -309,7 +324,7 @@ def _check_options(mode: str, include_background: bool, reduction: str, smooth: 
 
 
 def _exponent_of(weight_type: str) -> int:
-    if weight_type not in WEIGHT_EXPONENTS:
+    if not isinstance(weight_type, str) or weight_type not in WEIGHT_EXPONENTS:
         raise ValueError(f"weight_type must be one of {tuple(WEIGHT_EXPONENTS)}, got {weight_type!r}")
     return WEIGHT_EXPONENTS[weight_type]
 

@@ -56,11 +56,14 @@ AUPR:
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
+
+from ._checks import check_bool
 
 __all__ = [
     "ConfusionCounts",
@@ -114,6 +117,7 @@ def confusion_counts(
         ConfusionCounts(tp=tensor([1]), fp=tensor([1]), fn=tensor([1]), tn=tensor([1]))
     """
     _check_threshold(threshold)
+    check_bool("per_image", per_image)
     _check_pred_and_target(pred, target)
     counts = _counts_per_image(_binarize(pred, threshold), target.bool())
     return counts if per_image else _pooled(counts)
@@ -439,9 +443,15 @@ def _pooled(counts: ConfusionCounts) -> ConfusionCounts:
 
 
 def _binarize(pred: Tensor, threshold: float) -> Tensor:
-    if pred.is_floating_point():
-        return pred >= threshold
-    return pred.bool()
+    """``pred >= threshold`` decided exactly for the stored values: PyTorch would first round the threshold to
+    ``pred``'s dtype (0.501 becomes 0.5 in bfloat16), so compare with the smallest value of that dtype that is at
+    least ``threshold`` instead."""
+    if not pred.is_floating_point():
+        return pred.bool()
+    cut = torch.tensor(threshold, dtype=pred.dtype)
+    if cut.item() < threshold:
+        cut = torch.nextafter(cut, torch.tensor(math.inf, dtype=pred.dtype))
+    return pred >= cut.item()  # exactly representable in pred's dtype: no rounding left
 
 
 # --------------------------------------------------------------------------- curves
@@ -450,6 +460,7 @@ def _binarize(pred: Tensor, threshold: float) -> Tensor:
 def _ranking_metric(
     pred: Tensor, target: Tensor, per_image: bool, num_bins: int | None, area: Callable[[Tensor, Tensor], Tensor]
 ) -> Tensor:
+    check_bool("per_image", per_image)
     _check_pred_and_target(pred, target)
     if num_bins is not None:
         _check_num_bins(num_bins)
@@ -576,4 +587,10 @@ def _checked_histogram(histogram: Tensor) -> Tensor:
     if not isinstance(histogram, Tensor) or histogram.dim() != 2 or histogram.shape[0] != 2:
         shape = tuple(histogram.shape) if isinstance(histogram, Tensor) else type(histogram).__name__
         raise ValueError(f"histogram must be a (2, num_bins) tensor from score_histogram, got {shape}")
+    if histogram.shape[1] == 0:
+        raise ValueError("histogram must have at least one bin, got shape (2, 0)")
+    if histogram.is_floating_point() or histogram.is_complex() or histogram.dtype == torch.bool:
+        raise TypeError(f"histogram must hold integer counts as score_histogram returns, got {histogram.dtype}")
+    if (histogram < 0).any():
+        raise ValueError(f"histogram must hold counts >= 0, got a minimum of {histogram.min().item()}")
     return histogram

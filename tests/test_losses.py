@@ -446,7 +446,38 @@ ILL_CASES = [
         dict(mode="binary"), _inputs((1, 1, 2, 2), torch.tensor([[[float("nan"), 0.0], [1.0, 0.0]]])),
         ValueError, r"target.*nan", id="nan-target",
     ),
+    pytest.param(dict(include_background=None), None, TypeError, r"include_background.*None", id="background-none"),
+    pytest.param(dict(validate_args="no"), None, TypeError, r"validate_args.*'no'", id="validate-string"),
+    pytest.param(dict(smooth="1e-5"), None, TypeError, r"smooth.*'1e-5'.*str", id="smooth-string"),
+    pytest.param(dict(weight_type=["square"]), None, ValueError, r"weight_type.*\['square'\]", id="weight-list"),
+    pytest.param(
+        dict(), _inputs((2, 2, 0), torch.zeros(2, 0, dtype=torch.long)),
+        ValueError, r"logits.*empty.*\(2, 2, 0\)", id="empty-logits",
+    ),
+    pytest.param(
+        dict(mode="binary"), _inputs((1, 1, 2, 2), torch.tensor([[[0, 255], [0, 0]]])),
+        ValueError, r"\[0, 255\].*target > 0", id="binary-0-255-mask",
+    ),
+    pytest.param(
+        dict(mode="multilabel"), _inputs((1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.complex64)),
+        TypeError, r"target.*complex64", id="complex-target",
+    ),
 ]
+
+
+def test_smooth_accepts_any_real_number():
+    import numpy as np
+
+    logits, target = torch.zeros(1, 2, 3), torch.tensor([[0, 1, 1]])
+    expected = GeneralizedDiceLoss(smooth=1e-3)(logits, target)
+    torch.testing.assert_close(GeneralizedDiceLoss(smooth=np.float32(1e-3))(logits, target), expected)
+
+
+def test_class_weights_of_integer_volumes():
+    """Volumes summed from an integer mask: as the same volumes in float, (V_min / V_c)^2 and 1 for absent."""
+    volumes = torch.tensor([[400, 20, 0], [5, 5, 10]])
+    expected = torch.tensor([[(20 / 400) ** 2, 1.0, 1.0], [1.0, 1.0, 0.25]])
+    torch.testing.assert_close(class_weights(volumes), expected)
 
 
 @pytest.mark.parametrize("init_kwargs, make_inputs, error, message", ILL_CASES)

@@ -159,6 +159,26 @@ def test_empty_denominator_conventions(pred, target, expected):
 
 
 @FAST
+@given(dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32]),
+       values=st.lists(st.floats(0, 1), min_size=1, max_size=40), threshold=st.floats(0, 1))
+def test_threshold_is_compared_with_the_stored_values_exactly(dtype, values, threshold):
+    """``pred >= threshold`` for the values ``pred`` holds, not for a threshold rounded to its dtype: in bfloat16
+    0.501 would round to 0.5 and count a stored 0.5 positive. The loop compares Python floats (float64)."""
+    pred = torch.tensor([values], dtype=dtype)
+    target = torch.ones_like(pred, dtype=torch.bool)
+    positives = sum(p >= threshold for p in pred.flatten().tolist())
+    assert int(confusion_counts(pred, target, threshold).tp) == positives
+
+
+def test_threshold_just_above_a_stored_value():
+    for dtype, value, threshold in ((torch.bfloat16, 0.5, 0.501), (torch.float16, 0.3001, 0.3001),
+                                    (torch.float32, 0.7, 0.7)):
+        pred = torch.tensor([[value]], dtype=dtype)  # stored just below the threshold
+        assert pred.item() < threshold
+        assert confusion_counts(pred, torch.tensor([[1]]), threshold) == (0, 0, 1, 0), dtype
+
+
+@FAST
 @given(pair=mask_pairs(), threshold=st.sampled_from([0.0, 0.25, 0.5, 0.6, 1.0]))
 def test_metrics_match_pixel_loop(pair, threshold):
     pred, target = pair
@@ -516,3 +536,22 @@ ILL_CASES = [
 def test_ill_arguments_raise_naming_the_argument(function, args, kwargs, error, message):
     with pytest.raises(error, match=message):
         function(*args, **kwargs)
+
+
+@pytest.mark.parametrize("histogram, error, message", [
+    (torch.tensor([[5, -3], [-2, 4]]), ValueError, r"counts >= 0.*-3"),
+    (torch.tensor([[1.5, 2.0], [3.0, 1.0]]), TypeError, r"integer counts.*float32"),
+    (torch.zeros(2, 0, dtype=torch.long), ValueError, r"at least one bin"),
+])
+def test_histogram_functions_reject_what_score_histogram_cannot_return(histogram, error, message):
+    for function in (aupr_from_histogram, roc_auc_from_histogram, aupr_error_bound, roc_auc_error_bound):
+        with pytest.raises(error, match=message):
+            function(histogram)
+
+
+@pytest.mark.parametrize("per_image", [None, "no", 1])
+def test_per_image_must_be_a_bool(per_image):
+    pred, target = torch.tensor([[0.9, 0.1]]), torch.tensor([[1, 0]])
+    for metric in (dice, aupr):
+        with pytest.raises(TypeError, match=r"per_image must be True or False"):
+            metric(pred, target, per_image=per_image)
