@@ -149,6 +149,30 @@ def test_grey_threshold_at_127_would_lose_red_lesions(tmp_path):
     assert read_lesion_mask(path).sum() == _lesion_pattern().sum()
 
 
+@pytest.mark.parametrize("lesion_value, mode", [(76, "L"), (2, "L"), (36, "L"), (120, "LA"), (0.99, "F")])
+def test_two_valued_masks_are_lesion_wherever_not_zero(tmp_path, lesion_value, mode):
+    """A grey copy of a red mask (0/76), a 0/2 label image, dark red turned grey, grey with alpha, float 0/0.99: each
+    holds 0 and one other value, which is lesion whatever its brightness."""
+    pattern = _lesion_pattern()
+    values = np.where(pattern, lesion_value, 0).astype(np.float32 if mode == "F" else np.uint8)
+    image = Image.fromarray(values, mode="F") if mode == "F" else Image.fromarray(values)
+    if mode == "LA":
+        image = Image.merge("LA", (image, Image.new("L", image.size, 255)))
+    path = tmp_path / "IDRiD_01_EX.tif"
+    image.save(path)
+    assert np.array_equal(read_lesion_mask(path), pattern)
+
+
+def test_a_lossy_grey_copy_keeps_its_lesions_and_faint_noise_stays_empty(tmp_path):
+    pattern = _lesion_pattern()
+    noise = np.random.default_rng(0).integers(0, 4, pattern.shape)
+    lossy = np.where(pattern, 76 - noise, noise).astype(np.uint8)  # lesion 73..76 on 0..3
+    Image.fromarray(lossy).save(tmp_path / "lossy.tif")
+    assert np.array_equal(read_lesion_mask(tmp_path / "lossy.tif"), pattern)
+    Image.fromarray(noise.astype(np.uint8)).save(tmp_path / "noise.tif")
+    assert not read_lesion_mask(tmp_path / "noise.tif").any()
+
+
 def test_empty_mask_reads_as_all_false(tmp_path):
     path = tmp_path / "IDRiD_01_SE.tif"
     _encode(np.zeros((6, 8), bool), "rgb").save(path)
@@ -380,6 +404,17 @@ def test_area_resize_keeps_every_isolated_small_lesion():
     assert small.sum() == len(dots)  # one pixel each, no more
 
 
+@pytest.mark.parametrize("source, target", [(1000, 40), (2848, 96), (160, 40)])
+def test_area_resize_keeps_one_lesion_pixel_at_any_downscale(source, target):
+    """One source pixel in a target pixel of 25 x 25 or 30 x 30 source pixels covers under 1/510 of it: still kept."""
+    mask = np.zeros((source, source), bool)
+    mask[source // 3, source // 2] = True
+    resized = resize_mask(mask, Box(0, 0, source, source), (target, target))
+    assert resized.sum() == 1
+    row, col = np.argwhere(resized)[0]
+    assert abs(row - (source // 3) * target // source) <= 1 and abs(col - (source // 2) * target // source) <= 1
+
+
 def test_area_resize_preserves_the_area_of_large_lesions():
     rows, cols = np.mgrid[0:400, 0:600]
     mask = np.hypot(rows - 200, cols - 300) <= 90
@@ -503,6 +538,20 @@ ILL_CASES = [
     ({"ids": []}, "non-empty"),
     ({"mask_resize": "bicubic"}, "mask_resize"),
 ]
+
+
+def test_crop_fov_must_be_a_bool(tmp_path):
+    root = _small_tree(tmp_path)
+    with pytest.raises(TypeError, match=r"crop_fov must be True or False; got 'False'"):
+        IDRiD(root, cache_dir=None, crop_fov="False")
+
+
+def test_two_masks_of_one_image_and_lesion_are_an_error(tmp_path):
+    root = _small_tree(tmp_path)
+    mask = _source_files(root, "EX")["IDRiD_01"]
+    shutil.copy(mask, mask.with_suffix(".tiff"))
+    with pytest.raises(ValueError, match=r"EX mask of image 'IDRiD_01' appears twice"):
+        discover_idrid(root)
 
 
 @pytest.mark.parametrize("kwargs, message", ILL_CASES)

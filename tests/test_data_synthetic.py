@@ -191,6 +191,31 @@ def test_an_interrupted_run_leaves_no_partial_tree(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_failed_overwrite_keeps_the_previous_tree(tmp_path, monkeypatch):
+    make_synthetic_idrid(tmp_path, n_train=2, n_test=0, size=(48, 72))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match=r"seed must be an int >= 0; got -1"):
+        make_synthetic_idrid(tmp_path, n_train=1, n_test=0, size=(48, 72), seed=-1, overwrite=True)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(synthetic_module, "_write_image_and_masks", fail)
+    with pytest.raises(OSError, match="disk full"):
+        make_synthetic_idrid(tmp_path, n_train=1, n_test=0, size=(48, 72), overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_every_lesion_folder_exists_even_without_masks(tmp_path):
+    """One training image has no HE mask; with a single image the HE folder still exists (as in the download), so
+    the dataset reads an all-zero haemorrhage channel."""
+    root = make_synthetic_idrid(tmp_path, n_train=1, n_test=0, size=(48, 72))
+    masks = root / "A. Segmentation" / "2. All Segmentation Groundtruths" / "a. Training Set"
+    assert sorted(p.name for p in masks.iterdir()) == sorted(synthetic_module.LESIONS.values())
+    item = IDRiD(root, lesion="HE", size=(48, 72), cache_dir=None)[0]
+    assert item["mask"].sum() == 0
+
+
 def test_marker_records_the_parameters(tree):
     marker = json.loads((tree / "A. Segmentation" / synthetic_module.MARKER_FILE).read_text())
     assert marker["n_train"] == 8 and marker["size"] == list(SIZE)

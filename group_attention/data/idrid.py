@@ -21,6 +21,7 @@ reads a mask in any encoding; :class:`IDRiD` is the torch Dataset, with the prep
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import warnings
@@ -115,9 +116,14 @@ def read_lesion_mask(path: str | os.PathLike) -> np.ndarray:
     """Read an IDRiD ground-truth mask as a boolean array, whatever its encoding.
 
     IDRiD masks draw lesions in red, stored as palette or RGB TIFFs. Converting red to grey gives 76,
-    so a grey threshold at 127 would silently return empty masks. Instead a pixel is lesion when its
-    strongest channel (after palette lookup) is at least half the encoding's full scale: 0/1 label
-    images, 0/255 images, red-on-black palette or RGB, and lossy copies with faint noise all work.
+    so a grey threshold at 127 would silently return empty masks. Instead the rule looks at each pixel's
+    strongest channel (after palette lookup):
+
+    - a two-valued mask (0 and one other value: 0/1 or 0/255 labels, red on black, a grey copy holding
+      0/76) is lesion wherever it is not 0;
+    - otherwise (a lossy copy) a pixel is lesion when it reaches half the encoding's full scale (1, 255,
+      or the peak of wider types), or, when no pixel does but the peak is at least 1/8 of it (a lossy
+      grey copy), half the peak; fainter values alone are noise on an empty mask.
 
     Args:
         path: a ``.tif`` mask (any Pillow-readable format works).
@@ -143,9 +149,24 @@ def read_lesion_mask(path: str | os.PathLike) -> np.ndarray:
             strongest = _strongest_channel(opened)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         raise OSError(f"cannot read mask file {str(path)!r}: {err}") from err
-    peak = int(strongest.max(initial=0))
-    full_scale = 1 if peak <= 1 else 255 if peak <= 255 else peak
-    return strongest >= (full_scale + 1) // 2 if peak > 0 else np.zeros(strongest.shape, dtype=bool)
+    return _lesion_pixels(strongest)
+
+
+def _lesion_pixels(strongest: np.ndarray) -> np.ndarray:
+    """The rule of :func:`read_lesion_mask` on the strongest channel."""
+    if strongest.dtype == np.uint8:
+        values = np.flatnonzero(np.bincount(strongest.ravel(), minlength=256))
+    else:
+        values = np.unique(strongest)
+    values = values[values != 0]
+    if len(values) <= 1:  # empty, or two-valued
+        return strongest != 0
+    peak = float(values.max())
+    full_scale = 1.0 if peak <= 1 else 255.0 if peak <= 255 else peak
+    cut = full_scale / 2
+    if peak < cut:
+        cut = peak / 2 if peak >= full_scale / 8 else math.inf
+    return strongest >= cut
 
 
 def _strongest_channel(image: Image.Image) -> np.ndarray:
@@ -341,6 +362,11 @@ def _collect_masks(layout: IDRiDLayout) -> None:
                     layout.ignored.append(path)
                 elif match.group(1) not in layout.images:
                     layout.orphan_masks.append(path)
+                elif match.group(1) in layout.masks[code]:
+                    raise ValueError(
+                        f"{code} mask of image {match.group(1)!r} appears twice: "
+                        f"{str(layout.masks[code][match.group(1)])!r} and {str(path)!r}"
+                    )
                 else:
                     layout.masks[code][match.group(1)] = path
 
@@ -477,7 +503,7 @@ class IDRiD(Dataset):
         for code in self.lesions:
             absent = sorted(splits - self.layout.lesion_folders[code])
             if absent:
-                present = [c for c in LESIONS if self.layout.lesion_folders[c]]
+                present = [c for c in LESIONS if splits <= self.layout.lesion_folders[c]]
                 raise ValueError(
                     f"lesion {code!r}: no ground-truth folder '{MASKS_FOLDER}/<set>/{LESIONS[code]}' for the "
                     f"{' and '.join(SET_FOLDERS[s] for s in absent)} under {str(self.layout.base)!r}; "

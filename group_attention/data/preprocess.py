@@ -51,7 +51,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bump when the preprocessing code changes what it produces: it is part of every cache key.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
+_COVERAGE_UNITS = 1 << 24  # resize_mask's coverage quantum
 
 MASK_RESIZE_METHODS = ("area", "nearest")
 
@@ -124,6 +125,9 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", check_size(self.size))
+        if not isinstance(self.crop_fov, bool):
+            raise TypeError(f"crop_fov must be True or False; got {self.crop_fov!r} of type "
+                            f"{type(self.crop_fov).__name__}")
         if self.mask_resize not in MASK_RESIZE_METHODS:
             raise ValueError(
                 f"mask_resize must be one of {MASK_RESIZE_METHODS}; got {self.mask_resize!r}"
@@ -232,20 +236,23 @@ def resize_mask(mask: np.ndarray, box: Box, size: tuple[int, int], method: str =
     height, width = check_size(size)
     if method not in MASK_RESIZE_METHODS:
         raise ValueError(f"method must be one of {MASK_RESIZE_METHODS}; got {method!r}")
-    binary = Image.fromarray(np.where(np.asarray(mask) > 0, 255, 0).astype(np.uint8))
+    lesion = np.asarray(mask) > 0
     pillow_box = box.as_pillow_box()
     if method == "nearest":
+        binary = Image.fromarray(lesion.astype(np.uint8) * 255)
         resized = binary.resize((width, height), Image.Resampling.NEAREST, box=pillow_box)
         return (np.asarray(resized) > 0).astype(np.uint8)
 
-    # Pillow's BOX filter on a 0/255 image gives the covered fraction of each target pixel, x 255.
-    coverage = np.asarray(
-        binary.resize((width, height), Image.Resampling.BOX, box=pillow_box), dtype=np.uint8
-    )
-    kept = coverage >= 128
+    # Pillow's BOX filter on a float 0/1 image gives the covered fraction of each target pixel (in 8 bits it
+    # would round a coverage under 1/510, one source pixel in a target pixel of over 22 x 22, to 0).
+    covered = Image.fromarray(lesion.astype(np.float32), mode="F")
+    coverage = np.asarray(covered.resize((width, height), Image.Resampling.BOX, box=pillow_box))
+    # In units of 2^-24 (rounded up, so any covered pixel counts): exact for integers, free of float ties.
+    coverage = np.ceil(coverage.astype(np.float64) * _COVERAGE_UNITS - 1e-3).clip(0).astype(np.int64)
+    kept = coverage >= _COVERAGE_UNITS // 2
     # Ranks order pixels by coverage, ties broken by position, so a lesion straddling pixels of equal
     # coverage gets one pixel, not one each.
-    ranks = coverage.astype(np.int64) * coverage.size + np.arange(coverage.size)[::-1].reshape(coverage.shape)
+    ranks = coverage * coverage.size + np.arange(coverage.size)[::-1].reshape(coverage.shape)
     for _ in range(_MAX_RESCUE_ROUNDS):
         unrepresented = (coverage > 0) & ~_neighbourhood_max(kept.astype(np.uint8)).astype(bool)
         if not unrepresented.any():

@@ -260,7 +260,9 @@ def _plan(n_train: int, n_test: int, rng: np.random.Generator) -> list[_ImagePla
     ]
 
 
-def _check_arguments(n_train, n_test, mask_encoding) -> None:
+def _check_arguments(n_train, n_test, mask_encoding, seed) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
     if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 1:
         raise ValueError(f"n_train must be an int >= 1; got {n_train!r}")
     if not isinstance(n_test, int) or isinstance(n_test, bool) or n_test < 0:
@@ -271,7 +273,8 @@ def _check_arguments(n_train, n_test, mask_encoding) -> None:
         raise ValueError(f"mask_encoding must be one of {MASK_ENCODINGS}; got {mask_encoding!r}")
 
 
-def _prepare_target(root: Path, overwrite: bool) -> None:
+def _check_target(root: Path, overwrite: bool) -> None:
+    """Raise unless ``root/A. Segmentation`` is absent, or ours and ``overwrite`` is set (replaced at the end)."""
     existing = root / TOP_FOLDER
     if not existing.exists():
         return
@@ -282,7 +285,21 @@ def _prepare_target(root: Path, overwrite: bool) -> None:
         )
     if not overwrite:
         raise FileExistsError(f"{str(existing)!r} exists; pass overwrite=True to replace it")
-    shutil.rmtree(existing)
+
+
+def _move_into_place(top: Path, target: Path, trash: Path) -> None:
+    """Rename the finished tree ``top`` to ``target``, moving an older tree there into ``trash`` first (put back
+    if the rename fails)."""
+    replaced = None
+    if target.exists():
+        replaced = trash
+        os.replace(target, replaced)
+    try:
+        os.replace(top, target)
+    except BaseException:
+        if replaced is not None:
+            os.replace(replaced, target)
+        raise
 
 
 def make_synthetic_idrid(
@@ -300,8 +317,9 @@ def make_synthetic_idrid(
     Images are ``IDRiD_01 .. IDRiD_{n_train}`` in ``a. Training Set`` and the next ``n_test`` in
     ``b. Testing Set``. Every image has MA, EX and OD masks; exactly one training image has no HE mask
     (and no haemorrhage drawn); SE masks (and soft exudates) exist for about half the images, at least
-    one in training. The tree is written in a hidden folder under ``root`` and renamed into place when
-    complete, so an interrupted run leaves no partial ``A. Segmentation``. ``root`` then works as
+    one in training; every lesion folder exists in every set with images, as in the download. The tree is written in
+    a hidden folder under ``root`` and renamed into place when complete (replacing an older one only then), so an
+    interrupted or failed run leaves no partial ``A. Segmentation`` and loses no earlier one. ``root`` then works as
     ``IDRiD(root, ...)`` and ``GA_IDRID_ROOT``.
 
     Args:
@@ -310,7 +328,7 @@ def make_synthetic_idrid(
         n_test: testing images, >= 0. Default 27 (IDRiD's).
         size: ``(H, W)`` of the JPEGs. Default ``(426, 640)``, IDRiD's 4288:2848 aspect at demo scale;
             tests use e.g. ``(96, 144)``.
-        seed: the tree (every byte of it) is a pure function of the arguments. Default 0.
+        seed: int >= 0; the tree (every byte of it) is a pure function of the arguments. Default 0.
         mask_encoding: ``"palette"`` (index 1 = red), ``"rgb"`` (255, 0, 0) or ``"mixed"`` (default:
             both, alternating between files, some deflate-compressed).
         nested: write ``A. Segmentation/A. Segmentation/...`` as some downloads unpack.
@@ -326,10 +344,10 @@ def make_synthetic_idrid(
         >>> sorted(p.name for p in (root / "A. Segmentation").iterdir())
         ['1. Original Images', '2. All Segmentation Groundtruths', 'synthetic-idrid.json']
     """
-    _check_arguments(n_train, n_test, mask_encoding)
+    _check_arguments(n_train, n_test, mask_encoding, seed)
     size = check_size(size)
     root = Path(root).expanduser()
-    _prepare_target(root, overwrite)
+    _check_target(root, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     # The tree is built in a hidden sibling folder and renamed into place at the end, so that
     # "A. Segmentation exists" means "complete", even if this run is interrupted.
@@ -338,6 +356,9 @@ def make_synthetic_idrid(
         top = staging / TOP_FOLDER
         base = top / TOP_FOLDER if nested else top
         plans = _plan(n_train, n_test, np.random.default_rng([seed, 0]))
+        for split in {plan.split for plan in plans}:  # every lesion folder, as in the download, masks or not
+            for folder in LESIONS.values():
+                (base / MASKS_FOLDER / SET_FOLDERS[split] / folder).mkdir(parents=True, exist_ok=True)
         for plan in plans:
             _write_image_and_masks(base, plan, size, seed, mask_encoding)
         marker = {
@@ -352,7 +373,8 @@ def make_synthetic_idrid(
             "with_SE_mask": [p.image_id for p in plans if p.has_se],
         }
         (top / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-        os.replace(top, root / TOP_FOLDER)
+        _check_target(root, overwrite)  # again: another process may have written a tree meanwhile
+        _move_into_place(top, root / TOP_FOLDER, staging / "replaced")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
