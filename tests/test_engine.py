@@ -107,6 +107,31 @@ def test_an_output_folder_of_other_settings_is_refused(tmp_path):
                        progress=False)
 
 
+def test_a_resumed_experiment_refuses_runs_made_on_other_images(tmp_path):
+    """The data root's images change between runs: a finished run and an interrupted run's checkpoint were made on
+    another split (folds would overlap, training images would be tested), so resuming is refused, not silent."""
+    from group_attention.data import make_synthetic_idrid
+
+    data = tmp_path / "data"
+    make_synthetic_idrid(data, n_train=6, n_test=2, size=(64, 96))
+    config = tiny_config(epochs=2, data_root=str(data), cache_dir=str(tmp_path / "cache"))
+    run_experiment(config, tmp_path / "finished", progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(row):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_experiment(config, tmp_path / "interrupted", on_epoch_end=stop, progress=False)
+    make_synthetic_idrid(data, n_train=8, n_test=2, size=(64, 96), overwrite=True)
+    with pytest.raises(ValueError, match=r"metrics.json was made with other .*images under the data root changed"):
+        run_experiment(config, tmp_path / "finished", progress=False)
+    with pytest.raises(ValueError, match=r"checkpoint_last.pt was made with other .*images under the data root"):
+        run_experiment(config, tmp_path / "interrupted", progress=False)
+
+
 def test_overlay_colours_follow_figure_5():
     image = torch.zeros(3, 1, 4)
     prediction = torch.tensor([[1, 1, 0, 0]])

@@ -152,17 +152,29 @@ def test_timm_encoder_variant():
     assert all(p.grad is not None for m in model.modules() if isinstance(m, CGA) for p in m.parameters())
 
 
-def test_pretrained_weights_missing_offline_fail_clearly(monkeypatch, tmp_path):
+@pytest.mark.parametrize("source", ["hf-hub", "url"])
+def test_pretrained_weights_missing_locally_fail_at_once_without_network(monkeypatch, tmp_path, source):
+    """The hub is not switched offline by the environment here: the encoder itself must not try the network (from
+    the Hugging Face hub, or a plain URL through torch.hub), and must leave the hub's setting as it was."""
     pytest.importorskip("timm")
-    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.setenv(variable, "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import socket
+
     constants = pytest.importorskip("huggingface_hub.constants")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import time: make the hub fail at once
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    with pytest.raises(RuntimeError, match="pretrained=False"):
-        UNet(encoder="resnet18", pretrained=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    kwargs = {} if source == "hf-hub" else {"pretrained_cfg_overlay": {
+        "hf_hub_id": None, "url": "https://example.invalid/resnet18-5c106cde.pth"}}
+    with pytest.raises(RuntimeError, match="pretrained=False") as raised:
+        UNet(encoder="resnet18", pretrained=True, encoder_kwargs=kwargs)
+    assert "the network was used" not in str(raised.value)
+    assert constants.HF_HUB_OFFLINE is False
 
 
 ILL_CASES = [

@@ -94,7 +94,7 @@ def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "best_epoch": best_epoch,
         "train_images": len(spec.train_ids), "val_images": len(spec.val_ids), "test_images": len(spec.test_ids),
-        "test_ids": spec.test_ids, "test": metrics, "fingerprint": config.fingerprint(),
+        "test_ids": spec.test_ids, "test": metrics, "fingerprint": config.fingerprint(), "spec": vars(spec),
     }
     write_json(run_dir / "metrics.json", result)
     return result
@@ -142,9 +142,11 @@ def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end
                 done = run_dir / "metrics.json"
                 context.barrier()
                 if done.exists() and read_json(done).get("fingerprint") == config.fingerprint():
+                    recorded = read_json(done)
+                    spec.check_same_images(recorded.get("spec", {"test_ids": recorded.get("test_ids")}), str(done))
                     if context.is_main and progress:
                         print(f"[{spec.name}] finished earlier: {done}", flush=True)
-                    finished.append(read_json(done))
+                    finished.append(recorded)
                     continue
                 trainer = Trainer(spec, arrays, config, run_dir, device, context, progress)
                 if trainer.resume() and context.is_main and progress:

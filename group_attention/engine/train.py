@@ -43,6 +43,19 @@ class RunSpec:
     def name(self) -> str:
         return f"{self.variant} {self.lesion} fold {self.fold + 1}"
 
+    def check_same_images(self, recorded: "dict | None", source: str) -> None:
+        """Raise ``ValueError`` if ``recorded`` (a saved spec) used other images: the data changed under a resumed
+        experiment, whose folds would then overlap or mix training and test images."""
+        if recorded is None:
+            return
+        for field in ("train_ids", "val_ids", "test_ids"):
+            if field in recorded and recorded[field] != getattr(self, field):
+                raise ValueError(
+                    f"[{self.name}] {source} was made with other {field.replace('_', ' ')} "
+                    f"({recorded.get(field)}, now {getattr(self, field)}): the images under the data root "
+                    "changed since that run; use another --out, or delete the folder to start again"
+                )
+
 
 def run_seed(seed: int, *parts: int) -> int:
     """A seed for one purpose (fold, epoch, step...) derived from the experiment's seed."""
@@ -115,6 +128,7 @@ class Trainer:
         if not self.last_path.exists():
             return False
         state = load_checkpoint(self.last_path, map_location=self.device)
+        self.spec.check_same_images(state.get("spec"), str(self.last_path))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

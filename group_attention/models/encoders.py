@@ -9,6 +9,8 @@ use timm's ``block_args=dict(attn_layer=CGA)`` for attention inside its blocks).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Sequence
 
 import torch
@@ -87,8 +89,9 @@ class TimmEncoder(nn.Module):
                 f"encoder {name!r} is not a timm model name; see timm.list_models(), e.g. 'resnet34'"
             )
         try:
-            self.model = timm.create_model(name, features_only=True, pretrained=pretrained, in_chans=in_channels,
-                                           **kwargs)
+            with _local_weights_only() if pretrained else contextlib.nullcontext():
+                self.model = timm.create_model(name, features_only=True, pretrained=pretrained,
+                                               in_chans=in_channels, **kwargs)
         except Exception as error:  # noqa: BLE001 - timm and huggingface_hub raise many kinds when offline
             if not pretrained:
                 raise
@@ -111,3 +114,38 @@ class TimmEncoder(nn.Module):
         if attention is None:
             return features
         return [layer(feature) for layer, feature in zip(attention, features)]
+
+
+def _refuse_download(url: object, *args: Any, **kwargs: Any) -> None:
+    raise RuntimeError(f"{url} is not in the local cache and downloads are off")
+
+
+@contextlib.contextmanager
+def _local_weights_only() -> Iterator[None]:
+    """Inside, the Hugging Face hub answers from its cache only (offline mode) and torch.hub's and timm's URL
+    downloads raise: pretrained weights come from the local caches or not at all, at once, with no network retry."""
+    patches: list[tuple[Any, str, Any]] = []
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        pass
+    else:
+        patches.append((constants, "HF_HUB_OFFLINE", True))
+    import torch.hub
+
+    patches.append((torch.hub, "download_url_to_file", _refuse_download))
+    try:
+        from timm.models import _hub as timm_hub
+    except ImportError:
+        pass
+    else:
+        if hasattr(timm_hub, "download_url_to_file"):
+            patches.append((timm_hub, "download_url_to_file", _refuse_download))
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, value in patches:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
