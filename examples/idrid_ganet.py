@@ -15,11 +15,13 @@ checkpoint_best.pt, metrics.json, overlays/*.png, attention.png}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from group_attention.data import discover_idrid
-from group_attention.engine import PROTOCOLS, ExperimentConfig, quick_synthetic_config, run_experiment
+from group_attention.engine import (PROTOCOLS, ExperimentConfig, check_resumable, quick_synthetic_config,
+                                    resolve_device, run_experiment)
 from group_attention.models import VARIANTS
 
 
@@ -61,12 +63,15 @@ def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
         "overlays": arguments.overlays, "cache_dir": arguments.cache_dir,
         "checkpoint_seconds": arguments.checkpoint_seconds,
         "variants": list(VARIANTS) if arguments.variants in (["all"], ["ALL"]) else arguments.variants,
-        "only_folds": None if arguments.only_folds is None else [k - 1 for k in arguments.only_folds],
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    if arguments.data_root is None:
-        return quick_synthetic_config(**overrides)
-    return ExperimentConfig(**overrides)
+    config = quick_synthetic_config(**overrides) if arguments.data_root is None else ExperimentConfig(**overrides)
+    if arguments.only_folds is not None:  # 1-based on the command line
+        bad = [k for k in arguments.only_folds if not 1 <= k <= config.num_folds]
+        if bad:
+            raise ValueError(f"--only-folds takes folds 1..{config.num_folds}, got {bad}")
+        config = dataclasses.replace(config, only_folds=[k - 1 for k in arguments.only_folds])
+    return config
 
 
 def main(argv: "list[str] | None" = None) -> int:
@@ -75,12 +80,13 @@ def main(argv: "list[str] | None" = None) -> int:
         config = build_config(arguments)
         if config.data_root is not None:
             print(discover_idrid(config.data_root).summary(), flush=True)  # a wrong root fails here, clearly
-    except (TypeError, ValueError, FileNotFoundError) as error:
+        out = arguments.out or Path("runs") / ("idrid-ganet-synthetic" if config.synthetic_data else "idrid-ganet")
+        if arguments.resume and not (out / "config.json").exists():
+            raise ValueError(f"--resume given but {out} holds no earlier run")
+        resolve_device(config.device)  # e.g. cuda asked for where there is none
+        check_resumable(out, config)  # runs of other settings in --out
+    except (TypeError, ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    out = arguments.out or Path("runs") / ("idrid-ganet-synthetic" if config.synthetic_data else "idrid-ganet")
-    if arguments.resume and not (out / "config.json").exists():
-        print(f"error: --resume given but {out} holds no earlier run", file=sys.stderr)
         return 2
     if config.synthetic_data:
         print("NOTE: no --data-root given: running the quick demo on SYNTHETIC data generated under "

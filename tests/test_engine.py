@@ -145,14 +145,44 @@ def test_overlay_colours_follow_figure_5():
     (["--variants", "attention-unet"], "variant must be one of"),
     (["--lesion", "XX"], "lesion must be one of"),
     (["--folds", "1"], "folds must be at least 2"),
-    (["--only-folds", "4"], "only_folds must be fold indices in 0..2"),
+    (["--only-folds", "4"], "--only-folds takes folds 1..3, got [4]"),
+    (["--only-folds", "0"], "--only-folds takes folds 1..3, got [0]"),
+    (["--seed", "-1"], "seed must be an int >= 0, got -1"),
+    (["--device", "gpu"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     (["--size", "0", "64"], "size must be two positive ints"),
     (["--data-root", "/nonexistent/idrid"], "does not exist"),
     (["--data-root", str(REPO / "docs")], "is not an IDRiD segmentation tree"),
 ])
-def test_example_rejects_bad_options(arguments, message):
-    result = run_example(*arguments, timeout=120)
+def test_example_rejects_bad_options(arguments, message, tmp_path):
+    result = run_example(*arguments, "--out", str(tmp_path / "out"), timeout=120)
     assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_example_refuses_other_settings_before_writing_anything(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"fingerprint": "0123456789abcdef", "config": {}}))
+    result = run_example("--out", str(out), timeout=120)
+    assert result.returncode == 2 and "holds runs made with other settings" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (dict(lesions="EX"), TypeError, "lesions must be a sequence .* the string 'EX'"),
+    (dict(variants="ganet"), TypeError, "variants must be a sequence"),
+    (dict(only_folds=(0.5,)), ValueError, r"only_folds must be fold indices in 0..2, got \[0.5\]"),
+    (dict(seed=-1), ValueError, "seed must be an int >= 0"),
+    (dict(degrees=float("nan")), ValueError, "degrees must be in"),
+])
+def test_bad_experiment_settings_are_named(overrides, error, message):
+    with pytest.raises(error, match=message):
+        ExperimentConfig(**overrides)
+
+
+def test_repeated_variants_lesions_and_folds_run_once():
+    config = ExperimentConfig(variants=("baseline", "ganet", "baseline"), lesions=("EX", "EX"), only_folds=(0, 0))
+    assert (config.variants, config.lesions, config.only_folds) == (("baseline", "ganet"), ("EX",), (0,))
 
 
 def test_two_cpu_processes_with_torchrun(tmp_path):
@@ -208,3 +238,16 @@ def test_official_protocol_trains_on_the_training_set_and_tests_on_the_testing_s
     assert run["test_ids"] == ["IDRiD_05", "IDRiD_06", "IDRiD_07"]
     assert (run["train_images"], run["val_images"], run["test_images"]) == (4, 0, 3)
     assert "official training/testing split" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_attention_figure_leaves_the_models_recording_as_it_was():
+    from group_attention import GANet
+    from group_attention.engine import attention_panels
+
+    model = GANet(channels=(32, 64), num_classes=1)
+    model.record_attention = True
+    image = torch.rand(3, 32, 32)
+    model(image[None])
+    recorded = model.attention_maps()
+    assert attention_panels(model, image, torch.zeros(32, 32)) is not None
+    assert model.attention_maps() is not None and all(a is b for a, b in zip(model.attention_maps(), recorded))

@@ -187,6 +187,14 @@ ILL_CASES = [
     (lambda: UNet(decoder_convs=0), ValueError, "decoder_convs"),
     (lambda: UNet(encoder="not_a_model"), ValueError, "not a timm model name"),
     (lambda: UNet(size_mode="crop"), ValueError, "size_mode"),
+    (lambda: UNet(channels=(16, 32), pretrained=True), ValueError, "apply to a timm encoder"),
+    (lambda: UNet(channels=(16, 32), encoder_kwargs={"out_indices": (1, 2)}), ValueError, "apply to a timm encoder"),
+    (lambda: UNet(channels=(16, 32), attention_kwargs={"gate": "channel"}), ValueError, "without encoder_attention"),
+    (lambda: UNet(act=None), TypeError, "act must be a name in"),
+    (lambda: UNet(norm=5), TypeError, "norm must be a name in"),
+    (lambda: UNet(channels=32), TypeError, "channels must be a sequence of stage widths"),
+    (lambda: UNet(spatial_dims=2.0), ValueError, "spatial_dims must be one of [1, 2, 3], got 2.0"),
+    (lambda: UNet(spatial_dims=True), ValueError, "spatial_dims must be one of [1, 2, 3], got True"),
     (lambda: UNet(channels=(16, 32))(torch.randn(3, 16, 16)), ValueError, "x must have shape (B, C, S, S)"),
     (lambda: UNet(channels=(16, 32))(torch.randn(1, 4, 16, 16)), RuntimeError, "channels"),
 ]
@@ -265,3 +273,10 @@ def test_pooling_before_the_channel_gate_equals_pooling_the_attended_features(sp
                                          [x, *model.encoder_attention.parameters()])
     for got, want in zip(grads, grads_expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_group_norm_fits_widths_that_8_does_not_divide():
+    model = UNet(channels=(12, 24), norm="group", num_classes=1)
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert {(m.num_groups, m.num_channels) for m in norms} >= {(4, 12), (8, 24)}
+    assert model(torch.randn(1, 3, 16, 16)).shape == (1, 1, 16, 16)

@@ -3,7 +3,8 @@
 from .arrays import LesionArrays, load_lesion_arrays
 from .config import PROTOCOLS, ExperimentConfig, quick_synthetic_config
 from .evaluate import evaluate, lesion_probability
-from .experiment import run_experiment
+from .distributed import resolve_device
+from .experiment import check_resumable, run_experiment
 from .results import summarize, write_results
 from .train import RunSpec, Trainer
 from .visualize import attention_panels, overlay
@@ -13,6 +14,8 @@ __all__ = [
     "PROTOCOLS",
     "quick_synthetic_config",
     "run_experiment",
+    "check_resumable",
+    "resolve_device",
     "Trainer",
     "RunSpec",
     "LesionArrays",

@@ -64,8 +64,12 @@ class ExperimentConfig:
     checkpoint_seconds: float = 30.0
 
     def __post_init__(self) -> None:
-        self.lesions = tuple(self.lesions)
-        self.variants = tuple(v.lower() for v in self.variants)
+        for name in ("lesions", "variants", "only_folds"):
+            if isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a sequence (e.g. a tuple), got the string {getattr(self, name)!r}")
+        # A repeated name or fold would run (and count) twice: keep the first of each.
+        self.lesions = tuple(dict.fromkeys(self.lesions))
+        self.variants = tuple(dict.fromkeys(v.lower() for v in self.variants))
         self.size = tuple(self.size)
         for lesion in self.lesions:
             check_choice("lesion", lesion, LESIONS)
@@ -77,8 +81,9 @@ class ExperimentConfig:
         if self.protocol == "cv" and self.folds < 2:
             raise ValueError(f"folds must be at least 2 for cross-validation, got {self.folds}")
         if self.only_folds is not None:
-            self.only_folds = tuple(self.only_folds)
-            bad = [f for f in self.only_folds if not 0 <= f < self.num_folds]
+            self.only_folds = tuple(dict.fromkeys(self.only_folds))
+            bad = [f for f in self.only_folds
+                   if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < self.num_folds]
             if bad:
                 raise ValueError(f"only_folds must be fold indices in 0..{self.num_folds - 1}, got {list(bad)}")
         if not (len(self.size) == 2 and all(isinstance(s, int) and s > 0 for s in self.size)):
@@ -89,6 +94,10 @@ class ExperimentConfig:
             raise ValueError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        if not 0 <= self.degrees <= 180:  # also rejects NaN
+            raise ValueError(f"degrees must be in [0, 180], got {self.degrees}")
 
     @property
     def num_folds(self) -> int:

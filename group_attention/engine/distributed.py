@@ -48,7 +48,10 @@ def resolve_device(name: str, context_local_rank: int = 0) -> torch.device:
     """``"auto"``: CUDA (the local rank's GPU under torchrun) if available, else CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r} ({error})") from error
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")

@@ -102,7 +102,13 @@ def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig,
 
 def check_output_folder(out_dir: Path, config: ExperimentConfig) -> None:
     """Refuse to mix runs of different settings in one folder; record the settings of a new one."""
-    path = out_dir / "config.json"
+    check_resumable(out_dir, config)
+    write_json(out_dir / "config.json", {"fingerprint": config.fingerprint(), "config": config.to_dict()})
+
+
+def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
+    """Raise ``ValueError`` if ``out_dir`` holds runs made with settings other than ``config``'s (writes nothing)."""
+    path = Path(out_dir) / "config.json"
     if path.exists():
         previous = read_json(path)
         if previous.get("fingerprint") != config.fingerprint():
@@ -111,7 +117,6 @@ def check_output_folder(out_dir: Path, config: ExperimentConfig) -> None:
                 "to start again. Only device, workers, overlays, cache_dir, checkpoint_seconds, variants, lesions "
                 "and the folds to run may change between resumed runs."
             )
-    write_json(path, {"fingerprint": config.fingerprint(), "config": config.to_dict()})
 
 
 def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end: "EpochCallback | None" = None,

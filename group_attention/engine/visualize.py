@@ -65,6 +65,7 @@ def attention_panels(model: torch.nn.Module, image: torch.Tensor, truth: torch.T
         captured["low"] = inputs[0]
 
     hook = finest.register_forward_hook(keep_low_input)
+    was_recording, previous_attention = finest.record_attention, finest.last_attention
     finest.record_attention = True
     was_training = model.training
     model.eval()
@@ -73,10 +74,10 @@ def attention_panels(model: torch.nn.Module, image: torch.Tensor, truth: torch.T
             model(image[None])
     finally:
         hook.remove()
-        finest.record_attention = False
+        finest.record_attention = was_recording
         model.train(was_training)
     attention = finest.last_attention[0]  # (groups, h, w)
-    finest.last_attention = None
+    finest.last_attention = previous_attention  # the user's recording, if any, is left as it was
     group = int(attention.flatten(1).var(1).argmax())
     low = captured["low"][0].unflatten(0, (finest.groups, -1))[group].float().mean(0)
     panels = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from torch import nn
@@ -13,7 +14,7 @@ MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 NORMS: dict[str, Callable[[int, int], nn.Module]] = {
     "batch": lambda dims, c: getattr(nn, f"BatchNorm{dims}d")(c),
     "instance": lambda dims, c: getattr(nn, f"InstanceNorm{dims}d")(c, affine=True),
-    "group": lambda dims, c: nn.GroupNorm(min(8, c), c),
+    "group": lambda dims, c: nn.GroupNorm(math.gcd(8, c), c),  # 8 groups, or fewer where 8 does not divide c
     "none": lambda dims, c: nn.Identity(),
 }
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -25,7 +26,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 
 def check_spatial_dims(spatial_dims: Any) -> int:
-    if spatial_dims not in CONV:
+    if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int) or spatial_dims not in CONV:
         raise ValueError(f"spatial_dims must be one of {sorted(CONV)}, got {spatial_dims!r}")
     return spatial_dims
 
@@ -38,6 +39,8 @@ def make_norm(norm: Any, spatial_dims: int, channels: int) -> nn.Module:
         if norm.lower() not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; valid names: {sorted(NORMS)} (or None, or a class)")
         return NORMS[norm.lower()](spatial_dims, channels)
+    if not callable(norm):
+        raise TypeError(f"norm must be a name in {sorted(NORMS)}, None or a class, got {norm!r}")
     return norm(channels)
 
 
@@ -47,6 +50,8 @@ def make_activation(act: Any) -> nn.Module:
         if act.lower() not in ACTIVATIONS:
             raise ValueError(f"unknown act {act!r}; valid names: {sorted(ACTIVATIONS)} (or a class)")
         return ACTIVATIONS[act.lower()]()
+    if not callable(act):
+        raise TypeError(f"act must be a name in {sorted(ACTIVATIONS)} or a class, got {act!r}")
     return act()
 
 

@@ -96,6 +96,11 @@ class UNet(nn.Module):
         self.size_mode = check_choice("size_mode", size_mode, SIZE_MODES)
         self.spatial_dims = spatial_dims
         if encoder is None:
+            if pretrained or encoder_kwargs:
+                raise ValueError("pretrained and encoder_kwargs apply to a timm encoder; pass encoder='resnet34' "
+                                 "(or another timm name) with them, or leave them out for U-Net's own encoder")
+            if isinstance(channels, int) or not isinstance(channels, Sequence):
+                raise TypeError(f"channels must be a sequence of stage widths, e.g. (32, 64, 128), got {channels!r}")
             if len(channels) < 2:
                 raise ValueError(f"channels must list at least 2 stage widths, got {tuple(channels)}")
             for width in channels:
@@ -111,6 +116,9 @@ class UNet(nn.Module):
         self.head_upsample = self.encoder.reductions[0]
 
         attention_factory = get_attention(encoder_attention)
+        if attention_factory is None and attention_kwargs:
+            raise ValueError(f"attention_kwargs {attention_kwargs} given without encoder_attention; name the layer, "
+                             "e.g. encoder_attention='cga'")
         attention_kwargs = dict(attention_kwargs or {})
         if attention_factory is not None and _accepts(attention_factory, "groups"):
             attention_kwargs.setdefault("groups", groups)
