@@ -540,6 +540,15 @@ ILL_CASES = [
 ]
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"transform": "flip"}, "transform must be a callable"),
+    ({"cache_dir": 123}, "cache_dir must be 'auto', a folder path or None, got 123"),
+])
+def test_transform_and_cache_dir_are_checked_when_the_dataset_is_built(tmp_path, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        IDRiD(_small_tree(tmp_path), **kwargs)
+
+
 def test_crop_fov_must_be_a_bool(tmp_path):
     root = _small_tree(tmp_path)
     with pytest.raises(TypeError, match=r"crop_fov must be True or False; got 'False'"):
@@ -693,6 +702,7 @@ def test_folds_feed_the_dataset_ids(mixed_tree):
         (IDRID_IDS[:5], 6, "n_folds"),
         (["IDRiD_01", "IDRiD_01", "IDRiD_02"], 2, "duplicated: \\['IDRiD_01'\\]"),
         ("IDRiD_01", 2, "string"),
+        ([], 2, "at least 2 image ids"),
     ],
 )
 def test_bad_fold_arguments_raise(ids, n_folds, message):

@@ -239,3 +239,12 @@ def test_gpu_batch_matches_cpu_for_the_same_draw():
     assert (on_gpu == apply_flip_rotate(mask, params, "nearest")).float().mean() > 0.999
     _, out_mask = random_flip_rotate(image.cuda(), mask.cuda(), generator=torch.Generator("cuda").manual_seed(0))
     assert out_mask.device.type == "cuda"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"p_hflip": "0.5"}, "p_hflip must be a real number; got '0.5'"),
+    ({"degrees": None}, "degrees must be a real number; got None"),
+])
+def test_augmentation_settings_must_be_numbers(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        RandomFlipRotate(**kwargs)

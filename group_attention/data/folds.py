@@ -29,6 +29,8 @@ def fold_of(ids: Sequence[str], n_folds: int = 3, seed: int = 0) -> dict[str, in
     ids = list(ids)
     if not all(isinstance(i, str) for i in ids):
         raise ValueError(f"ids must be strings like 'IDRiD_01'; got {[i for i in ids if not isinstance(i, str)][:5]}")
+    if len(ids) < 2:
+        raise ValueError(f"ids must hold at least 2 image ids to split into folds; got {ids}")
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ValueError(f"ids must be unique; duplicated: {duplicates}")

@@ -459,6 +459,10 @@ class IDRiD(Dataset):
         _check_split(split)
         self.split = split
         self.config = PreprocessConfig(size=size, crop_fov=crop_fov, mask_resize=mask_resize)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be a callable taking and returning an item dict, got {transform!r}")
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be 'auto', a folder path or None, got {cache_dir!r}")
         self.transform = transform
         self.layout = discover_idrid(root)
         self.ids = self._select_ids(ids)
