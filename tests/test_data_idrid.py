@@ -812,3 +812,16 @@ def test_real_masks_without_crop_match_the_full_frame_count(real_root, real_ids)
     for channel, code in enumerate(["EX", "HE"]):
         expected = _reference_mask(_source_files(real_root, code)[real_ids[0]]).mean()
         assert abs(mask[channel].mean() - expected) <= 0.1 * expected, code
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: find_fov_box(np.zeros((10, 10, 3), np.float32)), "uint8 array .* got dtype float32"),
+    (lambda: find_fov_box(np.zeros((10, 10, 1), np.uint8)), r"got dtype uint8 and shape \(10, 10, 1\)"),
+    (lambda: resize_mask(np.zeros((8, 8)), Box(5, 5, 5, 5), (2, 2)), "non-empty crop inside the 8 x 8 image"),
+    (lambda: resize_mask(np.zeros((8, 8)), Box(0, 0, 9, 8), (2, 2)), "inside the 8 x 8 image"),
+    (lambda: resize_mask(np.zeros((8, 8)), [0, 0, 8, 8], (2, 2)), r"box must be a Box\(top, left, bottom, right\)"),
+    (lambda: resize_mask(np.zeros((8, 8, 2)), Box(0, 0, 8, 8), (2, 2)), r"2D \(h, w\) array; got shape \(8, 8, 2\)"),
+])
+def test_preprocessing_inputs_are_checked(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -90,6 +90,17 @@ class Box(NamedTuple):
         return (self.left, self.top, self.right, self.bottom)
 
 
+def _checked_box(box: object, shape: tuple[int, int]) -> Box:
+    """``box`` as a :class:`Box` (a 4-tuple top, left, bottom, right works too), non-empty and inside an image of
+    ``shape`` ``(h, w)``; ``ValueError`` naming it otherwise."""
+    if not (isinstance(box, tuple) and len(box) == 4 and all(isinstance(v, (int, np.integer)) for v in box)):
+        raise ValueError(f"box must be a Box(top, left, bottom, right) of ints; got {box!r}")
+    box = Box(*(int(v) for v in box))
+    if not (0 <= box.top < box.bottom <= shape[0] and 0 <= box.left < box.right <= shape[1]):
+        raise ValueError(f"box must be a non-empty crop inside the {shape[0]} x {shape[1]} image; got {box}")
+    return box
+
+
 def check_size(size: object, name: str = "size") -> tuple[int, int]:
     """Validate an ``(H, W)`` size and return it as a tuple of two ints.
 
@@ -157,6 +168,11 @@ def find_fov_box(image: Image.Image | np.ndarray) -> Box:
         Box(top=10, left=30, bottom=90, right=120)
     """
     if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+            raise ValueError(
+                f"image must be a uint8 array (H, W), (H, W, 3) or (H, W, 4) (or a Pillow image); got dtype "
+                f"{image.dtype} and shape {image.shape} (for floats in [0, 1]: (image * 255).astype(np.uint8))"
+            )
         image = Image.fromarray(np.ascontiguousarray(image))
     width, height = image.size
     factor = max(1, width // _FOV_WORK_WIDTH)
@@ -203,6 +219,7 @@ def resize_image(image: Image.Image, box: Box, size: tuple[int, int]) -> np.ndar
         Returns ``(H, W, 3)`` uint8 with ``(H, W) = size``.
     """
     height, width = check_size(size)
+    box = _checked_box(box, image.size[::-1])
     if image.mode != "RGB":
         image = image.convert("RGB")
     resized = image.resize(
@@ -237,6 +254,9 @@ def resize_mask(mask: np.ndarray, box: Box, size: tuple[int, int], method: str =
     if method not in MASK_RESIZE_METHODS:
         raise ValueError(f"method must be one of {MASK_RESIZE_METHODS}; got {method!r}")
     lesion = np.asarray(mask) > 0
+    if lesion.ndim != 2:
+        raise ValueError(f"mask must be a 2D (h, w) array; got shape {lesion.shape}")
+    box = _checked_box(box, lesion.shape)
     pillow_box = box.as_pillow_box()
     if method == "nearest":
         binary = Image.fromarray(lesion.astype(np.uint8) * 255)
