@@ -47,6 +47,8 @@ def check_feature_map(name: str, x: object, channels: int, owner: str) -> None:
             f"{owner}: {name} must have shape (B, C, *spatial) with 1 to 3 spatial dims, "
             f"got shape {tuple(x.shape)}"
         )
+    if not x.is_floating_point():
+        raise TypeError(f"{owner}: {name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.shape[1] != channels:
         raise ValueError(
             f"{owner}: {name} has {x.shape[1]} channels (shape {tuple(x.shape)}), "

@@ -19,6 +19,9 @@ def get_attention(name: Any) -> "Callable[..., nn.Module] | None":
     """The layer class for ``name``: a registered name (case-insensitive), a class/callable, or None/"none"."""
     if name is None or (isinstance(name, str) and name.lower() == "none"):
         return None
+    if isinstance(name, nn.Module):
+        raise TypeError(f"attention must be a name, a class or a factory taking the channel count, not a module "
+                        f"instance ({type(name).__name__}); pass its class (e.g. CGA or partial(CGA, groups=16))")
     if callable(name):
         return name
     if isinstance(name, str) and name.lower() in ATTENTION_LAYERS:

@@ -320,3 +320,57 @@ def test_sgau_readable_formulation_equals_the_fused_forward():
     grads_fused = torch.autograd.grad((fused * weights).sum(), (low, high))
     for fused_grad, readable_grad in zip(grads_fused, grads_readable):
         torch.testing.assert_close(fused_grad, readable_grad)
+
+
+def _layer_cases():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
+    return [(CGA(8, 4).double(), [x]), (SE(8).double(), [x]), (SGE(8, 4).double(), [x]),
+            (SGAU(8, 16, 4).double(), [torch.randn(2, 8, 4, 4, dtype=torch.float64),
+                                       torch.randn(2, 16, 2, 2, dtype=torch.float64)])]
+
+
+def test_second_derivatives_are_refused_not_wrong():
+    """The hand-written backward passes are not themselves differentiable: a second derivative (a gradient
+    penalty) raises instead of silently giving a wrong value (SGE and SGAU did)."""
+    for layer, inputs in _layer_cases():
+        inputs = [x.clone().requires_grad_() for x in inputs]
+        (grad,) = torch.autograd.grad(layer(*inputs).pow(2).sum(), inputs[0], create_graph=True)
+        with pytest.raises(RuntimeError):
+            grad.sum().backward()
+
+
+def test_an_empty_batch_gives_an_empty_output_and_gradient():
+    for layer, inputs in _layer_cases():
+        inputs = [x[:0].clone().requires_grad_() for x in inputs]
+        out = layer(*inputs)
+        assert out.shape[0] == 0
+        grads = torch.autograd.grad(out.sum(), inputs)
+        assert [g.shape for g in grads] == [x.shape for x in inputs]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_integer_features_are_refused(dtype):
+    x = torch.ones(1, 8, 3, 3, dtype=dtype)
+    for layer in (CGA(8, 4), SE(8), SGE(8, 4)):
+        with pytest.raises(TypeError, match=r"x must be a floating-point tensor, got dtype"):
+            layer(x)
+
+
+def test_sgau_attend_is_differentiable_and_matches_the_fused_layer():
+    """``attend`` (the readable formulation) at U-Net's exact doubling, where the CPU path doubles the maps with
+    ``out=`` operations, which autograd cannot record."""
+    layer = SGAU(8, 16, 4).double()
+    low = torch.randn(2, 8, 4, 6, dtype=torch.float64, requires_grad=True)
+    high = torch.randn(2, 16, 2, 3, dtype=torch.float64, requires_grad=True)
+    attended = layer.attend(low, high)
+    fused = layer(low, high)[:, :8]
+    torch.testing.assert_close(attended, fused)
+    grad = torch.randn_like(attended)
+    for a, b in zip(torch.autograd.grad(attended, (low, high), grad), torch.autograd.grad(fused, (low, high), grad)):
+        torch.testing.assert_close(a, b)
+
+
+def test_create_attention_refuses_a_module_instance():
+    with pytest.raises(TypeError, match=r"not a module instance \(CGA\); pass its class"):
+        create_attention(CGA(8, 4), 8)

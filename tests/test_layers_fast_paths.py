@@ -277,6 +277,22 @@ def test_torch_compile_sgau_matches_eager():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_torch_compile_sgau_with_dynamic_shapes_trains():
+    """With symbolic sizes ATen's upsample backward cannot take the shape lists: the adjoint comes from
+    differentiating the interpolation instead; sizes that change between calls, doubling and not."""
+    layer = randomize(SGAU(8, 16, groups=4))
+    compiled = torch.compile(layer, dynamic=True, backend="aot_eager")
+    for low_size in ((4, 6), (5, 7), (8, 10)):
+        low = torch.randn(1, 8, *low_size, requires_grad=True)
+        high = torch.randn(1, 16, 2, 3, requires_grad=True)
+        out = compiled(low, high)
+        grad = torch.randn_like(out)
+        got = torch.autograd.grad(out, (low, high), grad)
+        want = torch.autograd.grad(layer(low, high), (low, high), grad)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_torch_compile_se_with_inductor_matches_eager():
     layer = randomize(SE(24, reduction=4))
     x = torch.randn(2, 24, 7, 5, requires_grad=True)

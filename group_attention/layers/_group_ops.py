@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 DEFAULT_EPS = 1e-5
 # Up to this many channels per group, a group's channels are combined by a loop of fused multiply-adds into one
@@ -35,8 +36,8 @@ def spatial_dims(x: torch.Tensor) -> tuple[int, ...]:
 
 
 def spatial_size(x: torch.Tensor) -> int:
-    """The number of positions of a ``(B, C, *spatial)`` tensor."""
-    return x[0, 0].numel()
+    """The number of positions of a ``(B, C, *spatial)`` tensor (also for an empty batch)."""
+    return math.prod(x.shape[2:])
 
 
 def broadcast_channels(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -194,8 +195,10 @@ def standardize_maps_backward(
 
     ``dt = (g - mean(g)) / (std + eps) - y * sum(g * y) / ((N - 1) std)`` with ``y`` the standardized maps;
     ``overwrite`` reuses ``grad``'s memory for the result. For an exactly constant map, which the forward maps to 0
-    whatever its value, the gradient is 0: the formula's ``(g - mean(g)) / eps`` would only amplify the rounding of
-    ``mean(g)`` by ``1 / eps`` (for constant inputs ``g`` is constant and the exact value is 0).
+    whatever its value, the gradient is 0. Exact when ``g`` is constant over the map (CGA's pooled maps), where the
+    formula's ``(g - mean(g)) / eps`` would only amplify the rounding of ``mean(g)``; where ``g`` varies (SGE, SGAU)
+    the derivative at that singular point is ``(g - mean(g)) / eps``, and 0 (the derivative along constant maps) is
+    the chosen, well-conditioned value (docs: "From paper to code").
     """
     dims = spatial_dims(standardized)
     positions = spatial_size(standardized)
@@ -226,6 +229,7 @@ class _SpatialStandardize(torch.autograd.Function):
         return standardized
 
     @staticmethod
+    @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad: torch.Tensor):
         return standardize_maps_backward(grad, *ctx.saved_tensors), None
 
@@ -257,7 +261,8 @@ def resize_to(maps: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch
     """
     if tuple(maps.shape[2:]) == tuple(size):
         return maps
-    if _eager_cpu(maps) and doubles(maps.shape[2:], size):
+    recorded = torch.is_grad_enabled() and maps.requires_grad  # double_linear writes with out=: not differentiable
+    if _eager_cpu(maps) and doubles(maps.shape[2:], size) and not recorded:
         return double_linear(maps)
     mode = INTERPOLATION_MODES[len(size)]
     return F.interpolate(maps, size=tuple(size), mode=mode, align_corners=False)
@@ -270,6 +275,14 @@ def resize_to_backward(grad: torch.Tensor, input_shape: "torch.Size | tuple[int,
         return grad
     if _eager_cpu(grad) and doubles(input_shape[2:], output_size):
         return double_linear_backward(grad)
+    if tracing_or_compiling():
+        # ATen's upsample backward takes concrete int lists, which dynamic shapes are not: differentiate the
+        # interpolation itself (linear, so its vector-Jacobian product at zero is the adjoint).
+        mode = INTERPOLATION_MODES[len(output_size)]
+        _, adjoint = torch.func.vjp(
+            lambda maps: F.interpolate(maps, size=grad.shape[2:], mode=mode, align_corners=False),
+            grad.new_zeros(input_shape))
+        return adjoint(grad)[0]
     backward = {
         1: torch.ops.aten.upsample_linear1d_backward,
         2: torch.ops.aten.upsample_bilinear2d_backward,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .._checks import check_choice, check_feature_map, check_groups
 from ._kernels import triton_kernels, use_triton
@@ -144,6 +145,7 @@ class _ChannelGroupAttention(torch.autograd.Function):
         return _scale_channels(x, weights.to(x.dtype), groups, per_group), weights.clone()
 
     @staticmethod
+    @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad, grad_gate):
         x, standardized, mean, std, inv, pooled, weights, weight = ctx.saved_tensors
         groups, per_group = ctx.groups, ctx.per_group
@@ -233,6 +235,7 @@ class _ChannelGroupAttentionKernels(torch.autograd.Function):
         return kernels.scale_add(x, channel_weights, groups), gate_out
 
     @staticmethod
+    @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad, grad_gate):
         x, maps, stats, pooled, gate, channel_weights, weight = ctx.saved_tensors
         kernels = triton_kernels()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .._checks import check_feature_map, check_positive_int
 from ._group_ops import broadcast_channels, spatial_dims, spatial_dot, spatial_size, stat_dtype
@@ -105,6 +106,7 @@ class _SqueezeExcite(torch.autograd.Function):
         return x * broadcast_channels(weights.to(x.dtype), x)
 
     @staticmethod
+    @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad):
         x, pooled, hidden, weights, weight1, weight2 = ctx.saved_tensors
         kernels = triton_kernels() if ctx.kernels else None

@@ -4,6 +4,7 @@ diabetic retinopathy image segmentation", SPIE Medical Imaging 2020."""
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .._checks import check_groups
 from ._group_ops import (
@@ -131,6 +132,7 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad):
         out, high, channel_mean, standardized, std, inv = ctx.saved_tensors
         groups = ctx.groups
@@ -204,6 +206,7 @@ class _SpatialGroupAttentionSkipKernels(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad):
         out, high, channel_mean, maps, stats = ctx.saved_tensors
         kernels = triton_kernels()

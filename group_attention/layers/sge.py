@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .._checks import check_feature_map, check_groups
 from ._group_ops import (
@@ -115,6 +116,7 @@ class _SpatialGroupEnhance(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad):
         x, channel_mean, standardized, std, inv, weight, bias = ctx.saved_tensors
         groups = ctx.groups
@@ -162,6 +164,7 @@ class _SpatialGroupEnhanceKernels(torch.autograd.Function):
         return kernels.gate_groups(x, maps, stats, affine)
 
     @staticmethod
+    @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad):
         x, channel_mean, maps, stats, affine = ctx.saved_tensors
         kernels = triton_kernels()
