@@ -113,39 +113,76 @@ def floor_bytes(layer: str, mode: str, features: int, maps: int, element_size: i
                 high: int = 0) -> "int | None":
     """Bytes a layer must read and write, with every pass fused as far as its data dependencies allow.
 
-    ``features`` is the element count of the input ``x`` (``N``), ``maps`` that of its ``m`` group maps
-    (``M = N m / C``, float32 statistics), ``element_size`` the bytes of one feature. A pass cannot start before a
-    global reduction it depends on has finished; everything else is assumed fused.
+    ``features`` is the element count of the input ``x`` (``N``, ``e`` bytes each), ``maps`` that of its ``m``
+    group maps (``M = N m / C``, float32: 4 bytes), ``element_size`` is ``e``. A pass cannot start before a global
+    reduction it depends on has finished; everything else is assumed fused. Group maps are either kept (written
+    once, read where needed) or recomputed from ``x`` in a pass that reads ``x`` anyway, or by reading ``x`` once
+    more: the floor takes the cheaper, so it never charges more than re-reading ``x`` (with one channel per group the
+    maps are ``x`` itself).
 
-    - SE: forward reads ``x`` for the channel means, then reads ``x`` and writes ``y``: ``3N``. Backward reads the
-      output gradient ``g`` and ``x`` for the per-channel sums of ``g x`` (the weights' gradient), then reads ``g``
-      again and writes ``dx``: ``4N``.
-    - CGA: forward reads ``x`` for the group sums (writing the maps), reads the maps once to standardize and pool
-      them, then reads ``x`` and writes ``y``: ``3N + 2M``. Backward as SE, plus reading the saved maps twice (their
-      gradient's spatial sums, then the gradient itself in the ``dx`` pass): ``4N + 2M``.
-    - SGE: forward needs the channel means before the dot-product maps can be formed, and the maps' statistics
-      before the gated product: ``x`` is read three times and ``y`` written, ``4N + 2M``. Backward reads ``g``
-      and ``x`` once (the gate's gradient per position; the per-channel sums that feed ``dx`` can be accumulated in
-      the same pass), then reads ``g`` and writes ``dx``: ``4N + 2M``.
-    - SGAU's attention (``low``: ``L`` elements; ``high``: ``H`` elements, ``M`` maps at the high level): forward
-      reads ``high`` twice (means, maps), reads ``low`` and writes the attended half: ``2H + 2L + 2M``. Backward
-      reads ``g`` and ``low`` once, writing ``d low`` (the attention is known), then reads ``high`` once and writes
-      ``d high``: ``3L + 2H + 2M``.
+    - SE: forward reads ``x`` for the channel means, then reads ``x`` and writes ``y``: ``3Ne``. Backward reads the
+      output gradient ``g`` and ``x`` for the per-channel sums of ``g x``, then reads ``g`` again and writes ``dx``:
+      ``4Ne``.
+    - CGA: forward reads ``x`` for the group sums and their statistics, needs the maps again to pool their
+      standardized sigmoid (kept: ``8M``; or ``x`` re-read: ``Ne``), then reads ``x`` and writes ``y``:
+      ``3Ne + min(8M, Ne)``. Backward reads ``g`` and ``x`` (per-channel sums; the maps are sums of the ``x`` it
+      reads), then reads ``g``, the maps (``4M`` kept, or ``Ne``) and writes ``dx``. Forward+backward:
+      ``min(7Ne + 12M, 9Ne)``.
+    - SGE: forward reads ``x`` for the channel means, ``x`` for the dot-product maps' statistics, then ``x`` (the
+      maps are recomputed from the channels it reads) and writes ``y``: ``4Ne``. Backward reads ``g`` and ``x``
+      (the gate's gradient per position; the per-channel sums that feed ``dx`` are accumulated in the same pass),
+      then reads ``g`` and writes ``dx``, which needs per position the map and the gate's gradient again (kept:
+      write and read both, ``16M``; or ``x`` re-read: ``Ne``). Forward+backward: ``8Ne + min(16M, Ne)``.
+    - SGAU's attention, the cost of SGAU over ConcatSkip, which already reads ``low`` and writes it into the
+      concatenation (``low``: ``L`` elements; ``high``: ``H`` elements, ``M`` maps at the high level): forward
+      reads ``high`` twice (channel means, maps and their statistics) and the maps once more where the attention
+      is applied (kept: ``8M``; or ``high`` re-read: ``He``): ``2He + min(8M, He)``. Backward (ConcatSkip's is
+      free: its input gradients are views) reads ``g`` and ``low`` once, writing ``d low``, then reads ``high``
+      once and writes ``d high``, with the maps' gradient kept in between: ``(3L + 2H)e + 8M``.
     """
+    n, e, kept = features, element_size, maps * MAP_BYTES
     if layer == "SGAU attention":
-        forward = (2 * high + 2 * low) * element_size + 2 * maps * MAP_BYTES
-        backward = (3 * low + 2 * high) * element_size + 2 * maps * MAP_BYTES
+        forward = 2 * high * e + min(2 * kept, high * e)
+        total = forward + (3 * low + 2 * high) * e + 2 * kept
     elif layer in ("SE", "timm SE"):
-        forward, backward = 3 * features * element_size, 4 * features * element_size
+        forward, total = 3 * n * e, 7 * n * e
     elif layer == "CGA":
-        forward = 3 * features * element_size + 2 * maps * MAP_BYTES
-        backward = 4 * features * element_size + 2 * maps * MAP_BYTES
+        forward = 3 * n * e + min(2 * kept, n * e)
+        total = min(7 * n * e + 3 * kept, 9 * n * e)
     elif layer in ("SGE", "SGE (materializing)"):
-        forward = 4 * features * element_size + 2 * maps * MAP_BYTES
-        backward = 4 * features * element_size + 2 * maps * MAP_BYTES
+        forward, total = 4 * n * e, 8 * n * e + min(4 * kept, n * e)
     else:
         return None
-    return forward if mode == "fwd" else forward + backward
+    return forward if mode == "fwd" else total
+
+
+def add_floors(case: dict[str, Any], bandwidth: float) -> None:
+    """Each contender's floor (bytes, and ms at ``bandwidth`` bytes/s) and its time and GPU kernel time over it; for
+    SGAU, the attention's: SGAU's time minus ConcatSkip's."""
+    case["bandwidth_GBps"] = bandwidth / 1e9
+    element_size = case["element_size"]
+    for mode, by_name in case["results"].items():
+        if case["kind"] == "skip":
+            sgau, concat = by_name["SGAU"], by_name["ConcatSkip"]
+            bytes_needed = floor_bytes("SGAU attention", mode, 0, case["maps"], element_size, low=case["features"],
+                                       high=math.prod(case["high_shape"]))
+            floor_ms = 1000 * bytes_needed / bandwidth
+            overhead = sgau["median_ms"] - concat["median_ms"]
+            kernels_ms = None
+            if sgau.get("kernel_ms") and concat.get("kernel_ms"):
+                kernels_ms = sgau["kernel_ms"] - concat["kernel_ms"]
+            sgau.update(attention_ms=overhead, floor_bytes=bytes_needed, floor_ms=floor_ms,
+                        vs_floor=overhead / floor_ms, attention_kernel_ms=kernels_ms,
+                        kernels_vs_floor=kernels_ms / floor_ms if kernels_ms else None)
+            continue
+        for name, summary in by_name.items():
+            bytes_needed = floor_bytes(name.removesuffix(TORCH_OPS), mode, case["features"], case["maps"],
+                                       element_size)
+            floor_ms = 1000 * bytes_needed / bandwidth if bytes_needed else None
+            kernels_ms = summary.get("kernel_ms")
+            summary.update(floor_bytes=bytes_needed, floor_ms=floor_ms,
+                           vs_floor=summary["median_ms"] / floor_ms if floor_ms else None,
+                           kernels_vs_floor=kernels_ms / floor_ms if floor_ms and kernels_ms else None)
 
 
 # -- cases -----------------------------------------------------------------------------------------------------------
@@ -284,21 +321,15 @@ def encoder_case(label: str, shape: tuple[int, ...], settings: Settings, bandwid
     log(f"{label} {tuple(shape)}: {', '.join(modules)}")
     results = time_case(modules, (x,), settings, log)
     add_kernel_speedups(results)
-    features = x.numel()
-    maps = features // channels * GROUPS
-    element_size = x.element_size()
-    for mode, by_name in results.items():
+    for by_name in results.values():
         for name, summary in by_name.items():
-            bytes_needed = floor_bytes(name.removesuffix(TORCH_OPS), mode, features, maps, element_size)
-            summary["floor_bytes"] = bytes_needed
-            summary["floor_ms"] = 1000 * bytes_needed / bandwidth if bytes_needed else None
-            summary["vs_floor"] = summary["median_ms"] / summary["floor_ms"] if bytes_needed else None
-            kernels_ms = summary.get("kernel_ms")
-            summary["kernels_vs_floor"] = kernels_ms / summary["floor_ms"] if bytes_needed and kernels_ms else None
             summary["vs_timm_se"] = ratio_fields(by_name, name, "timm SE")
             summary["vs_materializing_sge"] = ratio_fields(by_name, name, "SGE (materializing)")
-    return {"case": label, "kind": "encoder", "shape": list(shape), "features": features, "maps": maps,
-            "element_size": element_size, "bandwidth_GBps": bandwidth / 1e9, "results": results, "notes": notes}
+    case = {"case": label, "kind": "encoder", "shape": list(shape), "features": x.numel(),
+            "maps": x.numel() // channels * GROUPS, "element_size": x.element_size(), "results": results,
+            "notes": notes}
+    add_floors(case, bandwidth)
+    return case
 
 
 def skip_case(label: str, low_shape: tuple[int, ...], settings: Settings, bandwidth: float,
@@ -316,22 +347,13 @@ def skip_case(label: str, low_shape: tuple[int, ...], settings: Settings, bandwi
     log(f"{label} low {tuple(low_shape)}, high {tuple(high_shape)}: {', '.join(modules)}")
     results = time_case(modules, (low, high), settings, log)
     add_kernel_speedups(results)
-    maps = high.numel() // high.shape[1] * GROUPS
-    for mode, by_name in results.items():
-        bytes_needed = floor_bytes("SGAU attention", mode, 0, maps, low.element_size(), low=low.numel(),
-                                   high=high.numel())
-        overhead = by_name["SGAU"]["median_ms"] - by_name["ConcatSkip"]["median_ms"]
-        floor_ms = 1000 * bytes_needed / bandwidth
-        kernels_ms = None
-        if by_name["SGAU"].get("kernel_ms") and by_name["ConcatSkip"].get("kernel_ms"):
-            kernels_ms = by_name["SGAU"]["kernel_ms"] - by_name["ConcatSkip"]["kernel_ms"]
-        by_name["SGAU"].update(attention_ms=overhead, floor_bytes=bytes_needed, floor_ms=floor_ms,
-                               vs_floor=overhead / floor_ms, vs_concat_skip=ratio_fields(by_name, "SGAU", "ConcatSkip"),
-                               attention_kernel_ms=kernels_ms,
-                               kernels_vs_floor=kernels_ms / floor_ms if kernels_ms else None)
-    return {"case": label, "kind": "skip", "shape": list(low_shape), "high_shape": list(high_shape),
-            "features": low.numel(), "maps": maps, "element_size": low.element_size(),
-            "bandwidth_GBps": bandwidth / 1e9, "results": results, "notes": []}
+    for by_name in results.values():
+        by_name["SGAU"]["vs_concat_skip"] = ratio_fields(by_name, "SGAU", "ConcatSkip")
+    case = {"case": label, "kind": "skip", "shape": list(low_shape), "high_shape": list(high_shape),
+            "features": low.numel(), "maps": high.numel() // high.shape[1] * GROUPS, "element_size": low.element_size(),
+            "results": results, "notes": []}
+    add_floors(case, bandwidth)
+    return case
 
 
 # -- report ----------------------------------------------------------------------------------------------------------
@@ -562,6 +584,9 @@ def run_cases(settings: Settings, shapes: list[tuple[str, str, tuple[int, ...]]]
     element_size = torch.empty((), dtype=feature_dtype(settings)).element_size()
     log(f"== {settings.dtype}{' autocast' if settings.dtype != 'fp32' else ''}")
     for kind, label, shape in shapes:
+        wanted = ENCODER_CONTENDERS if kind == "encoder" else SKIP_CONTENDERS
+        if contenders is not None and not contenders & set(wanted):
+            continue  # --contenders selects none of this case's layers
         nbytes = element_size * math.prod(shape)
         if nbytes not in bandwidths:
             bandwidths[nbytes] = timing.copy_bandwidth(nbytes, settings.device)

@@ -88,3 +88,49 @@ def test_bench_models_quick_writes_every_variant(tmp_path, keep_threads):
 
 def has(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
+
+
+@pytest.mark.parametrize("layer, channels, element_size, forward, total", [
+    # bytes per element of x, hand-derived from docs/benchmarks.md's floor table (N = 1, M = 1 / K maps per element)
+    ("SE", 64, 4, 12, 28),
+    ("CGA", 32, 4, 16, 36),  # one channel per group: maps are x; re-reading x (4) equals keeping them (8 M = 8)
+    ("CGA", 32, 2, 8, 18),  # bf16, one channel per group: re-read x (2 bytes) instead of keeping maps (8)
+    ("CGA", 512, 4, 12 + 8 / 16, 28 + 12 / 16),  # 16 channels per group: keep the maps
+    ("SGE", 64, 4, 16, 32 + 4),  # 2 channels per group: keeping a' and the maps (16 M = 8) vs re-reading x (4)
+    ("SGE", 512, 4, 16, 32 + 16 / 16),
+])
+def test_floor_bytes_match_the_documented_model(layer, channels, element_size, forward, total):
+    bench = load_script("bench_layers")
+    features = 16 * channels * 1024
+    maps = features // channels * 32
+    assert bench.floor_bytes(layer, "fwd", features, maps, element_size) == forward * features
+    assert bench.floor_bytes(layer, "fwd+bwd", features, maps, element_size) == total * features
+
+
+def test_sgau_floor_leaves_out_what_concat_skip_does_too():
+    """SGAU's attention is timed as SGAU minus ConcatSkip, which reads low and writes it: forward reads high twice
+    and the maps (kept, 8 M, or high re-read): 2 H e + min(8 M, H e); backward (3 L + 2 H) e + 8 M."""
+    bench = load_script("bench_layers")
+    low, high, maps = 8 * 32 * 64 * 64, 8 * 64 * 32 * 32, 8 * 32 * 32 * 32
+    assert bench.floor_bytes("SGAU attention", "fwd", 0, maps, 4, low=low, high=high) == 2 * high * 4 + 8 * maps
+    assert bench.floor_bytes("SGAU attention", "fwd+bwd", 0, maps, 4, low=low, high=high) == (
+        2 * high * 4 + 8 * maps + (3 * low + 2 * high) * 4 + 8 * maps)
+
+
+def test_refloor_recomputes_a_stored_run(tmp_path, keep_threads):
+    """The floors of a stored run, recomputed from its JSON, equal those the benchmark wrote (same model), and a
+    raised bandwidth scales them down and is recorded."""
+    bench, refloor = load_script("bench_layers"), load_script("refloor")
+    bench.main([*QUICK, "--out", str(tmp_path), "--stem", "layers", "--no-skip"])
+    stored = json.loads((tmp_path / "layers.json").read_text())
+    again = refloor.refloor(json.loads((tmp_path / "layers.json").read_text()), bandwidth_at_least_largest=False,
+                            date="test")
+    for before, after in zip(stored["runs"][0]["cases"], again["runs"][0]["cases"]):
+        for mode in bench.MODES:
+            for name, summary in before["results"][mode].items():
+                assert after["results"][mode][name]["floor_ms"] == pytest.approx(summary["floor_ms"])
+    for case in stored["runs"][0]["cases"]:
+        case["bandwidth_GBps"] /= 2  # as a launch-bound measurement would
+    stored["runs"][0]["cases"][0]["bandwidth_GBps"] *= 2
+    raised = refloor.refloor(stored, bandwidth_at_least_largest=True, date="test")
+    assert any("copy bandwidth raised" in note for note in raised["runs"][0]["notes"])
