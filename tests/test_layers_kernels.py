@@ -463,3 +463,26 @@ def test_traced_layers_record_pytorch_operations():
             with kernels("torch"):
                 expected = layer(*fresh)
             torch.testing.assert_close(traced(*fresh), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="needs 6 GB of untouched virtual memory: interpreter only")
+def test_sgau_copies_up_right_past_two_billion_elements(monkeypatch):
+    """SGAU's output copies ``up`` ``C_low H W`` elements past the attended half: with 32 channels at 8192 x 8192
+    that is 2^31, beyond int32. Only program (0, 0) runs; the inputs are stride-0 views of small buffers."""
+    from group_attention.layers import _triton_kernels
+
+    channels, size = 32, 8192
+    positions = size * size
+    shape = (1, channels, size, size)
+    low = torch.ones(4096, dtype=torch.float16).as_strided(shape, (0, 0, 0, 0))
+    up = torch.full((4096,), 7.0, dtype=torch.float16).as_strided(shape, (0, 0, 0, 0))
+    maps = torch.zeros(16384).as_strided((1, channels, size // 2, size // 2), (0, 0, 0, 1))  # 2 rows read
+    stats = torch.zeros(channels, 4)  # scale 0: A = sigmoid(0) = 1/2
+    arena = torch.empty(3 * channels * positions, dtype=torch.float16)  # channels * positions of slack first
+    arena[:8].zero_()
+    out = arena[channels * positions:].view(1, 2 * channels, size, size)
+    monkeypatch.setattr(_triton_kernels._Launch, "grid", property(lambda self: (1, 1)))
+    _triton_kernels.attend(low, up, maps, stats, out)
+    assert out[0, 0, 0, :4].tolist() == [1.5] * 4
+    assert out[0, channels, 0, :4].tolist() == [7.0] * 4
+    assert arena[:4].tolist() == [0.0] * 4  # nothing written before the output

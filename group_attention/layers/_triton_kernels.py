@@ -280,13 +280,14 @@ def _attend_kernel(low_ptr, up_ptr, maps_ptr, stats_ptr, out_ptr, G, N, K, W_out
     mean, _std, _inv, scale = _load_stats(stats_ptr, bg)
     gain = 1.0 + _bilinear_saliency(maps_ptr, bg, mean, scale, offs_n, mask_n, W_out, h, w, scale_h, scale_w)
     out_row0 = (bg // G) * (2 * G * K) + (bg % G) * K
-    out_shift = (out_row0 - bg * K).to(tl.int64) * N  # from a row of low (or up) to its row of the output
+    out_shift = (out_row0 - bg * K).to(tl.int64) * N  # from a row of low to its row of the output
+    up_shift = (out_row0 + G * K - bg * K).to(tl.int64) * N  # from a row of up to its row (int64: G K N >= 2^31)
     for k0 in range(0, K, BLOCK_K):
         _rows, _mask_k, offsets, mask = _rows_tile(bg * K, k0, K, offs_n, mask_n, N, BLOCK_K)
         attended = tl.load(low_ptr + offsets, mask=mask, other=0.0).to(tl.float32) * gain[None, :]
         tl.store(out_ptr + out_shift + offsets, attended.to(out_ptr.dtype.element_ty), mask=mask)
         up = tl.load(up_ptr + offsets, mask=mask, other=0.0)
-        tl.store(out_ptr + out_shift + G * K * N + offsets, up.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + up_shift + offsets, up.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
