@@ -395,7 +395,8 @@ def test_auto_falls_back_with_one_warning_when_triton_cannot_run(fake_gpu):
     from group_attention.layers import _kernels
 
     fake_gpu["module"] = _Trial(RuntimeError("Failed to find C compiler. Please specify via CC environment variable."))
-    with pytest.warns(RuntimeWarning, match=r"cuda:0 \(RuntimeError: Failed to find C compiler.*set_kernels\('torch'\)"):
+    message = r"cuda:0 \(RuntimeError: Failed to find C compiler.*set_kernels\('torch'\)"
+    with pytest.warns(RuntimeWarning, match=message):
         assert not _kernels.use_triton(_FakeCudaTensor())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
