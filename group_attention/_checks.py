@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -12,6 +14,15 @@ def check_positive_int(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return value
+
+
+def check_positive_real(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a finite real number > 0; raise ``TypeError``/``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive number, got {value!r} of type {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def check_bool(name: str, value: object) -> bool:
@@ -39,7 +50,13 @@ def check_groups(channels_name: str, channels: int, groups: int) -> None:
 
 
 def check_feature_map(name: str, x: object, channels: int, owner: str) -> None:
-    """Check that ``x`` is a ``(B, C, *spatial)`` tensor with ``C == channels`` and at least one spatial dim."""
+    """Check that ``x`` is a ``(B, C, *spatial)`` tensor with ``C == channels`` and at least one spatial dim.
+
+    A ``torch.fx`` proxy passes unchecked: symbolic tracing records the layer's call, and the check runs when the
+    traced graph runs on tensors.
+    """
+    if isinstance(x, torch.fx.Proxy):
+        return
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 3:
@@ -61,3 +78,14 @@ def check_choice(name: str, value: object, valid: "list[str] | tuple[str, ...]")
     if value not in valid:
         raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def check_sigmoid_gate(owner: str, gate_layer: object) -> None:
+    """Accept only a sigmoid gate (``None``, ``"sigmoid"`` or ``nn.Sigmoid``): the layer's equation fixes it.
+
+    timm passes ``gate_layer`` to attention layers; a different gate would silently change the equation.
+    """
+    if gate_layer is None or gate_layer is torch.nn.Sigmoid or gate_layer == "sigmoid":
+        return
+    raise ValueError(f"{owner}: gate_layer must be the sigmoid of its equation (None, 'sigmoid' or nn.Sigmoid), "
+                     f"got {gate_layer!r}; use SE for another gate")

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from group_attention import CGA, SE, SGAU, SGE
-from group_attention.layers import _group_ops as group_ops
-from group_attention.layers._group_ops import (
+from group_attention.layers.fused import common as group_ops
+from group_attention.layers.fused.common import (
     LOOP_MAX_CHANNELS_PER_GROUP,
     resize_to,
     resize_to_backward,

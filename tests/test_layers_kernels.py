@@ -263,7 +263,7 @@ def test_kernel_choice_is_checked_and_restored():
 
 def test_without_triton_the_layers_use_pytorch_operations(monkeypatch):
     """Where Triton cannot be imported, even ``kernels("triton")`` falls back to PyTorch operations, silently."""
-    from group_attention.layers import _kernels
+    from group_attention.layers import dispatch as _kernels
 
     monkeypatch.setattr(_kernels, "_triton_module", None)
     monkeypatch.setattr(_kernels, "_interpreting", lambda: True)
@@ -277,12 +277,12 @@ def test_without_triton_the_layers_use_pytorch_operations(monkeypatch):
 def test_layouts_for_very_large_inputs(monkeypatch):
     """Beyond CUDA's 65535 tiles per grid the tiles grow, and past 64 tiles the standardization's sums are merged
     before the kernel that reads them all: both, forced at small sizes, against the float64 references."""
-    from group_attention.layers import _triton_kernels
+    from group_attention.layers.fused.triton import common, sgau
 
-    monkeypatch.setattr(_triton_kernels, "MAX_GRID_TILES", 3)
-    monkeypatch.setattr(_triton_kernels, "MAX_INLINE_SUM_TILES", 1)
+    monkeypatch.setattr(common, "MAX_GRID_TILES", 3)
+    monkeypatch.setattr(sgau, "MAX_INLINE_SUM_TILES", 1)
     x = torch.randn(1, 64, 50, 61, generator=torch.Generator().manual_seed(0)) * 3 + 1
-    assert _triton_kernels._launch(x, 32).tiles <= 3
+    assert common._launch(x, 32).tiles <= 3
     _compare(_randomize(CGA(64, 4)), lambda x, w, b: references.cga(x, w, b, 4), [x],
              kernel_function="_ChannelGroupAttentionKernels")
     _compare(_randomize(SE(64, 8)), references.se, [x])
@@ -296,7 +296,7 @@ def test_layouts_for_very_large_inputs(monkeypatch):
 
 @needs_kernels
 def test_trial_kernel_computes_its_hand_derived_value():
-    from group_attention.layers import _triton_kernels
+    from group_attention.layers.fused.triton import common as _triton_kernels
 
     # sigmoid(-1) + sigmoid(1) = 1, and sigmoid(0) = 1/2
     assert _triton_kernels.trial(torch.device(DEVICE)).item() == pytest.approx(1.5, abs=1e-6)
@@ -307,7 +307,7 @@ def test_launch_layout_stays_within_cudas_grid():
     needs 65552 tiles of the usual 256 positions, so its tiles double instead."""
     if not HAVE_TRITON:
         pytest.skip("Triton is not installed")
-    from group_attention.layers import _triton_kernels
+    from group_attention.layers.fused.triton import common as _triton_kernels
 
     usual = _triton_kernels._launch(torch.empty(8, 64, 192, 256, device="meta"), 32)
     assert (usual.block_k, usual.block_n, usual.tiles) == (2, 2048, 24)
@@ -342,7 +342,7 @@ class _Trial:
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """A CUDA device of a chosen compute capability, with a stand-in for the trial launch."""
-    from group_attention.layers import _kernels
+    from group_attention.layers import dispatch as _kernels
 
     state = {"capability": (9, 0), "module": _Trial()}
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: state["capability"])
@@ -363,7 +363,7 @@ def fake_gpu(monkeypatch):
     ((8, 0), torch.bfloat16, True),
 ])
 def test_auto_uses_the_kernels_only_on_gpus_triton_serves(fake_gpu, capability, dtype, expected):
-    from group_attention.layers import _kernels
+    from group_attention.layers import dispatch as _kernels
 
     fake_gpu["capability"] = capability
     assert _kernels.use_triton(_FakeCudaTensor(dtype), _FakeCudaTensor(torch.float32)) is expected
@@ -372,7 +372,7 @@ def test_auto_uses_the_kernels_only_on_gpus_triton_serves(fake_gpu, capability, 
 
 
 def test_auto_leaves_rocm_to_an_explicit_choice(fake_gpu, monkeypatch):
-    from group_attention.layers import _kernels
+    from group_attention.layers import dispatch as _kernels
 
     monkeypatch.setattr(torch.version, "hip", "6.2")
     assert not _kernels.use_triton(_FakeCudaTensor())
@@ -381,7 +381,7 @@ def test_auto_leaves_rocm_to_an_explicit_choice(fake_gpu, monkeypatch):
 
 
 def test_auto_tries_each_gpu_once(fake_gpu):
-    from group_attention.layers import _kernels
+    from group_attention.layers import dispatch as _kernels
 
     for _ in range(3):
         assert _kernels.use_triton(_FakeCudaTensor(index=0))
@@ -392,7 +392,7 @@ def test_auto_tries_each_gpu_once(fake_gpu):
 def test_auto_falls_back_with_one_warning_when_triton_cannot_run(fake_gpu):
     """Triton builds a launcher with a C compiler at run time; where that (or anything else in the toolchain) fails,
     the layers warn once and use PyTorch operations on that GPU; an explicit ``"triton"`` lets the error surface."""
-    from group_attention.layers import _kernels
+    from group_attention.layers import dispatch as _kernels
 
     fake_gpu["module"] = _Trial(RuntimeError("Failed to find C compiler. Please specify via CC environment variable."))
     message = r"cuda:0 \(RuntimeError: Failed to find C compiler.*set_kernels\('torch'\)"
@@ -407,7 +407,7 @@ def test_auto_falls_back_with_one_warning_when_triton_cannot_run(fake_gpu):
 
 
 def test_a_full_gpu_is_not_mistaken_for_a_triton_failure(fake_gpu):
-    from group_attention.layers import _kernels
+    from group_attention.layers import dispatch as _kernels
 
     fake_gpu["module"] = _Trial(torch.cuda.OutOfMemoryError("CUDA out of memory"))
     with pytest.raises(torch.cuda.OutOfMemoryError):
@@ -416,7 +416,7 @@ def test_a_full_gpu_is_not_mistaken_for_a_triton_failure(fake_gpu):
 
 
 def test_no_trial_launch_inside_a_cuda_graph_capture(fake_gpu, monkeypatch):
-    from group_attention.layers import _kernels
+    from group_attention.layers import dispatch as _kernels
 
     monkeypatch.setattr(_kernels, "_capturing", lambda: True)
     assert _kernels.use_triton(_FakeCudaTensor())
@@ -428,7 +428,7 @@ def test_kernels_launch_on_their_tensors_device(monkeypatch):
     cuda:1 while cuda:0 is current) and leaves the current device alone otherwise."""
     if not HAVE_TRITON:
         pytest.skip("Triton is not installed")
-    from group_attention.layers import _triton_kernels
+    from group_attention.layers.fused.triton import common as _triton_kernels
 
     entered = []
 
@@ -470,7 +470,7 @@ def test_traced_layers_record_pytorch_operations():
 def test_sgau_copies_up_right_past_two_billion_elements(monkeypatch):
     """SGAU's output copies ``up`` ``C_low H W`` elements past the attended half: with 32 channels at 8192 x 8192
     that is 2^31, beyond int32. Only program (0, 0) runs; the inputs are stride-0 views of small buffers."""
-    from group_attention.layers import _triton_kernels
+    from group_attention.layers.fused.triton import common, sgau
 
     channels, size = 32, 8192
     positions = size * size
@@ -482,8 +482,8 @@ def test_sgau_copies_up_right_past_two_billion_elements(monkeypatch):
     arena = torch.empty(3 * channels * positions, dtype=torch.float16)  # channels * positions of slack first
     arena[:8].zero_()
     out = arena[channels * positions:].view(1, 2 * channels, size, size)
-    monkeypatch.setattr(_triton_kernels._Launch, "grid", property(lambda self: (1, 1)))
-    _triton_kernels.attend(low, up, maps, stats, out)
+    monkeypatch.setattr(common._Launch, "grid", property(lambda self: (1, 1)))
+    sgau.attend(low, up, maps, stats, out)
     assert out[0, 0, 0, :4].tolist() == [1.5] * 4
     assert out[0, channels, 0, :4].tolist() == [7.0] * 4
     assert arena[:4].tolist() == [0.0] * 4  # nothing written before the output

@@ -3,29 +3,41 @@ image segmentation", SPIE Medical Imaging 2020 (doi:10.1117/12.2548310)."""
 
 from __future__ import annotations
 
-
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
-from .._checks import check_choice, check_feature_map, check_groups
-from ._kernels import triton_kernels, use_triton
-from ._group_ops import (
-    DEFAULT_EPS,
-    broadcast_channels,
-    expand_groups,
-    group_sum,
-    restandardize_maps,
-    spatial_dims,
-    spatial_dot,
-    spatial_size,
-    spatial_standardize,
-    stat_dtype,
-    standardize_maps,
-    standardize_maps_backward,
-)
+from .._checks import check_choice, check_feature_map, check_groups, check_sigmoid_gate
+from .dispatch import use_fused
+from .fused.cga import fused_channel_group_attention
+from .group_ops import DEFAULT_EPS, broadcast_channels, expand_groups, group_sum, spatial_dims, spatial_standardize
 
 GATE_MODES = ("group", "channel")
+
+
+def group_saliency(x: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """Eq. 1: ``s_g = sigmoid(Norm(sum_{c in g} x_c))``. ``(B, C, *S) -> (B, m, *S)``, values in (0, 1)."""
+    return torch.sigmoid(spatial_standardize(group_sum(x, groups), eps))
+
+
+def cga_channel_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
+                        eps: float = DEFAULT_EPS, per_group: bool = True) -> torch.Tensor:
+    """Eq. 2's gate ``sigmoid(W GP(s) + b)``, one weight per channel: ``(B, C, *S) -> (B, C)``.
+
+    ``weight`` is ``(m, m)`` with ``per_group`` (each group's weight shared by its channels) or ``(C, m)``.
+    """
+    pooled = group_saliency(x, groups, eps).mean(spatial_dims(x))  # GP: (B, m)
+    gate = torch.sigmoid(F.linear(pooled, weight.to(pooled.dtype), bias.to(pooled.dtype)))
+    return expand_groups(gate, x.shape[1]) if per_group else gate
+
+
+def channel_group_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
+                            eps: float = DEFAULT_EPS, per_group: bool = True) -> torch.Tensor:
+    """Eq. 2: ``Y = sigmoid(W GP(s) + b) * x``. ``(B, C, *S) -> (B, C, *S)``."""
+    return x * broadcast_channels(cga_channel_weights(x, weight, bias, groups, eps, per_group).to(x.dtype), x)
+
+
+torch.fx.wrap("channel_group_attention")  # torch.fx records the call; its shape logic runs on tensors
 
 
 class CGA(nn.Module):
@@ -42,11 +54,9 @@ class CGA(nn.Module):
 
     where :math:`\mathrm{Norm}(t) = (t - \mu_t) / (\sigma_t + \epsilon)` over space.
 
-    The paper leaves the shape of the learned map open. With ``gate="group"`` (default) :math:`W` maps the ``m``
-    pooled values to ``m`` group weights (``m*m + m`` parameters), each weight shared by the ``C / m`` channels of its
-    group: five such modules with m = 32 add 5,280 parameters, the 6K of Table 1 (6.981M -> 6.987M). ``gate="channel"``
-    maps to ``C`` channel weights (``m*C + C`` parameters; 32.7K for the paper's encoder), which the table rules out
-    for GANet but which is offered for experiments.
+    With ``gate="group"`` (default) :math:`W` maps the ``m`` pooled values to ``m`` group weights (``m*m + m``
+    parameters), each shared by its group's channels: the reading that gives Table 1's 6K parameters for GANet's five
+    modules; ``gate="channel"`` maps to ``C`` channel weights (``m*C + C``). Docs: "From paper to code".
 
     Args:
         channels: number of input channels ``C``; the first positional argument, so ``CGA`` works as timm's
@@ -54,6 +64,9 @@ class CGA(nn.Module):
         groups: number of groups ``m`` (default 32, the paper's); must divide ``channels``.
         gate: ``"group"`` (one weight per group, default) or ``"channel"`` (one weight per channel).
         eps: added to the spatial standard deviation (default 1e-5).
+        act_layer, rd_ratio, rd_channels, rd_divisor: accepted for timm's ``attn_layer``/``se_layer`` contract and
+            ignored: CGA has no bottleneck and no hidden activation.
+        gate_layer: the gate's activation; only the paper's sigmoid (``None``, ``"sigmoid"`` or ``nn.Sigmoid``).
         device, dtype: factory keyword arguments for the parameters (timm passes them).
 
     Shape:
@@ -73,18 +86,23 @@ class CGA(nn.Module):
         *,
         gate: str = "group",
         eps: float = DEFAULT_EPS,
+        act_layer: object = None,
+        rd_ratio: object = None,
+        rd_channels: object = None,
+        rd_divisor: object = None,
+        gate_layer: object = None,
         device: "torch.device | str | None" = None,
         dtype: "torch.dtype | None" = None,
     ) -> None:
         super().__init__()
         check_groups("channels", channels, groups)
         check_choice("gate", gate, GATE_MODES)
+        check_sigmoid_gate("CGA", gate_layer)
         self.channels = channels
         self.groups = groups
         self.gate = gate
         self.eps = eps
-        out_features = groups if gate == "group" else channels
-        self.fc = nn.Linear(groups, out_features, device=device, dtype=dtype)
+        self.fc = nn.Linear(groups, groups if gate == "group" else channels, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -92,162 +110,32 @@ class CGA(nn.Module):
         self.fc.reset_parameters()
 
     def group_saliency(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. 1: the sigmoid of each group's standardized channel sum. ``(B, C, *spatial) -> (B, m, *spatial)``."""
-        return torch.sigmoid(spatial_standardize(group_sum(x, self.groups), self.eps))
+        """Eq. 1 (:func:`group_saliency`): ``(B, C, *spatial) -> (B, m, *spatial)``."""
+        return group_saliency(x, self.groups, self.eps)
 
     def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. 2 without the product: the weight of every channel in (0, 1). ``(B, C, *spatial) -> (B, C)``."""
-        pooled = self.group_saliency(x).mean(spatial_dims(x))
-        weights = torch.sigmoid(self.fc(pooled.to(self.fc.weight.dtype)))
-        return expand_groups(weights, self.channels) if self.gate == "group" else weights
+        """Eq. 2's gate (:func:`cga_channel_weights`): ``(B, C, *spatial) -> (B, C)``, values in (0, 1)."""
+        return cga_channel_weights(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self.gate == "group")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_gate(x)[0]
+        check_feature_map("x", x, self.channels, type(self).__name__)
+        if use_fused(x, self.fc.weight):
+            return self._fused(x)[0]
+        return channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self.gate == "group")
 
     def forward_with_gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The output and the channel weights that made it: ``(B, C, *spatial), (B, C)`` with ``y = x * w``.
-
-        The weights are positive, so a max-pool commutes with them: ``maxpool(y) == maxpool(x) * w``. The U-Net
-        encoder uses this to pool ``x``, which backward keeps anyway, instead of keeping ``y`` for the pool.
-        """
+        """The output and the channel weights that made it: ``(B, C, *spatial), (B, C)`` with ``y = x * w``."""
         check_feature_map("x", x, self.channels, type(self).__name__)
-        # The kernels read the gate's parameters too (in float32 whatever their float16/bfloat16/float32 dtype).
-        function = _ChannelGroupAttentionKernels if use_triton(x, self.fc.weight) else _ChannelGroupAttention
-        output, weights = function.apply(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self.gate == "group")
-        weights = weights.to(x.dtype)
-        return output, expand_groups(weights, self.channels) if self.gate == "group" else weights
+        if use_fused(x, self.fc.weight):
+            return self._fused(x)
+        weights = self.channel_weights(x).to(x.dtype)
+        return x * broadcast_channels(weights, x), weights
+
+    def _fused(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        per_group = self.gate == "group"
+        output, gate = fused_channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, per_group)
+        gate = gate.to(x.dtype)
+        return output, expand_groups(gate, self.channels) if per_group else gate
 
     def extra_repr(self) -> str:
         return f"{self.channels}, groups={self.groups}, gate={self.gate!r}, eps={self.eps}"
-
-
-class _ChannelGroupAttention(torch.autograd.Function):
-    """``CGA.forward_with_gate``: ``(x * w, w)`` with ``w = channel_weights(x)`` per group or channel, and a
-    hand-written backward.
-
-    Forward reads ``x`` twice (group sums, then the product) and keeps the standardized group maps (``m / C`` of
-    ``x``'s size); with one channel per group the maps are ``x`` itself, so it keeps nothing and backward recomputes
-    them. Backward reads ``gy`` and ``x`` once for the per-channel sums of ``gy * x`` and makes one more pass that
-    writes ``dx = gy * w + d_maps`` (the group maps' gradient broadcast over their channels). Autograd instead
-    materializes the channel weights per channel, ``gy * x``, the broadcast map gradient and the sum of the two
-    input gradients. The small linear map runs in float32 (at least) whatever the autocast state.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, groups: int, eps: float, per_group: bool):
-        # With one channel per group and x in float32 (or float64) the maps are x itself: standardize a copy.
-        maps_are_x = x.shape[1] == groups and x.dtype == stat_dtype(x.dtype)
-        standardized, mean, std, inv = standardize_maps(group_sum(x, groups), eps, overwrite=not maps_are_x)
-        pooled, weights = _gate(torch.sigmoid(standardized).mean(spatial_dims(x)), weight, bias)
-        kept_maps = None if x.shape[1] == groups else standardized
-        ctx.save_for_backward(x, kept_maps, mean, std, inv, pooled, weights, weight)
-        ctx.groups, ctx.per_group = groups, per_group
-        return _scale_channels(x, weights.to(x.dtype), groups, per_group), weights.clone()
-
-    @staticmethod
-    @once_differentiable  # hand-written: its own backward would not be the second derivative
-    def backward(ctx, grad, grad_gate):
-        x, standardized, mean, std, inv, pooled, weights, weight = ctx.saved_tensors
-        groups, per_group = ctx.groups, ctx.per_group
-        grad_x = None
-        # y = x * w_c: dL/dw_c = sum_p gy * x, summed over a group's channels when one weight serves the group.
-        channel_sums, product = spatial_dot(grad, x)
-        grad_pooled, grad_weight, grad_bias = _gate_backward(ctx, channel_sums, grad_gate, pooled, weights, weight)
-        if ctx.needs_input_grad[0]:
-            if standardized is None:  # one channel per group: the maps are x, converted to float32 if need be
-                standardized = restandardize_maps(group_sum(x, groups), mean, std, inv,
-                                                  overwrite=x.dtype != stat_dtype(x.dtype))
-            # pooled = mean_p sigmoid(standardized): each position gets 1/N of the pooled gradient.
-            grad_pooled = broadcast_channels(grad_pooled / spatial_size(x), standardized).to(standardized.dtype)
-            grad_standardized = torch.ops.aten.sigmoid_backward(grad_pooled, torch.sigmoid(standardized))
-            grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
-            # One pass over x: gy * w plus the group map's gradient, shared by the group's channels; on CPU written
-            # over the product gy * x, whose memory is free again (a fresh allocation costs page faults there).
-            grad_x = _scale_channels(grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps.to(x.dtype),
-                                     out=product)
-        return grad_x, grad_weight, grad_bias, None, None, None
-
-
-def _scale_channels(x: torch.Tensor, weights: torch.Tensor, groups: int, per_group: bool,
-                    add_maps: "torch.Tensor | None" = None, out: "torch.Tensor | None" = None) -> torch.Tensor:
-    """``x * w`` with ``w`` one weight per group (``(B, m)``) or per channel (``(B, C)``), plus ``add_maps``
-    (``(B, m, *spatial)``, broadcast over each group's channels) when given, in one pass over ``x``; written into
-    ``out`` (shaped and laid out like ``x``) when given."""
-    if add_maps is None:
-        # A fresh tensor, not a view of a grouped product: callers may modify the output in place.
-        if per_group:
-            weights = weights.unsqueeze(2).expand(-1, -1, x.shape[1] // groups).reshape(x.shape[:2])
-        return x * broadcast_channels(weights, x)
-    grouped = x.unflatten(1, (groups, -1))
-    weights = weights.view(x.shape[0], groups, 1 if per_group else -1, *([1] * (x.dim() - 2)))
-    if out is None:
-        return torch.addcmul(add_maps.unsqueeze(2), grouped, weights).flatten(1, 2)
-    torch.addcmul(add_maps.unsqueeze(2), grouped, weights, out=out.unflatten(1, (groups, -1)))
-    return out
-
-
-def _gate(pooled: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pooled saliency ``(B, m)`` in the parameters' dtype (at least float32) and the gate ``sigmoid(W p + b)``,
-    ``(B, m)`` or ``(B, C)``."""
-    dtype = torch.promote_types(pooled.dtype, weight.dtype)
-    pooled = pooled.to(dtype)
-    return pooled, torch.sigmoid((pooled.unsqueeze(1) * weight.to(dtype)).sum(-1) + bias.to(dtype))
-
-
-def _gate_backward(ctx, channel_sums: torch.Tensor, grad_gate: torch.Tensor, pooled: torch.Tensor,
-                   weights: torch.Tensor, weight: torch.Tensor):
-    """From the per-channel sums of ``gy * x`` (``(B, C)``) and the gate output's own gradient: the gradients of the
-    pooled saliency ``(B, m)``, of ``W`` and of ``b`` (None where not needed)."""
-    grad_weights = channel_sums.to(weights.dtype)
-    if ctx.per_group:
-        grad_weights = grad_weights.unflatten(1, (ctx.groups, -1)).sum(2)
-    grad_weights = grad_weights + grad_gate.to(grad_weights.dtype)  # the weights are an output too
-    grad_logits = grad_weights * weights * (1 - weights)
-    grad_weight = (grad_logits.unsqueeze(2) * pooled.unsqueeze(1)).sum(0).to(weight.dtype) \
-        if ctx.needs_input_grad[1] else None
-    grad_bias = grad_logits.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
-    grad_pooled = (grad_logits.unsqueeze(2) * weight.to(grad_logits.dtype)).sum(1)
-    return grad_pooled, grad_weight, grad_bias
-
-
-class _ChannelGroupAttentionKernels(torch.autograd.Function):
-    """``_ChannelGroupAttention`` on the Triton kernels (CUDA): three passes over ``x`` forward, two backward.
-
-    Forward: one kernel sums each group's channels into float32 maps (not written with one channel per group: the
-    maps are ``x``) with per-tile statistics, one merges the statistics, one sums each map's standardized sigmoid
-    per tile, one computes the gate (pooling, the linear map, the sigmoid, the per-channel weights) and one writes
-    ``x * w``. Backward: one kernel reads ``gy``, ``x`` and the maps for the per-channel sums of ``gy * x`` and the
-    sums the standardization's gradient needs, one runs the gate's backward for the whole batch, and one writes
-    ``dx = gy * w + d(maps)``, computing the maps' gradient on the fly. It keeps the raw maps (``m / C`` of ``x``;
-    none with one channel per group) and their statistics.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, groups: int, eps: float, per_group: bool):
-        kernels = triton_kernels()
-        batch, channels = x.shape[:2]
-        maps, stats = kernels.group_maps(x, groups, eps, store=channels != groups)
-        map_rows = x.view(batch, groups, -1) if maps is None else maps
-        pooled, gate, gate_out, channel_weights = kernels.cga_gate(
-            kernels.saliency_sums(map_rows, stats), spatial_size(x), weight, bias, channels, x.dtype, per_group)
-        ctx.save_for_backward(x, maps, stats, pooled, gate, channel_weights, weight)
-        ctx.groups, ctx.per_group = groups, per_group
-        return kernels.scale_add(x, channel_weights, groups), gate_out
-
-    @staticmethod
-    @once_differentiable  # hand-written: its own backward would not be the second derivative
-    def backward(ctx, grad, grad_gate):
-        x, maps, stats, pooled, gate, channel_weights, weight = ctx.saved_tensors
-        kernels = triton_kernels()
-        grad = grad.contiguous()
-        batch, channels = x.shape[:2]
-        map_rows = x.view(batch, ctx.groups, -1) if maps is None else maps
-        channel_sums, slopes = kernels.row_dots(grad, x, ctx.groups, map_rows, stats)
-        grad_weight, grad_bias, coef = kernels.cga_gate_backward(channel_sums, grad_gate, gate, pooled, weight,
-                                                                 slopes, stats, spatial_size(x), ctx.per_group)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = kernels.scale_add(grad, channel_weights, ctx.groups, maps=map_rows, stats=stats, coef=coef,
-                                       out_dtype=x.dtype)
-        return (grad_x, grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,
-                grad_bias.to(weight.dtype) if ctx.needs_input_grad[2] else None, None, None, None)

@@ -4,27 +4,31 @@ diabetic retinopathy image segmentation", SPIE Medical Imaging 2020."""
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .._checks import check_groups
-from ._group_ops import (
-    DEFAULT_EPS,
-    broadcast_channels,
-    channel_dot,
-    doubles,
-    group_dot,
-    group_pooled_dot,
-    resize_to,
-    resize_to_backward,
-    spatial_dims,
-    spatial_size,
-    spatial_standardize,
-    standardize_maps,
-    standardize_maps_backward,
-    stat_dtype,
-)
-from ._kernels import triton_kernels, use_triton
-from .upsample import ConcatSkip, check_skip_inputs
+from .dispatch import use_fused
+from .fused.sgau import fused_attention_skip
+from .group_ops import DEFAULT_EPS, group_pooled_dot, grouped, resize_to, spatial_standardize
+from .skip import ConcatSkip, check_skip_inputs
+
+
+def sgau_attention(high: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """The attention maps ``A_g = sigmoid(Norm(sum_{k in g} F_k GP(F_k)))`` of the high-level features:
+    ``(B, C_high, *s) -> (B, m, *s)``, values in (0, 1)."""
+    return torch.sigmoid(spatial_standardize(group_pooled_dot(high, groups), eps))
+
+
+def spatial_group_attention(low: torch.Tensor, high: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """Eq. 3's gated skip: ``F^n_g * (1 + Up(A_g))`` per group. ``(B, C_low, *S), (B, C_high, *s) -> (B, C_low, *S)``.
+
+    The attended features lie between ``low`` and ``2 * low``; there are no parameters.
+    """
+    attention = resize_to(sgau_attention(high, groups, eps), low.shape[2:]).to(low.dtype)
+    low_groups = grouped(low, groups)
+    return (low_groups * (1 + attention.unsqueeze(2))).flatten(1, 2)
+
+
+torch.fx.wrap("spatial_group_attention")  # torch.fx records the call; its shape logic runs on tensors
 
 
 class SGAU(ConcatSkip):
@@ -41,11 +45,9 @@ class SGAU(ConcatSkip):
         A_g = \sigma\Big(\mathrm{Norm}\big(\textstyle\sum_{k \in g} F^{n+1}_k\, \mathrm{GP}(F^{n+1}_k)\big)\Big),
         \qquad Y = \mathrm{Cat}\big(F^n_g \otimes (1 + \mathrm{Up}(A_g));\ \mathrm{Up}(F^{n+1})\big)
 
-    The attended half lies between ``low`` and ``2 * low``. Apart from U-Net's transposed convolution the module has
-    no parameters, so Baseline+SGAU has the Baseline's parameter count (Table 1).
-
-    Set ``record_attention = True`` to keep the last attention maps (detached, at the low-level size) in
-    ``last_attention`` for visualization (the paper's Fig. 4); the output does not change.
+    Apart from U-Net's transposed convolution the module has no parameters, so Baseline+SGAU has the Baseline's
+    parameter count (Table 1). With ``record_attention = True`` the last attention maps (detached, at the low-level
+    size) are kept in ``last_attention`` (the paper's Fig. 4).
 
     Args:
         low_channels: channels ``C_low`` of the low-level (encoder) features; divisible by ``groups``.
@@ -56,8 +58,7 @@ class SGAU(ConcatSkip):
         device, dtype: factory keyword arguments for the upsampling convolution.
 
     Shape:
-        - low: ``(B, C_low, *S)``; high: ``(B, C_high, *s)`` with ``S`` about ``2 s`` (odd sizes are matched to
-          ``S``).
+        - low: ``(B, C_low, *S)``; high: ``(B, C_high, *s)`` with ``S`` about ``2 s`` (odd sizes are matched to ``S``).
         - Output: ``(B, 2 C_low, *S)``; ``out_channels`` gives the width.
 
     Example:
@@ -77,16 +78,12 @@ class SGAU(ConcatSkip):
         self.last_attention: "torch.Tensor | None" = None
 
     def attention_map(self, high: torch.Tensor) -> torch.Tensor:
-        """The spatial attention maps at the high-level size. ``(B, C_high, *s) -> (B, m, *s)``, values in (0, 1)."""
-        return torch.sigmoid(spatial_standardize(group_pooled_dot(high, self.groups), self.eps))
+        """The attention maps at the high-level size (:func:`sgau_attention`): ``(B, C_high, *s) -> (B, m, *s)``."""
+        return sgau_attention(high, self.groups, self.eps)
 
     def attend(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """``low * (1 + A)`` per group, with ``A`` upsampled to the low-level size. Returns ``(B, C_low, *S)``."""
-        attention = resize_to(self.attention_map(high), low.shape[2:]).to(low.dtype)
-        if self.record_attention:
-            self.last_attention = attention.detach()
-        grouped = low.unflatten(1, (self.groups, -1))
-        return torch.addcmul(grouped, grouped, attention.unsqueeze(2)).flatten(1, 2)
+        """The low-level half of the output (:func:`spatial_group_attention`): ``(B, C_low, *S)``."""
+        return spatial_group_attention(low, high, self.groups, self.eps)
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         check_skip_inputs(type(self).__name__, low, high, self.low_channels, self.high_channels, self.spatial_dims)
@@ -94,153 +91,9 @@ class SGAU(ConcatSkip):
             with torch.no_grad():
                 self.last_attention = resize_to(self.attention_map(high), low.shape[2:]).to(low.dtype)
         up = self.upsample(high, low.shape[2:])
-        kernels = low.dim() == 4 and use_triton(low, high)  # the kernels interpolate in 2D
-        function = _SpatialGroupAttentionSkipKernels if kernels else _SpatialGroupAttentionSkip
-        return function.apply(low, high, up, self.groups, self.eps)
+        if use_fused(low, high, up):
+            return fused_attention_skip(low, high, up, self.groups, self.eps)
+        return torch.cat([spatial_group_attention(low, high, self.groups, self.eps), up], dim=1)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, groups={self.groups}, eps={self.eps}"
-
-
-class _SpatialGroupAttentionSkip(torch.autograd.Function):
-    """``SGAU.forward`` (``Cat(attend(low, high); up)``) with a hand-written backward.
-
-    Forward reads ``high`` twice (channel means, dot-product maps) and ``low`` once, writing the attended half
-    straight into the concatenated output (no separate attended tensor to copy). It keeps the output, which the next
-    convolution keeps anyway, instead of ``low`` and the upsampled attention: ``low = attended / (1 + A)`` is
-    recovered from it, and ``A`` is re-interpolated from the standardized maps at the high-level size. Backward
-    reads the gradient and the output once for ``A``'s gradient, writes ``d low = g * (1 + A)``, and reads ``high``
-    once more for the per-channel sums before writing ``d high``.
-
-    The output must not be modified in place before backward (autograd raises an error if it is).
-    """
-
-    @staticmethod
-    def forward(ctx, low, high, up, groups: int, eps: float):
-        channel_mean = high.mean(spatial_dims(high), dtype=stat_dtype(high.dtype))
-        standardized, _, std, inv = standardize_maps(group_pooled_dot(high, groups, channel_mean), eps, overwrite=True)
-        attention = resize_to(torch.sigmoid(standardized), low.shape[2:]).to(low.dtype).unsqueeze(2)
-        low_channels = low.shape[1]
-        out = torch.empty((low.shape[0], 2 * low_channels, *low.shape[2:]),
-                          dtype=torch.promote_types(low.dtype, up.dtype), device=low.device,
-                          memory_format=_memory_format(low))
-        grouped = low.unflatten(1, (groups, -1))
-        torch.addcmul(grouped, grouped, attention, out=out[:, :low_channels].unflatten(1, (groups, -1)))
-        out[:, low_channels:].copy_(up)
-        ctx.save_for_backward(out, high, channel_mean, standardized, std, inv)
-        ctx.groups, ctx.low_dtype, ctx.up_dtype = groups, low.dtype, up.dtype
-        return out
-
-    @staticmethod
-    @once_differentiable  # hand-written: its own backward would not be the second derivative
-    def backward(ctx, grad):
-        out, high, channel_mean, standardized, std, inv = ctx.saved_tensors
-        groups = ctx.groups
-        low_channels = out.shape[1] // 2
-        grad_attended, grad_up = grad[:, :low_channels], grad[:, low_channels:]
-        attended = out[:, :low_channels]
-        one_channel_per_group = low_channels == groups  # then 1 + A has d low's shape: reuse its memory
-        saliency = torch.sigmoid(standardized)
-        # This runs early in backward, near the peak of memory: each temporary of the low-level maps' size is
-        # released as soon as it is used, 1 + A is interpolated afresh where it is needed again, and d low is
-        # formed before d high is allocated.
-        grad_low = grad_high = grad_maps = None
-        if ctx.needs_input_grad[1]:
-            # attended = low * (1 + A): dL/dA = sum_k g * low = sum_k g * attended / (1 + A).
-            gain = _gain(saliency, out.shape[2:])
-            if one_channel_per_group:
-                grad_attention = gain.reciprocal_().mul_(grad_attended).mul_(attended)
-            else:
-                grad_attention = group_dot(grad_attended, attended, groups).div_(gain)
-            del gain
-            grad_saliency = resize_to_backward(grad_attention, standardized.shape)
-            del grad_attention
-            grad_standardized = torch.ops.aten.sigmoid_backward(grad_saliency, saliency)
-            del grad_saliency
-            grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
-            grad_maps = grad_maps.unsqueeze(2)
-        if ctx.needs_input_grad[0]:
-            gain = _gain(saliency, out.shape[2:])
-            if one_channel_per_group:
-                grad_low = gain.mul_(grad_attended)
-            else:
-                grad_low = (grad_attended.unflatten(1, (groups, -1)) * gain.to(grad.dtype).unsqueeze(2)).flatten(1, 2)
-            grad_low = grad_low.to(ctx.low_dtype)
-        if grad_maps is not None:
-            # maps = sum_k high_k * mean_k, and mean_k = sum_p high_k / N: both paths lead to high.
-            del saliency
-            grouped_high = high.unflatten(1, (groups, -1))
-            grad_mean = channel_dot(grouped_high, grad_maps, first_spatial_dim=3) / spatial_size(high)
-            mean = broadcast_channels(channel_mean, high).unflatten(1, (groups, -1))
-            grad_high = torch.addcmul(broadcast_channels(grad_mean, grouped_high), grad_maps, mean)
-            grad_high = grad_high.flatten(1, 2).to(high.dtype)
-        grad_up = grad_up.to(ctx.up_dtype) if ctx.needs_input_grad[2] else None
-        return grad_low, grad_high, grad_up, None, None
-
-
-class _SpatialGroupAttentionSkipKernels(torch.autograd.Function):
-    """``_SpatialGroupAttentionSkip`` on the Triton kernels (2D CUDA features).
-
-    Forward: the channel means of ``high``, one kernel for the dot-product maps and their per-tile statistics, one
-    that merges the statistics, and one that interpolates the attention on the fly (no upsampled map is written)
-    while writing ``low * (1 + A)`` into the output and copying the upsampled half beside it. It keeps the output,
-    ``high``, the raw maps and their statistics. Backward: one kernel reads the gradient and the output for
-    ``d low = g (1 + A)`` and ``dA = sum_k g * attended / (1 + A)``; one kernel gathers the interpolation's adjoint
-    (for U-Net's exact doubling; ATen's scattering kernel otherwise), takes it through the sigmoid and sums what the
-    standardization's gradient needs, one forms the maps' gradient and its per-channel dot products with ``high``,
-    and one writes ``d high``.
-    """
-
-    @staticmethod
-    def forward(ctx, low, high, up, groups: int, eps: float):
-        kernels = triton_kernels()
-        channel_mean = high.mean(spatial_dims(high), dtype=torch.float32)
-        maps, stats = kernels.group_maps(high, groups, eps, coef=channel_mean)
-        maps = maps.view(high.shape[0], groups, *high.shape[2:])
-        low_channels = low.shape[1]
-        out = torch.empty((low.shape[0], 2 * low_channels, *low.shape[2:]),
-                          dtype=torch.promote_types(low.dtype, up.dtype), device=low.device)
-        kernels.attend(low, up.contiguous(), maps, stats, out)
-        ctx.save_for_backward(out, high, channel_mean, maps, stats)
-        ctx.groups, ctx.low_dtype, ctx.up_dtype = groups, low.dtype, up.dtype
-        return out
-
-    @staticmethod
-    @once_differentiable  # hand-written: its own backward would not be the second derivative
-    def backward(ctx, grad):
-        out, high, channel_mean, maps, stats = ctx.saved_tensors
-        kernels = triton_kernels()
-        grad = grad.contiguous()
-        low_channels = out.shape[1] // 2
-        grad_low, grad_attention = kernels.attend_backward(grad, out, maps, stats, ctx.low_dtype)
-        grad_high = None
-        if ctx.needs_input_grad[1]:
-            positions = spatial_size(maps)
-            if doubles(maps.shape[2:], out.shape[2:]):  # U-Net's skips: the gathered adjoint
-                grad_maps, sums = kernels.doubled_adjoint_sums(grad_attention, maps, stats)
-            else:
-                grad_maps = resize_to_backward(grad_attention, maps.shape)
-                sums = kernels.sigmoid_standardize_sums(grad_maps, maps, stats)
-            del grad_attention
-            # maps = sum_k high_k * mean_k, and mean_k = sum_p high_k / N: both paths lead to high.
-            grad_mean = kernels.maps_gradient_dot(high, grad_maps, maps, stats, sums) / positions
-            grad_high = kernels.maps_to_rows(grad_maps, channel_mean, grad_mean, high.shape[1], high.dtype)
-        grad_up = grad[:, low_channels:].to(ctx.up_dtype) if ctx.needs_input_grad[2] else None
-        return (grad_low if ctx.needs_input_grad[0] else None), grad_high, grad_up, None, None
-
-
-def _gain(saliency: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
-    """``1 + A``: the attention maps interpolated to the low-level ``size``, plus one, in a fresh tensor."""
-    attention = resize_to(saliency, size)
-    return attention + 1 if attention is saliency else attention.add_(1)
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """Channels-last when ``x`` is stored channels-last (and not also contiguous), else contiguous."""
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format

@@ -5,24 +5,29 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
-from .._checks import check_feature_map, check_groups
-from ._group_ops import (
-    DEFAULT_EPS,
-    broadcast_channels,
-    channel_dot,
-    coupling_factor,
-    group_dot,
-    group_pooled_dot,
-    spatial_dims,
-    spatial_size,
-    spatial_standardize,
-    stat_dtype,
-    standardize_maps,
-    standardize_maps_backward,
-)
-from ._kernels import triton_kernels, use_triton
+from .._checks import check_feature_map, check_groups, check_sigmoid_gate
+from .dispatch import use_fused
+from .fused.sge import fused_spatial_group_enhance
+from .group_ops import DEFAULT_EPS, group_pooled_dot, grouped, spatial_standardize
+
+
+def sge_gate(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
+             eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """The spatial gate ``sigmoid(gamma_g Norm(c_g) + beta_g)``: ``(B, C, *S) -> (B, m, *S)``, values in (0, 1)."""
+    similarity = spatial_standardize(group_pooled_dot(x, groups), eps)  # c_g = sum_{k in g} F_k GP(F_k), standardized
+    affine_shape = (1, groups) + (1,) * (x.dim() - 2)
+    return torch.sigmoid(similarity * weight.view(affine_shape) + bias.view(affine_shape))
+
+
+def spatial_group_enhance(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
+                          eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """``Y_g = F_g * sge_gate(x)_g`` per group: ``(B, C, *S) -> (B, C, *S)``."""
+    gate = sge_gate(x, weight, bias, groups, eps).to(x.dtype)
+    return (grouped(x, groups) * gate.unsqueeze(2)).flatten(1, 2)
+
+
+torch.fx.wrap("spatial_group_enhance")  # torch.fx records the call; its shape logic runs on tensors
 
 
 class SGE(nn.Module):
@@ -36,12 +41,13 @@ class SGE(nn.Module):
         c_g(p) = \textstyle\sum_{k \in g} F_k(p)\, \mathrm{GP}(F_k), \qquad
         Y_g = F_g \otimes \sigma\big(\gamma_g \mathrm{Norm}(c_g) + \beta_g\big)
 
-    The dot product is a batched matrix product over the group's channels: ``F * GP(F)`` is never materialized.
-
     Args:
         channels: number of input channels ``C`` (first positional argument: works as timm's ``attn_layer``).
         groups: number of groups ``m`` (default 32); must divide ``channels``.
         eps: added to the spatial standard deviation (default 1e-5, the authors').
+        act_layer, rd_ratio, rd_channels, rd_divisor: accepted for timm's ``attn_layer``/``se_layer`` contract and
+            ignored: SGE has no bottleneck and no hidden activation.
+        gate_layer: the gate's activation; only the authors' sigmoid (``None``, ``"sigmoid"`` or ``nn.Sigmoid``).
         device, dtype: factory keyword arguments for the parameters.
 
     Shape:
@@ -59,11 +65,17 @@ class SGE(nn.Module):
         groups: int = 32,
         *,
         eps: float = DEFAULT_EPS,
+        act_layer: object = None,
+        rd_ratio: object = None,
+        rd_channels: object = None,
+        rd_divisor: object = None,
+        gate_layer: object = None,
         device: "torch.device | str | None" = None,
         dtype: "torch.dtype | None" = None,
     ) -> None:
         super().__init__()
         check_groups("channels", channels, groups)
+        check_sigmoid_gate("SGE", gate_layer)
         self.channels = channels
         self.groups = groups
         self.eps = eps
@@ -77,118 +89,14 @@ class SGE(nn.Module):
         nn.init.ones_(self.bias)
 
     def spatial_gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The per-group spatial gate in (0, 1). ``(B, C, *spatial) -> (B, m, *spatial)``."""
-        standardized = spatial_standardize(group_pooled_dot(x, self.groups), self.eps)
-        affine_shape = (1, self.groups) + (1,) * (x.dim() - 2)
-        return torch.sigmoid(standardized * self.weight.view(affine_shape) + self.bias.view(affine_shape))
+        """The per-group spatial gate (:func:`sge_gate`): ``(B, C, *spatial) -> (B, m, *spatial)``."""
+        return sge_gate(x, self.weight, self.bias, self.groups, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("x", x, self.channels, type(self).__name__)
-        function = _SpatialGroupEnhanceKernels if use_triton(x) else _SpatialGroupEnhance
-        return function.apply(x, self.weight, self.bias, self.groups, self.eps)
+        if use_fused(x, self.weight):
+            return fused_spatial_group_enhance(x, self.weight, self.bias, self.groups, self.eps)
+        return spatial_group_enhance(x, self.weight, self.bias, self.groups, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, groups={self.groups}, eps={self.eps}"
-
-
-class _SpatialGroupEnhance(torch.autograd.Function):
-    """``SGE.forward`` (``x * spatial_gate(x)``, per group) with a hand-written backward.
-
-    Forward reads ``x`` three times (channel means, the dot-product maps, the gated product) and never materializes
-    ``x * mean``; it keeps the standardized maps (``m / C`` of ``x``). Backward makes three passes: the per-position
-    group sums of ``gy * x`` (the gate's gradient), the per-channel sums of ``x`` times the maps' gradient, and one
-    that writes ``dx = gy * gate + d_maps * mean + d_mean / N``. Autograd through the batched matrix product instead
-    materializes ``x * mean``'s gradient, the expanded mean gradient and the sums of the three input gradients.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, groups: int, eps: float):
-        channel_mean = x.mean(spatial_dims(x), dtype=stat_dtype(x.dtype))
-        standardized, _, std, inv = standardize_maps(group_pooled_dot(x, groups, channel_mean), eps, overwrite=True)
-        affine_shape = (1, groups) + (1,) * (x.dim() - 2)
-        scale, shift = weight.view(affine_shape), bias.view(affine_shape)
-        gate = torch.sigmoid(torch.addcmul(shift.to(standardized.dtype), standardized, scale.to(standardized.dtype)))
-        ctx.save_for_backward(x, channel_mean, standardized, std, inv, weight, bias)
-        ctx.groups = groups
-        # Written into a fresh tensor, not returned as a view of a grouped product: callers may modify it in place.
-        out = torch.empty_like(x)
-        torch.mul(x.unflatten(1, (groups, -1)), gate.to(x.dtype).unsqueeze(2), out=out.unflatten(1, (groups, -1)))
-        return out
-
-    @staticmethod
-    @once_differentiable  # hand-written: its own backward would not be the second derivative
-    def backward(ctx, grad):
-        x, channel_mean, standardized, std, inv, weight, bias = ctx.saved_tensors
-        groups = ctx.groups
-        affine_shape = (1, groups) + (1,) * (x.dim() - 2)
-        scale = weight.view(affine_shape).to(standardized.dtype)
-        gate = torch.sigmoid(torch.addcmul(bias.view(affine_shape).to(standardized.dtype), standardized, scale))
-        # y = x * gate per group: the gate's gradient sums gy * x over the group's channels.
-        grad_affine = torch.ops.aten.sigmoid_backward(group_dot(grad, x, groups), gate)
-        dims = (0,) + spatial_dims(x)
-        grad_weight = (grad_affine * standardized).sum(dims).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        grad_bias = grad_affine.sum(dims).to(bias.dtype) if ctx.needs_input_grad[2] else None
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_maps = standardize_maps_backward(grad_affine.mul_(scale), standardized, std, inv, overwrite=True)
-            # maps = sum_k x_k * mean_k, and mean_k = sum_p x_k / N: both paths lead to x.
-            expanded_maps = grad_maps.unsqueeze(2)
-            grouped = x.unflatten(1, (groups, -1))
-            grad_mean = channel_dot(grouped, expanded_maps, first_spatial_dim=3).flatten(1, 2) / spatial_size(x)
-            mean = broadcast_channels(channel_mean, x).unflatten(1, (groups, -1))
-            grad_x = torch.addcmul(broadcast_channels(grad_mean, x).unflatten(1, (groups, -1)).to(x.dtype),
-                                   grad.unflatten(1, (groups, -1)), gate.to(x.dtype).unsqueeze(2))
-            grad_x.addcmul_(expanded_maps.to(x.dtype), mean.to(x.dtype))
-            grad_x = grad_x.flatten(1, 2)
-        return grad_x, grad_weight, grad_bias, None, None
-
-
-class _SpatialGroupEnhanceKernels(torch.autograd.Function):
-    """``_SpatialGroupEnhance`` on the Triton kernels (CUDA): three passes over ``x`` forward, two backward.
-
-    Forward: the channel means, one kernel for the dot-product maps (written, float32) and their per-tile
-    statistics, one that merges the statistics and one that writes the gated output. Backward: one kernel reads
-    ``gy``, ``x`` and the maps, writes the gate's pre-activation gradient ``a`` (a map) and sums, per map and per
-    channel, everything the standardization's and the channel means' gradients need; one writes
-    ``dx = gy * gate + d(maps) * mean_k + d(mean_k) / N``.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, groups: int, eps: float):
-        kernels = triton_kernels()
-        channel_mean = x.mean(spatial_dims(x), dtype=torch.float32)
-        maps, stats = kernels.group_maps(x, groups, eps, coef=channel_mean)
-        affine = torch.stack([weight, bias], dim=1).float()
-        ctx.save_for_backward(x, channel_mean, maps, stats, affine)
-        ctx.groups, ctx.param_dtype = groups, weight.dtype
-        return kernels.gate_groups(x, maps, stats, affine)
-
-    @staticmethod
-    @once_differentiable  # hand-written: its own backward would not be the second derivative
-    def backward(ctx, grad):
-        x, channel_mean, maps, stats, affine = ctx.saved_tensors
-        kernels = triton_kernels()
-        grad = grad.contiguous()
-        batch, channels = x.shape[:2]
-        groups, positions = ctx.groups, spatial_size(x)
-        grad_affine, map_sums, channel_sums = kernels.gate_groups_backward_sums(grad, x, maps, stats, affine)
-        per_group_sums = map_sums.view(batch, groups, 2).sum(0)
-        grad_weight = per_group_sums[:, 1].to(ctx.param_dtype) if ctx.needs_input_grad[1] else None
-        grad_bias = per_group_sums[:, 0].to(ctx.param_dtype) if ctx.needs_input_grad[2] else None
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            # The maps' gradient (standardize_maps_backward) with d = gamma a at the standardized maps s is
-            # dm = c1 (a - mean a) + c2 s, c1 = gamma / (std + eps); maps = sum_k x_k mean_k, so
-            # dx_k = gy gate + dm mean_k + (sum_p x_k dm) / N, and sum_p x_k dm comes from the sums of x a and x s.
-            gamma = affine[:, 0].repeat(batch)
-            _, std, _, factor = stats.unbind(1)  # factor: 1 / (std + eps), 0 for a constant map
-            coupling = coupling_factor(std, positions)
-            coef = torch.stack([map_sums[:, 0] / positions, gamma * factor, -gamma * map_sums[:, 1] * coupling],
-                               dim=1)
-            per_channel = coef.repeat_interleave(channels // groups, dim=0)
-            mean = channel_mean.reshape(-1)
-            grad_mean = (per_channel[:, 1] * (channel_sums[:, 0] - per_channel[:, 0] * positions * mean)
-                         + per_channel[:, 2] * channel_sums[:, 1])
-            grad_x = kernels.gate_groups_backward(grad, maps, stats, affine, grad_affine, coef, channel_mean,
-                                                  grad_mean / positions, x.dtype)
-        return grad_x, grad_weight, grad_bias, None, None

@@ -1,12 +1,10 @@
-"""Group operations shared by CGA, SGE and SGAU.
+"""Pieces the fused autograd Functions of CGA, SGE and SGAU are built from.
 
-All three layers split ``C`` channels into ``m`` groups, reduce each group to one spatial map, standardize that map
-over space and squash it with a sigmoid. The helpers here hold that logic once: the readable tensor formulations the
-layers document, and the pieces (``standardize_maps``, ``standardize_maps_backward``, ``group_dot``) that their fused
-autograd Functions are built from.
-
-Every helper works on ``(B, C, *spatial)`` tensors in any memory format (reductions name the spatial dims instead of
-reshaping, so a channels-last tensor is never copied) and returns statistics in at least float32.
+The same mathematics as :mod:`group_attention.layers.group_ops`, arranged for fewer passes over memory: group sums
+and dot products accumulated channel by channel, standardization in place with the statistics that backward needs,
+each closed-form gradient written once (derivations: docs, "From paper to code"), and U-Net's exact 2x upsampling as
+separable two-tap filters on CPU. Tensors may be in any memory format: reductions name the spatial dims instead of
+reshaping, so a channels-last tensor is never copied. Statistics are in at least float32.
 """
 
 from __future__ import annotations
@@ -16,33 +14,12 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-DEFAULT_EPS = 1e-5
+from ..group_ops import INTERPOLATION_MODES, broadcast_channels, spatial_dims, spatial_size, stat_dtype
+
 # Up to this many channels per group, a group's channels are combined by a loop of fused multiply-adds into one
 # float32 map; beyond it by one broadcast product and a sum (fewer kernel launches, one temporary).
 LOOP_MAX_CHANNELS_PER_GROUP = 4
-INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
-
-
-def stat_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype for statistics over ``dtype`` features: at least float32, so fp16/bf16 sums cannot overflow."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def spatial_dims(x: torch.Tensor) -> tuple[int, ...]:
-    """The spatial dims of a ``(B, C, *spatial)`` tensor: ``(2, 3)`` for 2D maps, ``(2, 3, 4)`` for volumes."""
-    return tuple(range(2, x.dim()))
-
-
-def spatial_size(x: torch.Tensor) -> int:
-    """The number of positions of a ``(B, C, *spatial)`` tensor (also for an empty batch)."""
-    return math.prod(x.shape[2:])
-
-
-def broadcast_channels(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """View ``(B, C)`` (or ``(B, m, k)``) per-channel values with singleton spatial dims to broadcast over ``like``."""
-    return values.view(*values.shape, *([1] * (like.dim() - values.dim())))
 
 
 def group_dot(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
@@ -215,57 +192,16 @@ def coupling_factor(std: torch.Tensor, positions: int) -> torch.Tensor:
     return torch.where(std > 0, 1.0 / (std * max(positions - 1, 1)), torch.zeros_like(std))
 
 
-class _SpatialStandardize(torch.autograd.Function):
-    """:func:`standardize_maps` with a hand-written backward.
-
-    Autograd through ``var_mean``, a subtraction and a division keeps four map-sized temporaries and makes six
-    passes backwards; the closed form keeps the output and makes three.
-    """
-
-    @staticmethod
-    def forward(ctx, maps: torch.Tensor, eps: float) -> torch.Tensor:
-        standardized, _, std, inv = standardize_maps(maps, eps)
-        ctx.save_for_backward(standardized, std, inv)
-        return standardized
-
-    @staticmethod
-    @once_differentiable  # hand-written: its own backward would not be the second derivative
-    def backward(ctx, grad: torch.Tensor):
-        return standardize_maps_backward(grad, *ctx.saved_tensors), None
-
-
-def spatial_standardize(maps: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
-    """Standardize each ``(b, g)`` map over space: ``(t - mean) / (std + eps)`` (see :func:`standardize_maps`).
-
-    Shape:
-        ``(B, G, *spatial) -> (B, G, *spatial)``.
-    """
-    return _SpatialStandardize.apply(maps, eps)
-
-
-def expand_groups(group_values: torch.Tensor, channels: int) -> torch.Tensor:
-    """Repeat each group's value for the ``channels / groups`` channels of the group.
-
-    Shape:
-        ``(B, G, *rest) -> (B, channels, *rest)``.
-    """
-    return group_values.repeat_interleave(channels // group_values.shape[1], dim=1)
-
-
 def resize_to(maps: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
-    """Linearly interpolate ``(B, G, *spatial)`` maps to ``size`` (bilinear in 2D, trilinear in 3D).
-
-    ``align_corners=False``, as ``F.interpolate``; in eager mode on CPU an exact doubling of every spatial dim
-    (U-Net's skips) runs as separable two-tap filters (:func:`double_linear`), several times faster than ATen's CPU
-    kernel for contiguous maps. Compiled code keeps ``F.interpolate``, which inductor fuses.
-    """
+    """:func:`group_attention.layers.group_ops.resize_to` for the fused path (eager mode only): the maps themselves
+    when the size is unchanged, and on CPU an exact doubling of every spatial dim (U-Net's skips) as separable
+    two-tap filters (:func:`double_linear`)."""
     if tuple(maps.shape[2:]) == tuple(size):
         return maps
     recorded = torch.is_grad_enabled() and maps.requires_grad  # double_linear writes with out=: not differentiable
-    if _eager_cpu(maps) and doubles(maps.shape[2:], size) and not recorded:
+    if maps.device.type == "cpu" and doubles(maps.shape[2:], size) and not recorded:
         return double_linear(maps)
-    mode = INTERPOLATION_MODES[len(size)]
-    return F.interpolate(maps, size=tuple(size), mode=mode, align_corners=False)
+    return F.interpolate(maps, size=tuple(size), mode=INTERPOLATION_MODES[len(size)], align_corners=False)
 
 
 def resize_to_backward(grad: torch.Tensor, input_shape: "torch.Size | tuple[int, ...]") -> torch.Tensor:
@@ -273,33 +209,14 @@ def resize_to_backward(grad: torch.Tensor, input_shape: "torch.Size | tuple[int,
     output_size = list(grad.shape[2:])
     if output_size == list(input_shape[2:]):
         return grad
-    if _eager_cpu(grad) and doubles(input_shape[2:], output_size):
+    if grad.device.type == "cpu" and doubles(input_shape[2:], output_size):
         return double_linear_backward(grad)
-    if tracing_or_compiling():
-        # ATen's upsample backward takes concrete int lists, which dynamic shapes are not: differentiate the
-        # interpolation itself (linear, so its vector-Jacobian product at zero is the adjoint).
-        mode = INTERPOLATION_MODES[len(output_size)]
-        _, adjoint = torch.func.vjp(
-            lambda maps: F.interpolate(maps, size=grad.shape[2:], mode=mode, align_corners=False),
-            grad.new_zeros(input_shape))
-        return adjoint(grad)[0]
     backward = {
         1: torch.ops.aten.upsample_linear1d_backward,
         2: torch.ops.aten.upsample_bilinear2d_backward,
         3: torch.ops.aten.upsample_trilinear3d_backward,
     }[len(output_size)]
     return backward(grad.contiguous(), output_size, list(input_shape), False)
-
-
-def _eager_cpu(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and not tracing_or_compiling()
-
-
-def tracing_or_compiling() -> bool:
-    """Inside ``torch.compile`` or ``torch.jit.trace`` (which ONNX export uses). A trace cannot see a Triton launch:
-    it would record the outputs' allocation without the kernel that fills them."""
-    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    return torch.jit.is_tracing() or (is_compiling is not None and is_compiling())
 
 
 def doubles(size: "tuple[int, ...] | torch.Size", target: "tuple[int, ...] | torch.Size | list[int]") -> bool:
@@ -353,12 +270,3 @@ def _double_along_backward(grad: torch.Tensor, dim: int) -> torch.Tensor:
     return out
 
 
-def pad_or_crop_to(x: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
-    """Zero-pad or centre-crop the spatial dims of ``x`` to ``size`` (U-Net's odd-size skip handling)."""
-    pads: list[int] = []
-    for current, target in zip(reversed(x.shape[2:]), reversed(tuple(size))):
-        diff = target - current
-        pads += [diff // 2, diff - diff // 2]
-    if not any(pads):
-        return x
-    return F.pad(x, pads)

@@ -1,18 +1,20 @@
-"""The U-Net skip connection: upsample the high-level features and concatenate them with the low-level ones.
+"""U-Net's skip connection: upsample the high-level features and concatenate them with the low-level ones.
 
-``ConcatSkip`` is the plain U-Net skip (Table 1's UNet and Baseline rows); ``SGAU`` reuses its upsampling and
-input checks and adds spatial group attention on the low-level half.
+``ConcatSkip`` is the plain U-Net skip (Table 1's UNet and Baseline rows); ``SGAU`` (:mod:`.sgau`) reuses its
+upsampling and input checks and adds spatial group attention on the low-level half.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_feature_map, check_positive_int
-from ._group_ops import pad_or_crop_to
+from .group_ops import autocast_enabled, pad_or_crop_to
 
 TRANSPOSED_CONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+TRANSPOSED_CONV_FUNCTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def transposed_upsample(
@@ -70,8 +72,18 @@ class ConcatSkip(nn.Module):
         self.up = transposed_upsample(high_channels, low_channels, spatial_dims, device, dtype)
 
     def upsample(self, high: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
-        """Transposed convolution, then pad or crop to the low-level ``size``."""
-        return pad_or_crop_to(self.up(high), size)
+        """Transposed convolution, then pad or crop to the low-level ``size``.
+
+        Outside autocast the convolution runs in the promoted dtype of ``high`` and its parameters (as the
+        attention layers accept any floating dtype); under autocast, in autocast's.
+        """
+        weight = self.up.weight
+        if high.dtype == weight.dtype or autocast_enabled(high):
+            return pad_or_crop_to(self.up(high), size)
+        dtype = torch.promote_types(high.dtype, weight.dtype)
+        convolve = TRANSPOSED_CONV_FUNCTIONS[self.spatial_dims]
+        bias = None if self.up.bias is None else self.up.bias.to(dtype)
+        return pad_or_crop_to(convolve(high.to(dtype), weight.to(dtype), bias, stride=2), size)
 
     def attend(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         """The low-level half of the output; the identity here, spatial group attention in ``SGAU``."""

@@ -1,9 +1,14 @@
-"""Which implementation the layers run: fused Triton kernels for CUDA tensors, PyTorch operations otherwise.
+"""Which implementation a layer runs: its readable functional form, a fused autograd Function, or Triton kernels.
+
+Every layer's file holds its equation as a short functional form (e.g. :func:`~group_attention.layers.cga.
+channel_group_attention`). That form is what runs under ``torch.compile``, ``torch.export``, ``torch.jit.trace``
+(ONNX export), ``torch.fx`` tracing and ``torch.func`` transforms, and for tensor subclasses: there every size stays
+symbolic and autograd differentiates it. In plain eager mode the layers run the same mathematics as fused autograd
+Functions (:mod:`group_attention.layers.fused`), which make fewer passes over memory, and on CUDA as Triton kernels:
 
 ``"auto"`` (the default) uses the Triton kernels for contiguous float32/float16/bfloat16 tensors on NVIDIA GPUs in
 eager mode when Triton is installed (it ships with PyTorch's CUDA wheels on Linux), and PyTorch operations everywhere
-else: on CPU, for channels-last or other strided layouts, for float64, inside ``torch.compile`` (which fuses the
-PyTorch formulation itself) and ``torch.jit.trace`` (ONNX export), on GPUs older than compute capability 7.0
+else: on CPU, for channels-last or other strided layouts, for float64, on GPUs older than compute capability 7.0
 (Triton's floor) and for bfloat16 below 8.0 (Ampere; PTX has no bfloat16 arithmetic before it), and on ROCm, where
 the kernels have not been tested. The first time a GPU would use them, ``"auto"`` launches a tiny kernel to check
 that Triton can compile and run there (it needs a C compiler at run time, which slim containers lack); if that fails
@@ -27,7 +32,6 @@ from types import ModuleType
 
 import torch
 
-from ._group_ops import tracing_or_compiling
 
 KERNEL_CHOICES = ("auto", "torch", "triton")
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -92,11 +96,11 @@ def triton_kernels() -> "ModuleType | None":
     global _triton_module
     if _triton_module is False:
         try:
-            from . import _triton_kernels
+            from .fused import triton as triton_module
         except ImportError:
             _triton_module = None
         else:
-            _triton_module = _triton_kernels
+            _triton_module = triton_module
     return _triton_module
 
 
@@ -161,3 +165,33 @@ def use_triton(*tensors: torch.Tensor) -> bool:
         return True
     device = tensors[0].device
     return gpu_supports(device, {tensor.dtype for tensor in tensors}) and gpu_ready(device)
+
+
+def tracing_or_compiling() -> bool:
+    """Inside ``torch.compile``, ``torch.export``, ``torch.jit.trace``/``script`` (ONNX export) or ``torch.fx``
+    symbolic tracing: where a graph is recorded, the layers run their readable functional form."""
+    compiler = torch.compiler
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or compiler.is_compiling()
+        or (hasattr(compiler, "is_exporting") and compiler.is_exporting())
+        or _fx_tracing()
+    )
+
+
+def _plain_tensor(tensor: object) -> bool:
+    """A ``torch.Tensor`` or ``nn.Parameter`` itself: not a fake, functional, batched or other wrapped tensor."""
+    return type(tensor) in (torch.Tensor, torch.nn.Parameter) and not torch._C._functorch.is_functorch_wrapped_tensor(
+        tensor)
+
+
+def use_fused(*tensors: torch.Tensor) -> bool:
+    """Whether a layer may run its fused autograd Function (or kernels) on ``tensors``: plain eager mode, outside
+    every graph capture and ``torch.func`` transform, on plain tensors."""
+    return not tracing_or_compiling() and all(_plain_tensor(tensor) for tensor in tensors)
+
+
+def _fx_tracing() -> bool:
+    symbolic = torch.fx._symbolic_trace
+    return getattr(symbolic, "is_fx_symbolic_tracing", symbolic.is_fx_tracing)()

@@ -1,0 +1,124 @@
+"""The group operations CGA, SGE and SGAU are written in, as plain tensor code.
+
+All three layers split ``C`` channels into ``m`` groups of ``C / m`` consecutive channels, reduce each group to one
+spatial map, standardize that map over space and squash it with a sigmoid. These functions are that vocabulary; the
+layers' functional forms are built from them, and they are what ``torch.compile``, ``torch.export``, ONNX export and
+``torch.func`` transforms see. Every size they use is read from the tensors, so traced and exported graphs stay right
+at every input size.
+
+Statistics are computed in at least float32. The conventions (unbiased standard deviation, a constant map
+standardizes to exactly 0) are explained once in the docs: "From paper to code", section "Standardization".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_EPS = 1e-5
+INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype for statistics over ``dtype`` features: at least float32, so fp16/bf16 sums cannot overflow."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def spatial_dims(x: torch.Tensor) -> tuple[int, ...]:
+    """The spatial dims of a ``(B, C, *spatial)`` tensor: ``(2, 3)`` for 2D maps, ``(2, 3, 4)`` for volumes."""
+    return tuple(range(2, x.dim()))
+
+
+def spatial_size(x: torch.Tensor) -> int:
+    """The number of positions ``N`` of a ``(B, C, *spatial)`` tensor (a symbolic size while tracing or exporting)."""
+    return math.prod(x.shape[2:])
+
+
+def broadcast_channels(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """View per-channel values ``(B, C)`` (or ``(B, m, k)``) with singleton spatial dims to broadcast over ``like``."""
+    return values.view(*values.shape, *([1] * (like.dim() - values.dim())))
+
+
+def grouped(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """``b (g k) *s -> b g k *s``: the channels split into ``groups`` groups of ``k`` consecutive channels (a view)."""
+    return x.unflatten(1, (groups, -1))
+
+
+def group_sum(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Each group's channels summed into one map: ``(B, C, *S) -> (B, m, *S)``, in at least float32."""
+    return grouped(x, groups).sum(2, dtype=stat_dtype(x.dtype))
+
+
+def group_pooled_dot(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Per group and position, the dot product of the feature vector with the group's spatially pooled vector.
+
+    ``out[b, g, p] = sum_{k in g} x[b, k, p] * mean_p'(x[b, k, p'])`` (SGE's similarity, SGAU's eq. 3).
+
+    Shape:
+        ``(B, C, *S) -> (B, m, *S)``, in at least float32.
+    """
+    x = x.to(stat_dtype(x.dtype))
+    pooled = x.mean(spatial_dims(x), keepdim=True)
+    return group_sum(x * pooled, groups)
+
+
+def spatial_standardize(maps: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """``Norm(t) = (t - mean) / (std + eps)`` over the spatial dims of each ``(b, g)`` map.
+
+    ``std`` is the unbiased standard deviation (the SGE authors'); a map with no spread (constant, or one position)
+    standardizes to exactly 0.
+
+    Shape:
+        ``(B, m, *S) -> (B, m, *S)``.
+    """
+    dims = spatial_dims(maps)
+    centered = maps - maps.mean(dims, keepdim=True)
+    std = torch.linalg.vector_norm(centered, dim=dims, keepdim=True) * unbiased_factor(spatial_size(maps), maps)
+    constant = maps.amax(dims, keepdim=True) == maps.amin(dims, keepdim=True)
+    scale = (1.0 / (std + eps)).masked_fill(constant, 0.0)
+    return centered * scale
+
+
+def unbiased_factor(positions, like: torch.Tensor):
+    """``1 / sqrt(max(N - 1, 1))``, the unbiased standard deviation's normalization of a centred map's norm.
+
+    ``positions`` is an int in eager mode, a ``SymInt`` under ``torch.compile``/``torch.export`` and a 0-dim tensor
+    under ``torch.jit.trace``; each is kept symbolic, so no map size is frozen into an exported graph.
+    """
+    if isinstance(positions, torch.Tensor):
+        return (positions - 1).clamp(min=1).to(like.dtype).rsqrt()
+    if isinstance(positions, int):
+        return 1.0 / math.sqrt(max(positions - 1, 1))
+    return torch.sym_max(positions - 1, 1) ** -0.5
+
+
+def expand_groups(group_values: torch.Tensor, channels: int) -> torch.Tensor:
+    """Repeat each group's value for its ``channels / m`` channels: ``(B, m, *rest) -> (B, channels, *rest)``."""
+    return group_values.repeat_interleave(channels // group_values.shape[1], dim=1)
+
+
+def resize_to(maps: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
+    """Linearly interpolate ``(B, m, *s)`` maps to ``size`` (bilinear in 2D, trilinear in 3D; ``align_corners=False``,
+    so an unchanged size is the identity)."""
+    return F.interpolate(maps, size=tuple(size), mode=INTERPOLATION_MODES[maps.dim() - 2], align_corners=False)
+
+
+def pad_or_crop_to(x: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
+    """Zero-pad or centre-crop the spatial dims of ``x`` to ``size`` (U-Net's odd-size skip handling)."""
+    pads: list = []
+    for current, target in zip(reversed(x.shape[2:]), reversed(tuple(size))):
+        diff = target - current
+        pads += [diff // 2, diff - diff // 2]
+    if isinstance(x.shape[2], int) and not any(pads):  # eager: nothing to do; traced graphs always pad (by 0)
+        return x
+    return F.pad(x, pads)
+
+
+def autocast_enabled(x: torch.Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device type."""
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled() if x.device.type == "cpu" else torch.is_autocast_enabled()
