@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -238,11 +240,12 @@ def test_encoder_attention_sits_inside_the_contracting_path():
 
     model = UNet(channels=(16, 32), encoder_attention=ZeroGate).eval()
     x = torch.randn(1, 3, 16, 16)
-    features = model.encoder(x, model.encoder_attention)
-    first_stage = model.encoder.stages[0](x)
+    features = model.encoder(x)
+    first, second = model.encoder.stages
+    first_stage = first.block(x)
     assert torch.equal(features[0], torch.zeros_like(first_stage))
-    torch.testing.assert_close(features[1], model.encoder.stages[1](torch.zeros_like(first_stage)))
-    assert not torch.allclose(features[1], model.encoder.stages[1](first_stage))
+    torch.testing.assert_close(features[1], second.block(second.pool(torch.zeros_like(first_stage))))
+    assert not torch.allclose(features[1], second.block(second.pool(first_stage)))
 
 
 @pytest.mark.parametrize("spatial_dims, size", [(2, (16, 24)), (3, (8, 8, 16))])
@@ -250,27 +253,28 @@ def test_pooling_before_the_channel_gate_equals_pooling_the_attended_features(sp
     """The encoder pools x and scales by CGA's weights; the plain order (attend, then pool) gives the same values
     and gradients."""
     model = UNet(1, 2, channels=(32, 64, 128), encoder_attention="cga", spatial_dims=spatial_dims).eval()
+    attention = [stage.attention for stage in model.encoder.stages]
+    attention_parameters = [p for layer in attention for p in layer.parameters()]
     with torch.no_grad():
-        for layer in model.encoder_attention:
+        for layer in attention:
             layer.fc.weight.normal_(0, 0.5)
     x = torch.randn(2, 1, *size, requires_grad=True)
 
     def plain(inputs):
         features, previous = [], inputs
-        for stage, attention in zip(model.encoder.stages, model.encoder_attention):
-            previous = attention(stage(previous))
+        for stage in model.encoder.stages:
+            previous = stage.attention(stage.block(stage.pool(previous)))
             features.append(previous)
         return features
 
-    fused = model.encoder(x, model.encoder_attention)
+    fused = model.encoder(x)
     expected = plain(x)
     weights = [torch.randn_like(f) for f in expected]
     for got, want in zip(fused, expected):
         torch.testing.assert_close(got, want)
-    grads = torch.autograd.grad(sum((f * w).sum() for f, w in zip(fused, weights)),
-                                [x, *model.encoder_attention.parameters()])
+    grads = torch.autograd.grad(sum((f * w).sum() for f, w in zip(fused, weights)), [x, *attention_parameters])
     grads_expected = torch.autograd.grad(sum((f * w).sum() for f, w in zip(expected, weights)),
-                                         [x, *model.encoder_attention.parameters()])
+                                         [x, *attention_parameters])
     for got, want in zip(grads, grads_expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
@@ -280,3 +284,30 @@ def test_group_norm_fits_widths_that_8_does_not_divide():
     norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
     assert {(m.num_groups, m.num_channels) for m in norms} >= {(4, 12), (8, 24)}
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["ganet", "unet-se"])
+def test_state_dicts_saved_before_the_encoder_owned_its_attention_still_load(name):
+    """Files written by group-attention 0.1.0.dev0 of November 2026 (tests/data, made by that version's code): the
+    old keys load into the new layout and give that version's outputs."""
+    saved = torch.load(Path(__file__).parent / "data" / f"unet-0.1.0.dev0-{name}.pt")
+    model = UNet(3, 2, channels=(4, 8), groups=2, **saved["kwargs"]).eval()
+    result = model.load_state_dict(saved["state_dict"])
+    assert not result.missing_keys and not result.unexpected_keys
+    with torch.no_grad():
+        torch.testing.assert_close(model(saved["input"]), saved["output"], rtol=0, atol=1e-6)
+
+
+def test_the_new_layout_round_trips_through_its_own_state_dict():
+    model = GANet(channels=(8, 16), groups=4).eval()
+    copy = GANet(channels=(8, 16), groups=4).eval()
+    copy.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), model(x), rtol=0, atol=0)
+
+
+def test_an_input_of_another_dtype_than_the_parameters_names_both():
+    model = GANet(channels=(8, 16), groups=4)
+    with pytest.raises(TypeError, match=r"x has dtype torch.float64 but the model's parameters are torch.float32"):
+        model(torch.randn(1, 3, 16, 16, dtype=torch.float64))

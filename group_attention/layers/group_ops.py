@@ -42,8 +42,9 @@ def broadcast_channels(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor
 
 
 def grouped(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """``b (g k) *s -> b g k *s``: the channels split into ``groups`` groups of ``k`` consecutive channels (a view)."""
-    return x.unflatten(1, (groups, -1))
+    """``b (g k) *s -> b g k *s``: the channels split into ``groups`` groups of ``k`` consecutive channels (a view,
+    also for channels-last tensors). Written with the tensor's own sizes, which stay symbolic in traced graphs."""
+    return x.reshape(x.shape[0], groups, -1, *x.shape[2:])
 
 
 def group_sum(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ def spatial_group_attention(low: torch.Tensor, high: torch.Tensor, groups: int, 
     """
     attention = resize_to(sgau_attention(high, groups, eps), low.shape[2:]).to(low.dtype)
     low_groups = grouped(low, groups)
-    return (low_groups * (1 + attention.unsqueeze(2))).flatten(1, 2)
+    return (low_groups * (1 + attention.unsqueeze(2))).reshape(low.shape)
 
 
 torch.fx.wrap("spatial_group_attention")  # torch.fx records the call; its shape logic runs on tensors

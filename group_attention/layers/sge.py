@@ -24,7 +24,7 @@ def spatial_group_enhance(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
                           eps: float = DEFAULT_EPS) -> torch.Tensor:
     """``Y_g = F_g * sge_gate(x)_g`` per group: ``(B, C, *S) -> (B, C, *S)``."""
     gate = sge_gate(x, weight, bias, groups, eps).to(x.dtype)
-    return (grouped(x, groups) * gate.unsqueeze(2)).flatten(1, 2)
+    return (grouped(x, groups) * gate.unsqueeze(2)).reshape(x.shape)
 
 
 torch.fx.wrap("spatial_group_enhance")  # torch.fx records the call; its shape logic runs on tensors

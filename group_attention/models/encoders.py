@@ -1,17 +1,17 @@
 """Encoders for :class:`~group_attention.models.UNet`: the paper's own U-Net encoder and timm backbones.
 
 Every encoder returns one feature map per stage, shallowest first, and describes them with ``channels`` and
-``reductions`` (the stride of each stage relative to the input). ``forward(x, attention)`` applies
-``attention[i]`` to the output of stage ``i``: inside the contracting path for U-Net's encoder (the next stage sees
-the attended features, as in Fig. 1), to the returned features for a timm encoder (whose stages run as one model;
-use timm's ``block_args=dict(attn_layer=CGA)`` for attention inside its blocks).
+``reductions`` (the stride of each stage relative to the input). Each stage's attention belongs to the encoder:
+inside the contracting path for U-Net's encoder (the next stage sees the attended features, as in Fig. 1), on the
+returned features for a timm encoder (whose stages run as one model; use timm's ``block_args=dict(attn_layer=CGA)``
+for attention inside its blocks).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -20,53 +20,73 @@ from .._checks import check_positive_int
 from .blocks import MAX_POOL, ConvBlock
 
 
+AttentionFactory = Callable[[int], nn.Module]
+
+
+class EncoderStage(nn.Module):
+    """One stage of U-Net's contracting path: (max-pool,) a double convolution, then the stage's attention.
+
+    ``forward`` also returns what the next stage pools. After a channel gate (a layer with ``forward_with_gate``,
+    as CGA) that is the un-gated features and the gate: the weights are positive, so
+    ``maxpool(x * w) == maxpool(x) * w``, and pooling ``x``, which the gate's backward keeps anyway, spares keeping
+    the gated copy for the pool's backward.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, downsample: bool, attention: "nn.Module | None" = None,
+                 spatial_dims: int = 2, norm: Any = "batch", act: Any = "relu") -> None:
+        super().__init__()
+        self.pool = MAX_POOL[spatial_dims](2) if downsample else nn.Identity()
+        self.block = ConvBlock(in_channels, out_channels, 2, spatial_dims=spatial_dims, norm=norm, act=act)
+        self.attention = nn.Identity() if attention is None else attention
+
+    def forward(self, x: torch.Tensor, gate: "torch.Tensor | None" = None, *, last: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]:
+        """``(attended features, input of the next stage, its gate or None)`` from the previous stage's output ``x``
+        (un-gated when ``gate`` is given)."""
+        pooled = self.pool(x)
+        features = self.block(pooled if gate is None else pooled * gate)
+        with_gate = getattr(self.attention, "forward_with_gate", None)
+        if with_gate is None or last:
+            attended = self.attention(features)
+            return attended, attended, None
+        attended, weights = with_gate(features)
+        return attended, features, weights.view(*weights.shape, *([1] * (features.dim() - 2)))
+
+
 class UNetEncoder(nn.Module):
-    """U-Net's contracting path (Fig. 1): a double-conv stage, then (max-pool, double-conv) per deeper stage.
+    """U-Net's contracting path (Fig. 1): a double-conv stage, then (max-pool, double-conv) per deeper stage, each
+    followed by its attention layer (none by default); the next stage sees the attended features.
+
+    Args:
+        in_channels: input channels.
+        channels: stage widths, shallowest first.
+        attention: a factory ``width -> module`` for each stage's attention (e.g. ``CGA``), or None.
+        spatial_dims, norm, act: as :class:`~group_attention.models.UNet`.
 
     Shape:
         ``(B, in_channels, *S) -> [(B, channels[i], *S / 2**i) for each stage i]``.
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int], *, spatial_dims: int = 2, norm: Any = "batch",
-                 act: Any = "relu") -> None:
+    def __init__(self, in_channels: int, channels: Sequence[int], *, attention: "AttentionFactory | None" = None,
+                 spatial_dims: int = 2, norm: Any = "batch", act: Any = "relu") -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         self.channels = list(channels)
         self.reductions = [2**index for index in range(len(self.channels))]
         widths = [in_channels] + self.channels
-        self.stages = nn.ModuleList()
-        for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
-            block = ConvBlock(c_in, c_out, 2, spatial_dims=spatial_dims, norm=norm, act=act)
-            self.stages.append(block if index == 0 else nn.Sequential(MAX_POOL[spatial_dims](2), block))
+        self.stages = nn.ModuleList(
+            EncoderStage(c_in, c_out, downsample=index > 0, attention=None if attention is None else attention(c_out),
+                         spatial_dims=spatial_dims, norm=norm, act=act)
+            for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]))
+        )
 
-    def forward(self, x: torch.Tensor, attention: "Sequence[nn.Module] | None" = None) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features: list[torch.Tensor] = []
-        previous, gate = x, None
+        gate = None
         for index, stage in enumerate(self.stages):
-            if gate is None:
-                raw = stage(previous)
-            else:
-                # maxpool(x * w) == maxpool(x) * w for positive channel weights w: pooling x, which the attention's
-                # backward keeps anyway, spares keeping the attended copy for the pool's backward.
-                pool, block = stage
-                raw = block(pool(previous) * gate)
-            attended, gate = self._attend(attention, index, raw)
+            attended, x, gate = stage(x, gate, last=index == len(self.stages) - 1)
             features.append(attended)
-            previous = raw if gate is not None else attended
         return features
-
-    def _attend(self, attention: "Sequence[nn.Module] | None", index: int,
-                x: torch.Tensor) -> tuple[torch.Tensor, "torch.Tensor | None"]:
-        """Stage ``index``'s attention on ``x``, and its channel weights shaped to broadcast when the layer is a
-        channel gate (``forward_with_gate``, as CGA) followed by another stage; otherwise None."""
-        if attention is None:
-            return x, None
-        layer = attention[index]
-        with_gate = getattr(layer, "forward_with_gate", None)
-        if with_gate is None or index + 1 == len(self.stages):
-            return layer(x), None
-        attended, weights = with_gate(x)
-        return attended, weights.view(*weights.shape, *([1] * (x.dim() - 2)))
 
 
 class TimmEncoder(nn.Module):
@@ -77,10 +97,12 @@ class TimmEncoder(nn.Module):
         in_channels: input channels (timm's ``in_chans``).
         pretrained: load pretrained weights. They must already be in the local cache (no network is assumed);
             otherwise a ``RuntimeError`` says so and suggests ``pretrained=False``.
+        attention: a factory ``width -> module`` for the attention applied to each returned feature map, or None.
         **kwargs: passed to ``timm.create_model`` (e.g. ``out_indices``, ``block_args``).
     """
 
-    def __init__(self, name: str, in_channels: int = 3, *, pretrained: bool = False, **kwargs: Any) -> None:
+    def __init__(self, name: str, in_channels: int = 3, *, pretrained: bool = False,
+                 attention: "AttentionFactory | None" = None, **kwargs: Any) -> None:
         super().__init__()
         import timm
 
@@ -109,11 +131,11 @@ class TimmEncoder(nn.Module):
                     "to halve the resolution (pick out_indices with strides doubling)"
                 )
 
-    def forward(self, x: torch.Tensor, attention: "Sequence[nn.Module] | None" = None) -> list[torch.Tensor]:
-        features = list(self.model(x))
-        if attention is None:
-            return features
-        return [layer(feature) for layer, feature in zip(attention, features)]
+        self.attention = nn.ModuleList(nn.Identity() if attention is None else attention(width)
+                                       for width in self.channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [layer(feature) for layer, feature in zip(self.attention, self.model(x))]
 
 
 def _refuse_download(url: object, *args: Any, **kwargs: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,9 @@ from torch import nn
 from .._checks import check_choice, check_positive_int
 from ..layers import SGAU
 from ..registry import create_attention, get_attention, get_skip
-from .blocks import CONV, ConvBlock, check_spatial_dims
+from ..layers.group_ops import autocast_enabled
+from .blocks import check_spatial_dims
+from .decoder import SegmentationHead, UNetDecoder
 from .encoders import TimmEncoder, UNetEncoder
 
 SIZE_MODES = ("pad", "strict")
@@ -95,6 +97,7 @@ class UNet(nn.Module):
         check_spatial_dims(spatial_dims)
         self.size_mode = check_choice("size_mode", size_mode, SIZE_MODES)
         self.spatial_dims = spatial_dims
+        attention = self._attention_factory(encoder_attention, groups, attention_kwargs)
         if encoder is None:
             if pretrained or encoder_kwargs:
                 raise ValueError("pretrained and encoder_kwargs apply to a timm encoder; pass encoder='resnet34' "
@@ -105,52 +108,85 @@ class UNet(nn.Module):
                 raise ValueError(f"channels must list at least 2 stage widths, got {tuple(channels)}")
             for width in channels:
                 check_positive_int("channels", width)
-            self.encoder: nn.Module = UNetEncoder(in_channels, channels, spatial_dims=spatial_dims, norm=norm,
-                                                  act=act)
+            self.encoder: nn.Module = UNetEncoder(in_channels, channels, attention=attention,
+                                                  spatial_dims=spatial_dims, norm=norm, act=act)
         else:
             if spatial_dims != 2:
                 raise ValueError(f"timm encoders are 2D; got spatial_dims={spatial_dims} with encoder={encoder!r}")
-            self.encoder = TimmEncoder(encoder, in_channels, pretrained=pretrained, **(encoder_kwargs or {}))
-        widths = self.encoder.channels
+            self.encoder = TimmEncoder(encoder, in_channels, pretrained=pretrained, attention=attention,
+                                       **(encoder_kwargs or {}))
         self.total_stride = self.encoder.reductions[-1]
-        self.head_upsample = self.encoder.reductions[0]
+        self.decoder = UNetDecoder(self.encoder.channels, self._skip_factory(skip, groups, spatial_dims),
+                                   decoder_convs=decoder_convs, spatial_dims=spatial_dims, norm=norm, act=act)
+        self.head = SegmentationHead(self.encoder.channels[0], num_classes, spatial_dims=spatial_dims,
+                                     upsample=self.encoder.reductions[0])
+        self._register_load_state_dict_pre_hook(_rename_version_0_keys, with_module=True)
 
-        attention_factory = get_attention(encoder_attention)
-        if attention_factory is None and attention_kwargs:
-            raise ValueError(f"attention_kwargs {attention_kwargs} given without encoder_attention; name the layer, "
-                             "e.g. encoder_attention='cga'")
-        attention_kwargs = dict(attention_kwargs or {})
-        if attention_factory is not None and _accepts(attention_factory, "groups"):
-            attention_kwargs.setdefault("groups", groups)
-        self.encoder_attention = nn.ModuleList(
-            create_attention(encoder_attention, width, **attention_kwargs) for width in widths
-        )
+    @staticmethod
+    def _attention_factory(name: Any, groups: int, kwargs: "dict[str, Any] | None") -> "Callable[[int], nn.Module] | None":
+        factory = get_attention(name)
+        if factory is None:
+            if kwargs:
+                raise ValueError(f"attention_kwargs {kwargs} given without encoder_attention; name the layer, "
+                                 "e.g. encoder_attention='cga'")
+            return None
+        kwargs = dict(kwargs or {})
+        if _accepts(factory, "groups"):
+            kwargs.setdefault("groups", groups)
+        return lambda width: create_attention(name, width, **kwargs)
 
-        skip_factory = get_skip(skip)
-        skip_kwargs: dict[str, Any] = {"spatial_dims": spatial_dims}
-        if _accepts(skip_factory, "groups"):
-            skip_kwargs["groups"] = groups
-        # Decoder levels, deepest first: level i joins encoder features i with the decoder output of level i + 1.
-        self.skips = nn.ModuleList()
-        self.decoder_blocks = nn.ModuleList()
-        for low, high in zip(reversed(widths[:-1]), reversed(widths[1:])):
-            skip_module = skip_factory(low, high, **skip_kwargs)
-            self.skips.append(skip_module)
-            self.decoder_blocks.append(
-                ConvBlock(skip_module.out_channels, low, decoder_convs, spatial_dims=spatial_dims, norm=norm, act=act)
-            )
-        self.head = CONV[spatial_dims](widths[0], num_classes, kernel_size=1)
+    @staticmethod
+    def _skip_factory(name: Any, groups: int, spatial_dims: int) -> Callable[[int, int], nn.Module]:
+        factory = get_skip(name)
+        kwargs: dict[str, Any] = {"spatial_dims": spatial_dims}
+        if _accepts(factory, "groups"):
+            kwargs["groups"] = groups
+        return lambda low, high: factory(low, high, **kwargs)
 
-    # -- size handling --------------------------------------------------------------------------------------------
+    # -- forward: Fig. 1 ------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        features = self.encoder(self._pad_input(x))  # the contracting path, shallowest first
+        logits = self.head(self.decoder(features))  # the expanding path through the skip connections
+        return logits[(slice(None), slice(None), *(slice(0, size) for size in x.shape[2:]))]
+
+    # -- sizes and inputs -----------------------------------------------------------------------------------------
+    @property
+    def skips(self) -> nn.ModuleList:
+        """The decoder's skip connections, deepest first."""
+        return self.decoder.skips
+
     def valid_size(self, size: Sequence[int]) -> tuple[int, ...]:
         """The smallest spatial size >= ``size`` that the network takes without padding."""
         stride = self.total_stride
         return tuple(-(-s // stride) * stride for s in size)
 
+    def _check_input(self, x: object) -> None:
+        if isinstance(x, torch.fx.Proxy):
+            return
+        if not isinstance(x, torch.Tensor) or x.dim() != self.spatial_dims + 2:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"{type(self).__name__}: x must have shape (B, C, {', '.join('S' * self.spatial_dims)}) "
+                f"for spatial_dims={self.spatial_dims}, got {shape}"
+            )
+        parameter = next(self.parameters())
+        if x.dtype != parameter.dtype and not autocast_enabled(x):
+            raise TypeError(
+                f"{type(self).__name__}: x has dtype {x.dtype} but the model's parameters are {parameter.dtype}; "
+                f"convert one to the other (x.to({parameter.dtype}) or model.to({x.dtype})), or run under "
+                "torch.autocast"
+            )
+
     def _pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-pad the bottom/right to a multiple of the total stride (``size_mode="pad"``), or refuse ("strict").
+
+        The sizes stay symbolic in traced and exported graphs, so those pad every input size correctly.
+        """
         size = tuple(x.shape[2:])
         target = self.valid_size(size)
-        if target == size:
+        eager = all(isinstance(s, int) for s in size)
+        if eager and target == size:
             return x
         if self.size_mode == "strict":
             lower = tuple(max(self.total_stride, s // self.total_stride * self.total_stride) for s in size)
@@ -158,30 +194,10 @@ class UNet(nn.Module):
                 f"input spatial size {size} is not a multiple of the total stride {self.total_stride}; "
                 f"nearest valid sizes: {lower} or {target} (or build the model with size_mode='pad')"
             )
-        pads: list[int] = []
+        pads: list = []
         for current, wanted in zip(reversed(size), reversed(target)):
             pads += [0, wanted - current]
         return F.pad(x, pads)
-
-    # -- forward --------------------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != self.spatial_dims + 2:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(
-                f"{type(self).__name__}: x must have shape (B, C, {', '.join('S' * self.spatial_dims)}) "
-                f"for spatial_dims={self.spatial_dims}, got {shape}"
-            )
-        size = x.shape[2:]
-        features = self.encoder(self._pad_input(x), self.encoder_attention)
-        decoded = features[-1]
-        for skip, block, low in zip(self.skips, self.decoder_blocks, reversed(features[:-1])):
-            decoded = block(skip(low, decoded))
-        logits = self.head(decoded)
-        if self.head_upsample > 1:
-            mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[self.spatial_dims]
-            logits = F.interpolate(logits, scale_factor=self.head_upsample, mode=mode, align_corners=False)
-        crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in size)
-        return logits[crop]
 
     # -- SGAU attention maps (Fig. 4) -----------------------------------------------------------------------------
     @property
@@ -207,3 +223,34 @@ class UNet(nn.Module):
         if sgau and any(skip.last_attention is None for skip in sgau):
             raise RuntimeError("no attention maps recorded: set model.record_attention = True, then run forward")
         return [skip.last_attention for skip in sgau]
+
+
+def _rename_version_0_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """Load state dicts saved before the encoder stages owned their attention (group-attention 0.1.0.dev0 before
+    December 2026): ``encoder.stages.i.1`` -> ``encoder.stages.i.block``, ``encoder_attention.i`` -> the encoder's
+    stage attention, ``skips``/``decoder_blocks`` -> ``decoder.skips``/``decoder.blocks``, ``head`` -> ``head.conv``."""
+    timm_encoder = isinstance(module.encoder, TimmEncoder)
+    renames = []
+    for key in state_dict:
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        parts = rest.split(".")
+        new = None
+        if parts[0] == "encoder_attention":
+            new = ["encoder", "attention", parts[1]] if timm_encoder else ["encoder", "stages", parts[1], "attention"]
+            new += parts[2:]
+        elif parts[:2] == ["encoder", "stages"] and len(parts) > 3 and parts[3] not in ("block", "attention", "pool"):
+            index = int(parts[2])
+            if index == 0:
+                new = ["encoder", "stages", "0", "block"] + parts[3:]
+            elif parts[3] == "1":
+                new = ["encoder", "stages", parts[2], "block"] + parts[4:]
+        elif parts[0] in ("skips", "decoder_blocks"):
+            new = ["decoder", "skips" if parts[0] == "skips" else "blocks"] + parts[1:]
+        elif parts[0] == "head" and parts[1] in ("weight", "bias"):
+            new = ["head", "conv", parts[1]]
+        if new is not None:
+            renames.append((key, prefix + ".".join(new)))
+    for old, new in renames:
+        state_dict[new] = state_dict.pop(old)
