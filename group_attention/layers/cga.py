@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_choice, check_feature_map, check_groups, check_sigmoid_gate
-from .dispatch import use_fused
+from .dispatch import NotScriptable, use_fused
 from .fused.cga import fused_channel_group_attention
 from .group_ops import DEFAULT_EPS, broadcast_channels, expand_groups, group_sum, spatial_dims, spatial_standardize
 
@@ -40,7 +40,7 @@ def channel_group_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
 torch.fx.wrap("channel_group_attention")  # torch.fx records the call; its shape logic runs on tensors
 
 
-class CGA(nn.Module):
+class CGA(NotScriptable, nn.Module):
     r"""Channel Group Attention: reweight channels by how salient their group's summed map is.
 
     The ``C`` channels are split into ``m`` groups of ``C / m`` consecutive channels. Each group is summed over its

@@ -195,3 +195,18 @@ def use_fused(*tensors: torch.Tensor) -> bool:
 def _fx_tracing() -> bool:
     symbolic = torch.fx._symbolic_trace
     return getattr(symbolic, "is_fx_symbolic_tracing", symbolic.is_fx_tracing)()
+
+
+class NotScriptable:
+    """Mixin: ``torch.jit.script`` refuses the module at once, naming the export paths that work.
+
+    TorchScript cannot compile the layers' Python (keyword-only arguments, einops-style shape logic, autograd
+    Functions); ``torch.export`` and ``torch.jit.trace`` record the readable functional forms instead.
+    """
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            f"{type(self).__name__} does not support torch.jit.script. Export with torch.export.export(model, "
+            "example_inputs, dynamic_shapes=...) (or torch.onnx.export(..., dynamo=True)), or trace with "
+            "torch.jit.trace(model, example_inputs); see the docs' 'Deploying' page."
+        )

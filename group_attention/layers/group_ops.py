@@ -111,7 +111,8 @@ def pad_or_crop_to(x: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> tor
     pads: list = []
     for current, target in zip(reversed(x.shape[2:]), reversed(tuple(size))):
         diff = target - current
-        pads += [diff // 2, diff - diff // 2]
+        before = (diff - abs(diff) % 2) // 2  # floor(diff / 2) with an exact division: ONNX truncates negatives
+        pads += [before, diff - before]
     if isinstance(x.shape[2], int) and not any(pads):  # eager: nothing to do; traced graphs always pad (by 0)
         return x
     return F.pad(x, pads)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_feature_map, check_positive_int, check_positive_real
-from .dispatch import use_fused
+from .dispatch import NotScriptable, use_fused
 from .fused.se import fused_squeeze_excite
 from .group_ops import broadcast_channels
 
@@ -25,7 +25,7 @@ def squeeze_excite(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, 
 torch.fx.wrap("broadcast_channels")  # torch.fx records the call; its shape logic runs on tensors
 
 
-class SE(nn.Module):
+class SE(NotScriptable, nn.Module):
     r"""Squeeze-and-excitation channel attention, the "+SE" row of GANet's Table 1.
 
     .. math::

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .._checks import check_feature_map, check_groups, check_sigmoid_gate
-from .dispatch import use_fused
+from .dispatch import NotScriptable, use_fused
 from .fused.sge import fused_spatial_group_enhance
 from .group_ops import DEFAULT_EPS, group_pooled_dot, grouped, spatial_standardize
 
@@ -30,7 +30,7 @@ def spatial_group_enhance(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
 torch.fx.wrap("spatial_group_enhance")  # torch.fx records the call; its shape logic runs on tensors
 
 
-class SGE(nn.Module):
+class SGE(NotScriptable, nn.Module):
     r"""Spatial Group-wise Enhance, as its authors' code computes it.
 
     Per group ``g`` of ``C / m`` channels, the similarity of each position's feature vector with the group's spatial

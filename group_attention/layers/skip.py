@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_feature_map, check_positive_int
+from .dispatch import NotScriptable
 from .group_ops import autocast_enabled, pad_or_crop_to
 
 TRANSPOSED_CONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -30,6 +31,12 @@ def transposed_upsample(
 def check_skip_inputs(owner: str, low: object, high: object, low_channels: int, high_channels: int,
                       spatial_dims: int) -> None:
     """Check a skip connection's ``low`` ``(B, C_low, *S)`` and ``high`` ``(B, C_high, *s)`` before any compute."""
+    if isinstance(low, torch.fx.Proxy) or isinstance(high, torch.fx.Proxy):
+        raise TypeError(
+            f"{owner} cannot be traced by torch.fx.symbolic_trace (its sizes decide the padding); keep it a leaf "
+            f"module (a custom Tracer's is_leaf_module, or timm's register_notrace_module({owner})), or export "
+            "with torch.export.export"
+        )
     check_feature_map("low", low, low_channels, owner)
     check_feature_map("high", high, high_channels, owner)
     for name, x in (("low", low), ("high", high)):
@@ -45,7 +52,7 @@ def check_skip_inputs(owner: str, low: object, high: object, low_channels: int, 
         )
 
 
-class ConcatSkip(nn.Module):
+class ConcatSkip(NotScriptable, nn.Module):
     r"""U-Net's skip connection: ``Cat(F^n; Up(F^{n+1}))``.
 
     Args:

@@ -12,6 +12,7 @@ from torch import nn
 from .._checks import check_choice, check_positive_int
 from ..layers import SGAU
 from ..registry import create_attention, get_attention, get_skip
+from ..layers.dispatch import NotScriptable
 from ..layers.group_ops import autocast_enabled
 from .blocks import check_spatial_dims
 from .decoder import SegmentationHead, UNetDecoder
@@ -27,7 +28,7 @@ def _accepts(factory: Any, argument: str) -> bool:
         return False
 
 
-class UNet(nn.Module):
+class UNet(NotScriptable, nn.Module):
     r"""U-Net with optional channel attention after each encoder stage and a choice of skip connection.
 
     The encoder is U-Net's (``channels`` doubling per stage, Fig. 1 of the paper) or a timm backbone
@@ -148,7 +149,7 @@ class UNet(nn.Module):
         self._check_input(x)
         features = self.encoder(self._pad_input(x))  # the contracting path, shallowest first
         logits = self.head(self.decoder(features))  # the expanding path through the skip connections
-        return logits[(slice(None), slice(None), *(slice(0, size) for size in x.shape[2:]))]
+        return self._crop_output(logits, x.shape[2:])
 
     # -- sizes and inputs -----------------------------------------------------------------------------------------
     @property
@@ -159,7 +160,7 @@ class UNet(nn.Module):
     def valid_size(self, size: Sequence[int]) -> tuple[int, ...]:
         """The smallest spatial size >= ``size`` that the network takes without padding."""
         stride = self.total_stride
-        return tuple(-(-s // stride) * stride for s in size)
+        return tuple((s + stride - 1) // stride * stride for s in size)  # no negative floor division: ONNX truncates
 
     def _check_input(self, x: object) -> None:
         if isinstance(x, torch.fx.Proxy):
@@ -194,10 +195,15 @@ class UNet(nn.Module):
                 f"input spatial size {size} is not a multiple of the total stride {self.total_stride}; "
                 f"nearest valid sizes: {lower} or {target} (or build the model with size_mode='pad')"
             )
-        pads: list = []
-        for current, wanted in zip(reversed(size), reversed(target)):
-            pads += [0, wanted - current]
-        return F.pad(x, pads)
+        return _pad_bottom_right(x, target)
+
+    @staticmethod
+    def _crop_output(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """The logits of the input's own positions (top-left): a view in eager mode; in traced and exported graphs
+        a negative padding, whose fresh output does not tie the graph to the padded size."""
+        if all(isinstance(s, int) for s in size):
+            return logits[(slice(None), slice(None), *(slice(0, s) for s in size))]
+        return _pad_bottom_right(logits, size)
 
     # -- SGAU attention maps (Fig. 4) -----------------------------------------------------------------------------
     @property
@@ -223,6 +229,14 @@ class UNet(nn.Module):
         if sgau and any(skip.last_attention is None for skip in sgau):
             raise RuntimeError("no attention maps recorded: set model.record_attention = True, then run forward")
         return [skip.last_attention for skip in sgau]
+
+
+def _pad_bottom_right(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Zero-pad (or, for a smaller ``size``, crop) the bottom/right of ``x``'s spatial dims to ``size``."""
+    pads: list = []
+    for current, wanted in zip(reversed(x.shape[2:]), reversed(tuple(size))):
+        pads += [0, wanted - current]
+    return F.pad(x, pads)
 
 
 def _rename_version_0_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
