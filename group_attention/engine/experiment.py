@@ -109,7 +109,7 @@ def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig,
     spec = trainer.spec
     best_epoch = trainer.load_best()
     test_indices = arrays.indices_of(spec.test_ids)
-    metrics = evaluate(trainer.model, arrays, test_indices, config.batch_size, device, config.amp)
+    metrics = evaluate(trainer.model, arrays, test_indices, config.batch_size, device, config.amp, exact_aupr=True)
     wanted = len(test_indices) if config.overlays < 0 else min(config.overlays, len(test_indices))
     if wanted:
         for chunk, images, probabilities, masks in predict_batches(trainer.model, arrays, test_indices[:wanted],
