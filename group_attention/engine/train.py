@@ -109,11 +109,12 @@ def set_aside_path(path: Path) -> Path:
     return candidate
 
 
-def read_checkpoint_or_set_aside(path: Path, device: torch.device) -> "dict | None":
+def read_checkpoint_or_set_aside(path: Path) -> "dict | None":
     """The checkpoint at ``path``, or None (with a warning naming it) if it cannot be read, in which case it is
     moved aside to ``<name>.corrupt`` so that no later command trips over it again."""
     try:
-        state = load_checkpoint(path, map_location=device)
+        # Read on the CPU: a GPU out of memory must not pass for a corrupt file (load_state_dict copies to the device).
+        state = load_checkpoint(path, map_location="cpu")
         if not isinstance(state, dict) or "model" not in state:
             raise ValueError("not a checkpoint of this experiment")
         return state
@@ -169,10 +170,10 @@ class Trainer:
         """Continue from ``checkpoint_last.pt`` if a previous run left one; True if it did."""
         if not self.last_path.exists():
             return False
-        state = read_checkpoint_or_set_aside(self.last_path, self.device)
+        state = read_checkpoint_or_set_aside(self.last_path)
         if state is not None and state.get("best_epoch") is not None:
             # The best weights are part of the state: without them the run cannot finish as it would have.
-            if read_checkpoint_or_set_aside(self.best_path, self.device) is None:
+            if read_checkpoint_or_set_aside(self.best_path) is None:
                 aside = set_aside_path(self.last_path)
                 self.last_path.replace(aside)
                 warn(f"[{self.spec.name}] {str(self.best_path)!r} is missing or unreadable; the last checkpoint "
