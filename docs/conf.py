@@ -28,6 +28,8 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "myst_parser",
+    # MathJax shipped inside the built site (_static/mathjax): equations render without a network.
+    "sphinx-mathjax-offline",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -63,4 +65,5 @@ html_theme = "furo"
 html_title = f"group-attention {release}"
 html_show_sourcelink = True
 
-# No intersphinx: builds must not need the network.
+# No intersphinx: builds must not need the network; nor must the built pages (no script, stylesheet or font from
+# another host: tests/test_docs.py checks).

@@ -8,48 +8,81 @@
 With ``--data-root`` the defaults are the paper's: EX and HE segmented separately, all six Table 1 variants,
 generalized Dice loss, Adam lr 1e-4, 300 epochs, batch 8, 512x384 after cropping the background, random flips and
 rotations, 3-fold cross-validation over all images. Rerunning the same command resumes where it stopped.
-Outputs (in --out): results.md, results.json, runs/<variant>/<lesion>/fold<k>/{log.csv, checkpoint_last.pt,
-checkpoint_best.pt, metrics.json, overlays/*.png, attention.png}.
+Outputs (in --out): results.md, results.json, runs/<variant>/<lesion>/fold<k>/{log.csv, checkpoint_best.pt,
+metrics.json, overlays/*.png, attention.png} (checkpoint_last.pt while a run trains; see --keep-checkpoints).
+A mistake in the options or the data ends with one line naming it and exit code 2; --debug (or GA_DEBUG=1) shows
+the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
 from group_attention.data import discover_idrid
-from group_attention.engine import (PROTOCOLS, ExperimentConfig, check_resumable, quick_synthetic_config,
-                                    resolve_device, run_experiment)
+from group_attention.engine import (PROTOCOLS, ExperimentConfig, quick_synthetic_config, resolve_device,
+                                    run_experiment)
+from group_attention.engine.config import KEEP_CHECKPOINTS
+from group_attention.engine.experiment import has_work, validate_experiment
 from group_attention.models import VARIANTS
+
+# Mistakes a person can make (options, data files, the output folder): one line and exit code 2, no traceback.
+USER_ERRORS = (ValueError, TypeError, OSError, MemoryError)
+# The setting a message of ExperimentConfig or the engine starts with -> the option that sets it.
+OPTION_OF = {"folds": "--folds", "only_folds": "--only-folds", "size": "--size", "epochs": "--epochs",
+             "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed", "device": "--device", "lesion": "--lesion",
+             "lesions": "--lesion", "variant": "--variants", "variants": "--variants", "protocol": "--protocol",
+             "val_fraction": "--val-fraction", "checkpoint_seconds": "--checkpoint-seconds",
+             "workers": "--workers", "keep_checkpoints": "--keep-checkpoints"}
 
 
 def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options; ``--help`` shows the defaults of the mode in use (the synthetic demo, or with ``--data-root``
+    the paper's protocol)."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--data-root")
+    real_data = peek.parse_known_args(argv)[0].data_root is not None
+    defaults = ExperimentConfig() if real_data else quick_synthetic_config()
+    mode = ("the paper's protocol (--data-root given)" if real_data
+            else "the synthetic demo; add --data-root to see the paper's")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"Defaults shown are those of {mode}.")
     add = parser.add_argument
     add("--data-root", help="IDRiD folder holding 'A. Segmentation'; without it, synthetic data are generated")
-    add("--lesion", nargs="+", metavar="CODE", help="lesions, each its own model: EX HE (paper) or MA SE OD")
-    add("--variants", nargs="+", metavar="NAME", help=f"Table 1 rows, or 'all': {', '.join(VARIANTS)}")
-    add("--protocol", choices=PROTOCOLS, help="cv: k-fold over all images (paper); official: train/test sets")
-    add("--folds", type=int, help="cross-validation folds (paper: 3)")
-    add("--only-folds", type=int, nargs="+", metavar="K", help="run only these folds (1-based)")
-    add("--epochs", type=int, help="training epochs (paper: 300)")
-    add("--batch-size", type=int, help="batch size (paper: 8)")
-    add("--lr", type=float, help="Adam learning rate (paper: 1e-4)")
-    add("--size", type=int, nargs=2, metavar=("H", "W"), help="image size after cropping (paper: 384 512)")
-    add("--val-fraction", type=float, help="share of each training fold used to pick the best checkpoint")
-    add("--seed", type=int, help="seed of folds, initialisation, shuffling and augmentation")
+    add("--lesion", nargs="+", metavar="CODE",
+        help=f"lesions, each its own model: EX HE (paper) or MA SE OD (default: {' '.join(defaults.lesions)})")
+    add("--variants", nargs="+", metavar="NAME",
+        help=f"Table 1 rows, or 'all': {', '.join(VARIANTS)} (default: {' '.join(defaults.variants)})")
+    add("--protocol", choices=PROTOCOLS, help="cv: k-fold over all images (paper); official: train/test sets "
+                                              f"(default: {defaults.protocol})")
+    add("--folds", type=int, help=f"cross-validation folds (default: {defaults.folds}; paper: 3)")
+    add("--only-folds", type=int, nargs="+", metavar="K", help="run only these folds (1-based; default: all)")
+    add("--epochs", type=int, help=f"training epochs (default: {defaults.epochs}; paper: 300)")
+    add("--batch-size", type=int, help=f"batch size (default: {defaults.batch_size}; paper: 8)")
+    add("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr:g}; paper: 1e-4)")
+    add("--size", type=int, nargs=2, metavar=("H", "W"), help="image size after cropping (default: "
+                                                             f"{defaults.size[0]} {defaults.size[1]}; paper: 384 512)")
+    add("--val-fraction", type=float, help="share of each training fold used to pick the best checkpoint "
+                                           f"(default: {defaults.val_fraction:g})")
+    add("--seed", type=int,
+        help=f"seed of folds, initialisation, shuffling and augmentation (default: {defaults.seed})")
     add("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     add("--amp", action="store_true", default=None, help="mixed precision (fp16 on CUDA, bf16 on CPU)")
-    add("--workers", type=int, help="processes decoding images into the cache")
-    add("--overlays", type=int, help="overlay pictures per fold (-1: every test image)")
-    add("--checkpoint-seconds", type=float, help="write the last checkpoint at most this often (default 30; 0: "
-                                                 "every epoch)")
+    add("--workers", type=int, help=f"processes decoding images into the cache (default: {defaults.workers})")
+    add("--overlays", type=int, help=f"overlay pictures per fold (-1: every test image; default: {defaults.overlays})")
+    add("--checkpoint-seconds", type=float, help="write the last checkpoint at most this often (0: every epoch; "
+                                                 f"default: {defaults.checkpoint_seconds:g})")
+    add("--keep-checkpoints", choices=KEEP_CHECKPOINTS,
+        help="what a finished run keeps: best (the best weights), all (also the last checkpoint with the optimizer "
+             f"state, to train on) or none (default: {defaults.keep_checkpoints})")
     add("--cache-dir", help="preprocessed image cache (default $GA_CACHE_DIR or ~/.cache/group-attention)")
     add("--out", type=Path, help="output folder (default runs/idrid-ganet or runs/idrid-ganet-synthetic)")
     add("--resume", action="store_true", help="require an earlier run in --out to continue (rerunning resumes anyway)")
     add("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    add("--debug", action="store_true", help="show the traceback of an error (also: environment GA_DEBUG=1)")
     return parser.parse_args(argv)
 
 
@@ -61,7 +94,7 @@ def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
         "lr": arguments.lr, "size": arguments.size, "val_fraction": arguments.val_fraction,
         "seed": arguments.seed, "device": arguments.device, "amp": arguments.amp, "workers": arguments.workers,
         "overlays": arguments.overlays, "cache_dir": arguments.cache_dir,
-        "checkpoint_seconds": arguments.checkpoint_seconds,
+        "checkpoint_seconds": arguments.checkpoint_seconds, "keep_checkpoints": arguments.keep_checkpoints,
         "variants": list(VARIANTS) if arguments.variants in (["all"], ["ALL"]) else arguments.variants,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
@@ -74,28 +107,71 @@ def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
     return config
 
 
+def one_line(error: BaseException) -> str:
+    """An error as one line, led by the option it concerns where the message starts with a setting's name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") or line.startswith("Original Traceback") for line in lines):
+        lines = lines[-1:]  # an error re-raised from a worker process: its own message is the last line
+    text = " ".join(lines)
+    if isinstance(error, MemoryError):
+        text = ("out of memory" + (f" ({text})" if text else "") + "; try a smaller --size, --batch-size or "
+                "--workers")
+    elif not text:
+        text = type(error).__name__
+    elif isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename is None:
+        text = f"{type(error).__name__}: {text}"
+    option = OPTION_OF.get(text.split(" ", 1)[0].strip(":'\""))
+    if option is not None and option not in text:
+        text = f"{option}: {text}"
+    return text
+
+
+def debugging(arguments: "argparse.Namespace | None" = None) -> bool:
+    return bool(arguments is not None and arguments.debug) or os.environ.get("GA_DEBUG", "") not in ("", "0")
+
+
 def main(argv: "list[str] | None" = None) -> int:
     arguments = parse_arguments(argv)
+    last_epoch: dict = {}
     try:
         config = build_config(arguments)
         if config.data_root is not None:
             print(discover_idrid(config.data_root).summary(), flush=True)  # a wrong root fails here, clearly
         out = arguments.out or Path("runs") / ("idrid-ganet-synthetic" if config.synthetic_data else "idrid-ganet")
-        if arguments.resume and not (out / "config.json").exists():
+        if arguments.resume and not has_work(out):
             raise ValueError(f"--resume given but {out} holds no earlier run")
         resolve_device(config.device)  # e.g. cuda asked for where there is none
-        check_resumable(out, config)  # runs of other settings in --out
-    except (TypeError, ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        validate_experiment(config, out)  # writes nothing: a refused command leaves --out as it was
+        if config.synthetic_data:
+            print("NOTE: no --data-root given: running the quick demo on SYNTHETIC data generated under "
+                  f"{out / 'synthetic-idrid'}; its numbers say nothing about IDRiD.", flush=True)
+        results = run_experiment(config, out, on_epoch_end=last_epoch.update, progress=not arguments.no_progress)
+    except KeyboardInterrupt:
+        if debugging(arguments):
+            raise
+        print(f"\n{interrupted_message(last_epoch)}", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        if debugging(arguments):
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
-    if config.synthetic_data:
-        print("NOTE: no --data-root given: running the quick demo on SYNTHETIC data generated under "
-              f"{out / 'synthetic-idrid'}; its numbers say nothing about IDRiD.", flush=True)
-    results = run_experiment(config, out, progress=not arguments.no_progress)
     if results is not None:
         print((out / "results.md").read_text())
         print(f"Results, logs, checkpoints and pictures: {out}")
     return 0
+
+
+def interrupted_message(last_epoch: dict) -> str:
+    """What was kept when Ctrl-C stopped the experiment, from the last ``on_epoch_end`` row."""
+    if not last_epoch:
+        return "interrupted before an epoch finished; rerun the same command to resume"
+    message = f"interrupted after epoch {last_epoch['epoch']} of {last_epoch['run']}"
+    checkpoint = last_epoch.get("checkpoint_epoch")
+    if checkpoint is not None and checkpoint != last_epoch["epoch"]:
+        message += (f" (its last checkpoint holds epoch {checkpoint})" if checkpoint
+                    else " (before its first checkpoint)")
+    return message + "; rerun the same command to resume"
 
 
 if __name__ == "__main__":

@@ -64,15 +64,65 @@ def test_every_public_name_is_in_the_api_reference(module_name):
     assert not missing, f"{module_name}.__all__ names without an entry in docs/api/*.rst: {missing}"
 
 
-# About 5 s, so not marked slow. Sphinx and MyST warn about their own deprecated internals; those are not ours.
-@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
-def test_sphinx_build_has_no_warnings(tmp_path):
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory) -> "tuple[int, Path]":
+    """The docs built once with warnings as errors: (sphinx's exit status, the HTML folder)."""
     pytest.importorskip("sphinx")
     pytest.importorskip("myst_parser")
     pytest.importorskip("furo")
+    pytest.importorskip("sphinx-mathjax-offline")
     from sphinx.cmd.build import build_main
 
-    status = build_main(["-W", "--keep-going", "-q", "-b", "html", "-d", str(tmp_path / "doctrees"),
-                         str(DOCS), str(tmp_path / "html")])
+    folder = tmp_path_factory.mktemp("docs")
+    status = build_main(["-W", "--keep-going", "-q", "-b", "html", "-d", str(folder / "doctrees"),
+                         str(DOCS), str(folder / "html")])
+    return status, folder / "html"
+
+
+# About 5 s on an idle machine, so not marked slow. Sphinx and MyST warn about their own deprecated internals.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
+def test_sphinx_build_has_no_warnings(built_site):
+    status, html = built_site
     assert status == 0, "sphinx-build -W failed: see the warnings above"
-    assert (tmp_path / "html" / "paper_to_code.html").exists()
+    assert (html / "paper_to_code.html").exists()
+
+
+# src= and href= of the tags a browser fetches by itself (scripts, stylesheets, fonts, icons), and CSS url(...).
+_FETCHED = re.compile(r"<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)\s*=\s*[\"']([^\"']+)[\"']", re.I)
+_CSS_URL = re.compile(r"url\(\s*[\"']?([^)\"']+)")
+
+
+def _remote(address: str) -> bool:
+    return bool(re.match(r"^(?:[a-z][a-z0-9+.-]*:)?//", address, re.I))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
+def test_built_docs_load_nothing_from_another_host(built_site):
+    status, html = built_site
+    assert status == 0
+    remote = []
+    for page in html.rglob("*.html"):
+        text = page.read_text(errors="replace")
+        for match in _FETCHED.finditer(text):
+            tag = match.group(0).lower()
+            # <link rel="next|prev|index|search|canonical"> are navigation, not fetched
+            if tag.startswith("<link") and not re.search(r"rel=[\"'][^\"']*(stylesheet|icon|preload|modulepreload)",
+                                                         tag):
+                continue
+            if _remote(match.group(1)):
+                remote.append((page.name, match.group(1)))
+    for sheet in html.rglob("*.css"):
+        remote += [(sheet.name, url) for url in _CSS_URL.findall(sheet.read_text(errors="replace")) if _remote(url)]
+    assert not remote, f"pages fetch from other hosts: {remote[:10]}"
+    math_page = (html / "paper_to_code.html").read_text()
+    assert 'src="_static/mathjax/tex-chtml.js"' in math_page  # the bundled renderer is the one loaded
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert (html / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+
+
+def test_docs_configuration_bundles_the_math_renderer():
+    conf = (DOCS / "conf.py").read_text()
+    assert '"sphinx-mathjax-offline"' in conf and "mathjax_path" not in conf
+    pyproject = (DOCS.parent / "pyproject.toml").read_text()
+    docs_extra = pyproject[pyproject.index("\ndocs = ["):]
+    assert "sphinx-mathjax-offline" in docs_extra[:docs_extra.index("]")]

@@ -36,8 +36,9 @@ def read_log(path: Path) -> list[dict]:
 
 
 def run_example(*arguments: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, str(EXAMPLE), "--no-progress", *arguments], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+                          text=True, timeout=timeout, cwd=REPO, env=env)
 
 
 def test_example_end_to_end_learns_the_synthetic_lesions(tmp_path):
@@ -53,10 +54,11 @@ def test_example_end_to_end_learns_the_synthetic_lesions(tmp_path):
     (run,) = results["runs"]
     run_dir = out / "runs" / "ganet" / "EX" / "fold1"
     assert [int(row["epoch"]) for row in read_log(run_dir / "log.csv")] == list(range(1, 15))
-    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "metrics.json", "attention.png"):
+    for name in ("checkpoint_best.pt", "metrics.json", "attention.png"):
         assert (run_dir / name).is_file(), name
+    assert not (run_dir / "checkpoint_last.pt").exists()  # a finished run needs no optimizer state
     overlays = sorted((run_dir / "overlays").glob("*.png"))
-    assert len(overlays) == 2 and Image.open(overlays[0]).size == (128, 96)
+    assert len(overlays) == 2 and Image.open(overlays[0]).width >= 512
     assert run["parameters"] == 6_986_498
     # Learned: far better than predicting nothing (Dice 0) or everything (Dice 2p / (1 + p), p the lesion share).
     test_set = IDRiD(out / "synthetic-idrid", "EX", split="all", size=(96, 128), ids=run["test_ids"], cache_dir=None)
@@ -149,7 +151,7 @@ def test_overlay_colours_follow_figure_5():
     (["--only-folds", "0"], "--only-folds takes folds 1..3, got [0]"),
     (["--seed", "-1"], "seed must be an int >= 0, got -1"),
     (["--device", "gpu"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
-    (["--size", "0", "64"], "size must be two positive ints"),
+    (["--size", "0", "64"], "size must have each side in 16..8192"),
     (["--data-root", "/nonexistent/idrid"], "does not exist"),
     (["--data-root", str(REPO / "docs")], "is not an IDRiD segmentation tree"),
 ])
@@ -216,7 +218,7 @@ def test_example_on_real_idrid_images(tmp_path):
 
 
 def test_checkpoints_are_written_at_most_every_checkpoint_seconds_and_at_the_end(tmp_path):
-    config = tiny_config(epochs=3, checkpoint_seconds=1e9, cache_dir=str(tmp_path / "cache"))
+    config = tiny_config(epochs=3, checkpoint_seconds=1e9, keep_checkpoints="all", cache_dir=str(tmp_path / "cache"))
     run_dir = tmp_path / "out" / "runs" / "ganet" / "EX" / "fold1"
     seen = []
 

@@ -13,6 +13,11 @@ from ..data import LESIONS
 from ..models import VARIANTS
 
 PROTOCOLS = ("cv", "official")
+KEEP_CHECKPOINTS = ("best", "all", "none")
+# The network halves the resolution four times: a side below its total stride leaves nothing to attend to.
+MIN_SIDE = 16
+# IDRiD photographs are 4288 x 2848; a larger side only upsamples, and the cached arrays would not fit in memory.
+MAX_SIDE = 8192
 
 
 @dataclass
@@ -40,6 +45,9 @@ class ExperimentConfig:
         cache_dir: preprocessed-array cache (``"auto"``: ``$GA_CACHE_DIR`` or ``~/.cache/group-attention``).
         checkpoint_seconds: write ``checkpoint_last.pt`` at most this often (and after the last epoch); 0 writes
             it after every epoch. A killed run redoes at most this much training.
+        keep_checkpoints: what a finished run keeps: ``"best"`` (default: the best weights, no optimizer state),
+            ``"all"`` (also ``checkpoint_last.pt`` with the optimizer state, to train on) or ``"none"``. A run in
+            progress always keeps both, since resuming needs them.
     """
 
     data_root: "str | None" = None
@@ -62,6 +70,7 @@ class ExperimentConfig:
     synthetic: dict[str, Any] = field(default_factory=lambda: {"n_train": 54, "n_test": 27, "size": (426, 640)})
     cache_dir: "str | None" = "auto"
     checkpoint_seconds: float = 30.0
+    keep_checkpoints: str = "best"
 
     def __post_init__(self) -> None:
         for name in ("lesions", "variants", "only_folds"):
@@ -86,8 +95,8 @@ class ExperimentConfig:
                    if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < self.num_folds]
             if bad:
                 raise ValueError(f"only_folds must be fold indices in 0..{self.num_folds - 1}, got {list(bad)}")
-        if not (len(self.size) == 2 and all(isinstance(s, int) and s > 0 for s in self.size)):
-            raise ValueError(f"size must be two positive ints (H, W), got {self.size!r}")
+        check_image_size(self.size)
+        check_choice("keep_checkpoints", self.keep_checkpoints, KEEP_CHECKPOINTS)
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not self.checkpoint_seconds >= 0:
@@ -114,8 +123,23 @@ class ExperimentConfig:
         """A hash of the settings that change results: a rerun with another fingerprint must not resume."""
         relevant = {k: v for k, v in self.to_dict().items()
                     if k not in ("device", "workers", "overlays", "cache_dir", "variants", "lesions", "only_folds",
-                                 "checkpoint_seconds")}
+                                 "checkpoint_seconds", "keep_checkpoints")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_image_size(size: "tuple[int, ...]") -> None:
+    """Raise ``ValueError`` unless ``size`` is ``(H, W)`` with each side in ``[MIN_SIDE, MAX_SIDE]``, naming the
+    nearest valid size."""
+    if not (len(size) == 2 and all(isinstance(s, int) and not isinstance(s, bool) for s in size)):
+        raise ValueError(f"size must be two ints (H, W), got {size!r}")
+    if all(MIN_SIDE <= s <= MAX_SIDE for s in size):
+        return
+    nearest = tuple(min(max(s, MIN_SIDE), MAX_SIDE) for s in size)
+    raise ValueError(
+        f"size must have each side in {MIN_SIDE}..{MAX_SIDE} (the network's total stride is {MIN_SIDE}; IDRiD "
+        f"photographs are 4288 x 2848), got {size[0]} {size[1]}; nearest valid: {nearest[0]} {nearest[1]} "
+        "(the paper uses 384 512)"
+    )
 
 
 def quick_synthetic_config(**overrides: Any) -> ExperimentConfig:

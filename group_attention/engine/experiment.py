@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..data import kfold_ids, make_synthetic_idrid
+from ..data import discover_idrid, kfold_ids, make_synthetic_idrid
 from .arrays import LesionArrays, load_lesion_arrays
 from .config import ExperimentConfig
 from .distributed import Context, init_distributed, resolve_device, shutdown_distributed
@@ -20,25 +21,55 @@ from .train import EpochCallback, RunSpec, Trainer, run_seed
 from .visualize import attention_panels, save_overlays
 
 
-
 def prepare_data_root(config: ExperimentConfig, out_dir: Path, context: Context) -> str:
     """The IDRiD root to read: ``config.data_root``, or a synthetic look-alike generated once under ``out_dir``."""
     if config.data_root is not None:
         return config.data_root
     root = out_dir / "synthetic-idrid"
-    if context.is_main and not (root / "A. Segmentation").exists():
-        synthetic = config.synthetic
-        make_synthetic_idrid(root, n_train=synthetic["n_train"], n_test=synthetic["n_test"],
-                             size=tuple(synthetic["size"]), seed=config.seed)
+    marker = root / "settings.json"
+    wanted = {"synthetic": config.to_dict()["synthetic"], "seed": config.seed}
+    if context.is_main:
+        generated = (root / "A. Segmentation").exists()
+        if generated and not marker.exists() and has_work(out_dir):
+            write_json(marker, wanted)  # made by an earlier version for the runs check_resumable accepted
+        if not generated or read_json(marker) != wanted:
+            # Data left by a refused or unstarted command of other settings must not feed this one.
+            synthetic = config.synthetic
+            make_synthetic_idrid(root, n_train=synthetic["n_train"], n_test=synthetic["n_test"],
+                                 size=tuple(synthetic["size"]), seed=config.seed, overwrite=True)
+            write_json(marker, wanted)
     context.barrier()
     return str(root)
+
+
+def ground_truth_folder(base: "str | Path", lesion: str, split: str) -> str:
+    """The ground-truth folder(s) of ``lesion`` for ``split`` (``"train"``, ``"test"`` or ``"all"``) under an
+    IDRiD ``A. Segmentation`` folder ``base``."""
+    from ..data.idrid import LESIONS, MASKS_FOLDER, SET_FOLDERS
+
+    sets = list(SET_FOLDERS.values()) if split == "all" else [SET_FOLDERS[split]]
+    return " and ".join(repr(str(Path(base) / MASKS_FOLDER / name / LESIONS[lesion])) for name in sets)
+
+
+def check_lesion_present(arrays: LesionArrays, root: "str | Path", lesion: str, split: str) -> None:
+    """Raise ``ValueError`` naming the ground-truth folder if no image of ``split`` shows ``lesion``: Dice and
+    sensitivity of an empty class are conventions, not measurements, and training on it teaches nothing."""
+    if not bool(arrays.masks.any()):
+        folder = ground_truth_folder(discover_idrid(root).base, lesion, split)
+        raise ValueError(
+            f"lesion {lesion!r}: no {lesion} mask pixel in any of the {len(arrays.ids)} images of the {split!r} "
+            f"split; the ground-truth folder {folder} is empty or holds only blank masks. Put the masks there, "
+            "or choose other lesions with --lesion"
+        )
 
 
 def load_arrays(config: ExperimentConfig, root: str, lesion: str) -> tuple[LesionArrays, list[list[str]]]:
     """All images the protocol uses, with ``lesion``'s masks, in one set of tensors, and the protocol's folds as
     ``[train_ids, test_ids]`` pairs (k-fold over all images, or the official training and testing sets)."""
     def load(split: str) -> LesionArrays:
-        return load_lesion_arrays(root, lesion, split, config.size, config.cache_dir, config.workers)
+        arrays = load_lesion_arrays(root, lesion, split, config.size, config.cache_dir, config.workers)
+        check_lesion_present(arrays, root, lesion, split)
+        return arrays
 
     if config.protocol == "cv":
         arrays = load("all")
@@ -78,7 +109,7 @@ def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig,
     spec = trainer.spec
     best_epoch = trainer.load_best()
     test_indices = arrays.indices_of(spec.test_ids)
-    metrics = evaluate(trainer.model, arrays, test_indices, config.batch_size, device, config.amp)
+    metrics = evaluate(trainer.model, arrays, test_indices, config.batch_size, device, config.amp, exact_aupr=True)
     wanted = len(test_indices) if config.overlays < 0 else min(config.overlays, len(test_indices))
     if wanted:
         for chunk, images, probabilities, masks in predict_batches(trainer.model, arrays, test_indices[:wanted],
@@ -100,16 +131,87 @@ def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig,
     return result
 
 
-def check_output_folder(out_dir: Path, config: ExperimentConfig) -> None:
-    """Refuse to mix runs of different settings in one folder; record the settings of a new one."""
+def record_settings(out_dir: Path, config: ExperimentConfig) -> None:
+    """Write ``config.json``, the settings later commands in ``out_dir`` must match; called when training starts."""
     check_resumable(out_dir, config)
     write_json(out_dir / "config.json", {"fingerprint": config.fingerprint(), "config": config.to_dict()})
 
 
+def has_work(out_dir: "str | Path") -> bool:
+    """Whether ``out_dir`` holds a finished run or a checkpoint: only then are its settings binding."""
+    runs = Path(out_dir) / "runs"
+    return runs.is_dir() and any(
+        next(runs.rglob(name), None) is not None
+        for name in ("metrics.json", "checkpoint_last.pt", "checkpoint_best.pt"))
+
+
+def check_writable_folder(out_dir: "str | Path") -> None:
+    """Raise ``ValueError`` if ``out_dir`` is a file or cannot be created or written (creates nothing)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output folder {str(out_dir)!r} is a file; give a folder (--out)")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot create output folder {str(out_dir)!r}: {str(existing)!r} is a file (--out)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to output folder {str(out_dir)!r}: {str(existing)!r} is not writable "
+                         "(--out)")
+
+
+def count_images(config: ExperimentConfig) -> "dict[str, int]":
+    """Images of the official training and testing sets that ``config`` reads (generated ones when synthetic)."""
+    if config.synthetic_data:
+        return {"train": config.synthetic["n_train"], "test": config.synthetic["n_test"]}
+    layout = discover_idrid(config.data_root)
+    return {split: len(layout.ids(split)) for split in ("train", "test")}
+
+
+def check_masks_present(config: ExperimentConfig) -> None:
+    """Raise ``ValueError`` naming the folder if a lesion has no mask file for any image of a set it reads."""
+    if config.synthetic_data:
+        return
+    layout = discover_idrid(config.data_root)
+    for lesion in config.lesions:
+        for split in ("train", "test"):
+            ids = layout.ids(split)
+            if ids and split in layout.lesion_folders[lesion] and not any(i in layout.masks[lesion] for i in ids):
+                folder = ground_truth_folder(layout.base, lesion, split)
+                raise ValueError(f"lesion {lesion!r}: the ground-truth folder {folder} holds no mask for the "
+                                 f"{len(ids)} {split} images; put the masks there, or choose other lesions with "
+                                 "--lesion")
+
+
+def validate_experiment(config: ExperimentConfig, out_dir: "str | Path") -> None:
+    """Every check that can refuse ``config`` before anything is written: the output folder (writable, and no
+    runs of other settings in it), the number of folds against the number of images, and lesion masks present.
+
+    Raises:
+        ValueError: naming the setting or file at fault and what would be valid.
+    """
+    check_writable_folder(out_dir)
+    check_resumable(out_dir, config)
+    counts = count_images(config)
+    if config.protocol == "cv":
+        total = counts["train"] + counts["test"]
+        if config.folds > total:
+            raise ValueError(f"folds must be at most the number of images ({total}), got {config.folds}")
+    else:
+        empty = [split for split, count in counts.items() if count == 0]
+        if empty:
+            raise ValueError(f"the official protocol needs training and testing images; none in {empty}")
+    check_masks_present(config)
+
+
 def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
-    """Raise ``ValueError`` if ``out_dir`` holds runs made with settings other than ``config``'s (writes nothing)."""
+    """Raise ``ValueError`` if ``out_dir`` holds runs made with settings other than ``config``'s (writes nothing).
+
+    A folder with a ``config.json`` but no finished run or checkpoint (a command stopped before training) binds
+    nothing: its settings are replaced when the next command starts training.
+    """
     path = Path(out_dir) / "config.json"
-    if path.exists():
+    if path.exists() and has_work(out_dir):
         previous = read_json(path)
         if previous.get("fingerprint") != config.fingerprint():
             raise ValueError(
@@ -134,17 +236,22 @@ def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end
     context = init_distributed(device)
     try:
         if context.is_main:
+            validate_experiment(config, out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
-            check_output_folder(out_dir, config)
         context.barrier()
         root = prepare_data_root(config, out_dir, context)
         finished: list[dict[str, Any]] = []
+        runs_per_lesion = len(config.variants) * (
+            len(config.only_folds) if config.only_folds is not None else config.num_folds)
+        clock = ProgressClock(config.epochs, runs_per_lesion * len(config.lesions))
+        settings_recorded = False
         for lesion in config.lesions:
             arrays, folds = load_arrays(config, root, lesion)
             arrays = arrays.to(device)
             for spec in run_specs(config, folds, lesion):
                 run_dir = out_dir / "runs" / spec.variant / spec.lesion / f"fold{spec.fold + 1}"
                 done = run_dir / "metrics.json"
+                clock.start_run(spec)
                 context.barrier()
                 if done.exists() and read_json(done).get("fingerprint") == config.fingerprint():
                     recorded = read_json(done)
@@ -152,18 +259,95 @@ def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end
                     if context.is_main and progress:
                         print(f"[{spec.name}] finished earlier: {done}", flush=True)
                     finished.append(recorded)
+                    clock.skip_run()
                     continue
+                if context.is_main and not settings_recorded:
+                    record_settings(out_dir, config)  # only now: a refused or failed command binds no settings
+                    settings_recorded = True
                 trainer = Trainer(spec, arrays, config, run_dir, device, context, progress)
+                trainer.status = clock.status
                 if trainer.resume() and context.is_main and progress:
                     print(f"[{spec.name}] resuming after epoch {trainer.start_epoch}", flush=True)
-                trainer.fit(on_epoch_end)
+                clock.resume_at(trainer.start_epoch)
+                if context.is_main and progress:
+                    print(clock.run_line(), flush=True)
+                trainer.fit(chain_callbacks(clock.epoch_done, on_epoch_end))
                 if context.is_main:
                     finished.append(finish_run(trainer, arrays, config, run_dir, device))
+                    remove_checkpoints(trainer, config.keep_checkpoints)
         if not context.is_main:
             return None
-        expected = len(config.variants) * len(config.lesions) * (
-            len(config.only_folds) if config.only_folds is not None else config.num_folds)
+        expected = len(config.lesions) * runs_per_lesion
         write_results(out_dir, finished, config.to_dict(), config.synthetic_data, complete=len(finished) == expected)
         return read_json(out_dir / "results.json")
     finally:
         shutdown_distributed(context)
+
+
+def remove_checkpoints(trainer: Trainer, keep: str) -> None:
+    """Free the disk a finished run no longer needs (its ``metrics.json`` marks it done): ``"best"`` keeps the
+    best weights, ``"all"`` keeps both checkpoints, ``"none"`` neither."""
+    doomed = {"best": [trainer.last_path], "all": [], "none": [trainer.last_path, trainer.best_path]}[keep]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+
+
+def chain_callbacks(*callbacks: "EpochCallback | None") -> EpochCallback:
+    def call_all(row: dict) -> None:
+        for callback in callbacks:
+            if callback is not None:
+                callback(row)
+    return call_all
+
+
+class ProgressClock:
+    """Where the whole experiment stands: ``run k of N (variant, lesion, fold)`` and an estimate of the time left
+    from the mean epoch time measured so far (runs still to come are counted with all their epochs)."""
+
+    def __init__(self, epochs: int, total_runs: int) -> None:
+        self.epochs, self.total_runs = epochs, total_runs
+        self.run_number, self.spec = 0, None
+        self.epochs_left_in_run, self.runs_after = epochs, total_runs
+        self.seconds, self.epochs_timed = 0.0, 0
+        self.epoch_started = time.monotonic()
+
+    def start_run(self, spec: Any) -> None:
+        self.run_number += 1
+        self.spec, self.epochs_left_in_run = spec, self.epochs
+        self.runs_after = self.total_runs - self.run_number
+
+    def skip_run(self) -> None:
+        self.epochs_left_in_run = 0
+
+    def resume_at(self, epoch: int) -> None:
+        self.epochs_left_in_run = self.epochs - epoch
+        self.epoch_started = time.monotonic()
+
+    def epoch_done(self, row: dict) -> None:
+        now = time.monotonic()
+        self.seconds += now - self.epoch_started
+        self.epochs_timed += 1
+        self.epoch_started = now
+        self.epochs_left_in_run = max(0, self.epochs_left_in_run - 1)
+
+    def time_left(self) -> str:
+        if self.epochs_timed == 0:
+            return "time left: estimated after the first epoch"
+        seconds = self.seconds / self.epochs_timed * (self.epochs_left_in_run + self.runs_after * self.epochs)
+        return f"about {format_duration(seconds)} left"
+
+    def status(self) -> str:
+        return f"run {self.run_number} of {self.total_runs}, {self.time_left()}"
+
+    def run_line(self) -> str:
+        spec = self.spec
+        return (f"run {self.run_number} of {self.total_runs} ({spec.variant}, {spec.lesion}, fold {spec.fold + 1}); "
+                f"{self.time_left()}")
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``7 min``, ``3 h 05 min``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"

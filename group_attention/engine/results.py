@@ -30,11 +30,37 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["folds"].append(run["fold"])
         for key, _ in TABLE_METRICS:
             row["per_fold"][key].append(run["test"][key])
+        row.setdefault("aupr_error_bounds", []).append(run["test"].get("aupr_error_bound", 0.0))
     for row in rows.values():
         row["mean"], row["std"] = {}, {}
         for key, values in row["per_fold"].items():
             row["mean"][key], row["std"][key] = mean_std(values)
+        # Each fold's AUPR is within its bound of the exact value, so their mean is within the mean bound.
+        row["aupr_error_bound"] = statistics.fmean(row.pop("aupr_error_bounds"))
     return list(rows.values())
+
+
+def decimals_allowed(bound: float, most: int = 2) -> int:
+    """Decimals of a percentage that an absolute error ``bound`` leaves meaningful: the largest ``d <= most`` with
+    the bound at most half a unit of the last digit (``100 * bound <= 0.5 * 10**-d``), and 0 if none."""
+    for decimals in range(most, 0, -1):
+        if 100 * bound <= 0.5 * 10.0 ** -decimals:
+            return decimals
+    return 0
+
+
+def percent_cell(mean: float, std: float, decimals: int = 2) -> str:
+    return f"{100 * mean:.{decimals}f} ± {100 * std:.{decimals}f}"
+
+
+def aupr_cell(row: dict[str, Any]) -> str:
+    """AUPR with no more digits than its binning error bound allows; a bound of half a percent or more is printed
+    beside the value."""
+    bound = row.get("aupr_error_bound", 0.0)
+    cell = percent_cell(row["mean"]["aupr"], row["std"]["aupr"], decimals_allowed(bound))
+    if 100 * bound > 0.5:
+        cell += f" (binning error ≤ {100 * bound:.1f})"
+    return cell
 
 
 def markdown_table(summary: list[dict[str, Any]], synthetic: bool, description: str) -> str:
@@ -46,7 +72,8 @@ def markdown_table(summary: list[dict[str, Any]], synthetic: bool, description: 
     lines.append("| Methods | | " + " | ".join(label for _, label in TABLE_METRICS) + " | # para | folds |")
     lines.append("|---|---|" + "---|" * (len(TABLE_METRICS) + 2))
     for row in summary:
-        cells = [f"{100 * row['mean'][key]:.2f} ± {100 * row['std'][key]:.2f}" for key, _ in TABLE_METRICS]
+        cells = [aupr_cell(row) if key == "aupr" else percent_cell(row["mean"][key], row["std"][key])
+                 for key, _ in TABLE_METRICS]
         label = VARIANT_LABELS.get(row["variant"], row["variant"])
         lines.append(f"| {label} | {row['lesion']} | " + " | ".join(cells)
                      + f" | {row['parameters'] / 1e6:.3f}M | {len(row['folds'])} |")
@@ -62,7 +89,8 @@ def write_results(out_dir: Path, runs: list[dict[str, Any]], config: dict[str, A
     description = (f"Mean ± standard deviation over folds ({protocol}; {config['epochs']} epochs, batch "
                    f"{config['batch_size']}, Adam lr {config['lr']}, {config['size'][1]}x{config['size'][0]}). "
                    "Dice, accuracy, sensitivity and specificity pool every pixel of a fold's test images "
-                   "(eqs 4-7 at threshold 0.5); AUPR is the area under the pixel-level precision-recall curve.")
+                   "(eqs 4-7 at threshold 0.5); AUPR is the area under the pixel-level precision-recall curve, "
+                   "printed with no more digits than its binning error bound allows.")
     if not complete:
         description += " **Incomplete: some runs have not finished yet.**"
     for run in runs:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import pickle
+import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -87,6 +91,43 @@ def batch_dice(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * overlap / total.clamp_min(1), torch.ones((), device=logits.device))
 
 
+# What torch.load raises on a truncated or overwritten file: zip reader errors, a cut pickle stream, bad bytes.
+CORRUPT_CHECKPOINT_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+                             AttributeError, IndexError, KeyError, UnicodeDecodeError)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def set_aside_path(path: Path) -> Path:
+    """``<name>.corrupt`` next to ``path`` (``.corrupt1``, ``.corrupt2``... if taken)."""
+    candidate, number = path.with_name(path.name + ".corrupt"), 0
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.corrupt{number}")
+    return candidate
+
+
+def read_checkpoint_or_set_aside(path: Path) -> "dict | None":
+    """The checkpoint at ``path``, or None (with a warning naming it) if it cannot be read, in which case it is
+    moved aside to ``<name>.corrupt`` so that no later command trips over it again."""
+    try:
+        # Read on the CPU: a GPU out of memory must not pass for a corrupt file (load_state_dict copies to the device).
+        state = load_checkpoint(path, map_location="cpu")
+        if not isinstance(state, dict) or "model" not in state:
+            raise ValueError("not a checkpoint of this experiment")
+        return state
+    except FileNotFoundError:
+        return None
+    except CORRUPT_CHECKPOINT_ERRORS as error:
+        aside = set_aside_path(path)
+        os.replace(path, aside)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warn(f"checkpoint {str(path)!r} cannot be read ({reason}); moved it aside to {str(aside)!r}")
+        return None
+
+
 class Trainer:
     """Trains ``spec`` into ``run_dir``: ``checkpoint_last.pt`` (weights, optimizer, history), ``checkpoint_best.pt``
     (best validation Dice; the last epoch when there is no validation image) and ``log.csv`` (every epoch).
@@ -114,6 +155,8 @@ class Trainer:
         self.start_epoch, self.best_dice, self.history = 0, -math.inf, []
         self.best_state: "dict | None" = None  # the best weights since the last save, on the CPU
         self.saved_best_epoch: "int | None" = None
+        self.saved_epoch = 0  # the epoch checkpoint_last.pt holds
+        self.status: "Callable[[], str] | None" = None  # where the whole experiment stands, for the epoch line
 
     @property
     def last_path(self) -> Path:
@@ -127,7 +170,19 @@ class Trainer:
         """Continue from ``checkpoint_last.pt`` if a previous run left one; True if it did."""
         if not self.last_path.exists():
             return False
-        state = load_checkpoint(self.last_path, map_location=self.device)
+        state = read_checkpoint_or_set_aside(self.last_path)
+        if state is not None and state.get("best_epoch") is not None:
+            # The best weights are part of the state: without them the run cannot finish as it would have.
+            if read_checkpoint_or_set_aside(self.best_path) is None:
+                aside = set_aside_path(self.last_path)
+                self.last_path.replace(aside)
+                warn(f"[{self.spec.name}] {str(self.best_path)!r} is missing or unreadable; the last checkpoint "
+                     f"cannot finish this run without it and was moved aside to {str(aside)!r}")
+                state = None
+        if state is None:
+            self.best_path.unlink(missing_ok=True)  # belongs to the discarded run; the restart writes its own
+            warn(f"[{self.spec.name}] restarting this run from epoch 0")
+            return False
         self.spec.check_same_images(state.get("spec"), str(self.last_path))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -175,8 +230,10 @@ class Trainer:
 
     def fit(self, on_epoch_end: "EpochCallback | None" = None) -> None:
         """Train the remaining epochs; each ends with a validation pass (process 0). Checkpoints are written
-        atomically at least every ``config.checkpoint_seconds`` and after the last epoch."""
+        atomically at least every ``config.checkpoint_seconds`` and after the last epoch. ``on_epoch_end`` gets the
+        log row with ``run`` (the run's name) and ``checkpoint_epoch`` (the epoch a rerun would resume after)."""
         last_saved = time.monotonic()
+        self.saved_epoch = self.start_epoch
         for epoch in range(self.start_epoch, self.config.epochs):
             started = time.perf_counter()
             train_loss, train_dice = self.train_epoch(epoch)
@@ -192,13 +249,15 @@ class Trainer:
                 if final or time.monotonic() - last_saved >= self.config.checkpoint_seconds:
                     self.save(epoch + 1)
                     last_saved = time.monotonic()
+                    self.saved_epoch = epoch + 1
                 write_log(self.run_dir / "log.csv", self.history)
-                if self.progress:
-                    print(f"[{self.spec.name}] epoch {epoch + 1}/{self.config.epochs} loss {train_loss:.4f} "
-                          f"train dice {train_dice:.3f} val dice {row['val_dice'] or '-'} ({row['seconds']:.1f} s)",
-                          flush=True)
             if on_epoch_end is not None:
-                on_epoch_end(dict(row, run=self.spec.name))
+                on_epoch_end(dict(row, run=self.spec.name, checkpoint_epoch=self.saved_epoch))
+            if self.context.is_main and self.progress:
+                val_dice = "-" if row["val_dice"] == "" else f"{row['val_dice']:.4f}"
+                status = f"; {self.status()}" if self.status is not None else ""
+                print(f"[{self.spec.name}] epoch {epoch + 1}/{self.config.epochs} loss {train_loss:.4f} "
+                      f"train dice {train_dice:.3f} val dice {val_dice} ({row['seconds']:.1f} s{status})", flush=True)
 
     def save(self, epochs_done: int) -> None:
         """Write the best checkpoint (if it changed) and then the last one, each atomically: a crash between the
