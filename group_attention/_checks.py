@@ -38,15 +38,21 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def check_groups(channels_name: str, channels: int, groups: int) -> None:
-    """Raise ``ValueError`` unless ``groups`` divides ``channels``, listing the groups that would."""
+def check_groups(channels_name: str, channels: int, groups: int, owner: "str | None" = None) -> None:
+    """Raise ``ValueError`` unless ``groups`` divides ``channels``, listing the groups that would; with ``owner``
+    (a layer's class name) also the fix for a model that builds the layer itself, as timm's ``attn_layer``."""
     check_positive_int(channels_name, channels)
     check_positive_int("groups", groups)
     if channels % groups:
-        raise ValueError(
-            f"{channels_name}={channels} is not divisible by groups={groups}; "
-            f"valid groups for {channels} channels: {divisors(channels)}"
-        )
+        valid = divisors(channels)
+        message = f"{channels_name}={channels} is not divisible by groups={groups}; valid groups for {channels} " \
+                  f"channels: {valid}"
+        if owner is not None:
+            fit = max(d for d in valid if d <= groups)
+            message = (f"{owner}: {message}. Build it as {owner}({channels}, groups={fit}); where a model builds "
+                       f"the layer (timm's attn_layer/se_layer), pass functools.partial({owner}, groups={fit}) or "
+                       "another group count that divides every width")
+        raise ValueError(message)
 
 
 def check_feature_map(name: str, x: object, channels: int, owner: str) -> None:

@@ -95,7 +95,7 @@ class CGA(NotScriptable, nn.Module):
         dtype: "torch.dtype | None" = None,
     ) -> None:
         super().__init__()
-        check_groups("channels", channels, groups)
+        check_groups("channels", channels, groups, "CGA")
         check_choice("gate", gate, GATE_MODES)
         check_sigmoid_gate("CGA", gate_layer)
         self.channels = channels

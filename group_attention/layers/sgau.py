@@ -69,8 +69,8 @@ class SGAU(ConcatSkip):
 
     def __init__(self, low_channels: int, high_channels: int, groups: int = 32, *, spatial_dims: int = 2,
                  eps: float = DEFAULT_EPS, device=None, dtype=None) -> None:
-        check_groups("low_channels", low_channels, groups)
-        check_groups("high_channels", high_channels, groups)
+        check_groups("low_channels", low_channels, groups, "SGAU")
+        check_groups("high_channels", high_channels, groups, "SGAU")
         super().__init__(low_channels, high_channels, spatial_dims=spatial_dims, device=device, dtype=dtype)
         self.groups = groups
         self.eps = eps

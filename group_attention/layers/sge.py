@@ -74,7 +74,7 @@ class SGE(NotScriptable, nn.Module):
         dtype: "torch.dtype | None" = None,
     ) -> None:
         super().__init__()
-        check_groups("channels", channels, groups)
+        check_groups("channels", channels, groups, "SGE")
         check_sigmoid_gate("SGE", gate_layer)
         self.channels = channels
         self.groups = groups
