@@ -1,7 +1,7 @@
-"""The fused autograd Functions behind CGA, SE, SGE and SGAU against plain-autograd formulations of the same equations.
+"""The fused autograd Functions (layers/fused/) against the library's own readable functional forms.
 
-``test_layers.py`` checks each layer against the papers' equations in float64 and with gradcheck; here the forward
-*and* the gradients of every input and parameter are compared with autograd through plain tensor code, over the
+The per-layer tests check each readable form against the papers' equations in float64; here the forward *and* the
+gradients of every input and parameter of the fused paths are compared with autograd through those forms, over the
 code paths the fused versions choose between: memory formats, 1D/2D/3D maps, group sizes handled by a loop of
 multiply-adds or by a reduction, reduced precision, partial ``requires_grad`` and ``torch.compile``.
 """
@@ -14,6 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from group_attention import CGA, SE, SGAU, SGE
+from group_attention.layers import (
+    channel_group_attention,
+    spatial_group_attention,
+    spatial_group_enhance,
+    squeeze_excite,
+)
+from group_attention.layers.group_ops import spatial_standardize
 from group_attention.layers.fused import common as group_ops
 from group_attention.layers.fused.common import (
     LOOP_MAX_CHANNELS_PER_GROUP,
@@ -23,55 +30,28 @@ from group_attention.layers.fused.common import (
 )
 
 
-# -- plain-autograd formulations -------------------------------------------------------------------------------------
+# -- the library's readable functional forms, which the fused paths must equal ---------------------------------------
 def plain_standardize(maps: torch.Tensor, eps: float) -> torch.Tensor:
-    dims = tuple(range(2, maps.dim()))
-    return (maps - maps.mean(dims, keepdim=True)) / (maps.std(dims, keepdim=True, correction=1) + eps)
-
-
-def spread(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return weights.view(*weights.shape, *([1] * (like.dim() - weights.dim())))
+    return spatial_standardize(maps, eps)
 
 
 def plain_cga(layer: CGA, x: torch.Tensor) -> torch.Tensor:
-    dims = tuple(range(2, x.dim()))
-    maps = x.unflatten(1, (layer.groups, -1)).sum(2)
-    pooled = torch.sigmoid(plain_standardize(maps, layer.eps)).mean(dims)
-    weights = torch.sigmoid(F.linear(pooled, layer.fc.weight, layer.fc.bias))
-    if layer.gate == "group":
-        weights = weights.repeat_interleave(layer.channels // layer.groups, 1)
-    return x * spread(weights, x)
+    return channel_group_attention(x, layer.fc.weight, layer.fc.bias, layer.groups, layer.eps, layer.gate == "group")
 
 
 def plain_se(layer: SE, x: torch.Tensor) -> torch.Tensor:
-    pooled = x.mean(tuple(range(2, x.dim())))
-    return x * spread(layer.gate(layer.fc2(layer.act(layer.fc1(pooled)))), x)
-
-
-def group_similarity(x: torch.Tensor, groups: int) -> torch.Tensor:
-    grouped = x.unflatten(1, (groups, -1))
-    mean = grouped.mean(tuple(range(3, x.dim() + 1)), keepdim=True)
-    return (grouped * mean).sum(2)
+    return squeeze_excite(x, layer.fc1.weight, layer.fc1.bias, layer.fc2.weight, layer.fc2.bias)
 
 
 def plain_sge(layer: SGE, x: torch.Tensor) -> torch.Tensor:
-    shape = (1, layer.groups) + (1,) * (x.dim() - 2)
-    standardized = plain_standardize(group_similarity(x, layer.groups), layer.eps)
-    gate = torch.sigmoid(standardized * layer.weight.view(shape) + layer.bias.view(shape))
-    return (x.unflatten(1, (layer.groups, -1)) * gate.unsqueeze(2)).flatten(1, 2)
+    return spatial_group_enhance(x, layer.weight, layer.bias, layer.groups, layer.eps)
 
 
 def plain_sgau(layer: SGAU, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    attention = torch.sigmoid(plain_standardize(group_similarity(high, layer.groups), layer.eps))
-    if attention.shape[2:] != low.shape[2:]:
-        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[low.dim() - 2]
-        attention = F.interpolate(attention, size=low.shape[2:], mode=mode, align_corners=False)
-    grouped = low.unflatten(1, (layer.groups, -1))
-    attended = (grouped * (1 + attention.unsqueeze(2))).flatten(1, 2)
+    attended = spatial_group_attention(low, high, layer.groups, layer.eps)
     return torch.cat([attended, layer.upsample(high, low.shape[2:])], 1)
 
 
-# -- helpers ---------------------------------------------------------------------------------------------------------
 def randomize(module: nn.Module) -> nn.Module:
     with torch.no_grad():
         for parameter in module.parameters():
@@ -137,7 +117,9 @@ def test_se_fused_matches_autograd(size, channels_last):
 def test_se_with_other_activations_uses_autograd():
     layer = randomize(SE(12, reduction=4, act_layer=nn.GELU, gate_layer=nn.Hardsigmoid)).double()
     x = torch.randn(2, 12, 5, 6, dtype=torch.float64, requires_grad=True)
-    assert_same_forward_and_gradients(layer, lambda x: plain_se(layer, x), (x,), tuple(layer.parameters()))
+    readable = lambda x: squeeze_excite(x, layer.fc1.weight, layer.fc1.bias, layer.fc2.weight,  # noqa: E731
+                                        layer.fc2.bias, act=layer.act, gate=layer.gate)
+    assert_same_forward_and_gradients(layer, readable, (x,), tuple(layer.parameters()))
     assert torch.autograd.gradcheck(layer, (x,))
 
 
