@@ -67,3 +67,28 @@ html_show_sourcelink = True
 
 # No intersphinx: builds must not need the network; nor must the built pages (no script, stylesheet or font from
 # another host: tests/test_docs.py checks).
+
+
+# -- the layer list, generated from the registry -------------------------------------------------------------------
+# A layer added to group_attention.registry appears on the API page without a hand edit (docs/contributing.md).
+def write_layer_list(app) -> None:
+    from group_attention.registry import ATTENTION_LAYERS, SKIP_CONNECTIONS
+
+    def first_line(text: "str | None") -> str:
+        return (text or "").strip().splitlines()[0].rstrip(".") if text and text.strip() else ""
+
+    rows = []
+    for kind, registry in (("encoder attention", ATTENTION_LAYERS), ("skip connection", SKIP_CONNECTIONS)):
+        for name, cls in registry.items():
+            source = first_line(sys.modules[cls.__module__].__doc__).replace("\n", " ")
+            rows.append(f"   * - ``{name!r}``\n     - :class:`~{cls.__module__}.{cls.__name__}`\n     - {kind}\n"
+                        f"     - {first_line(cls.__doc__)}\n     - {source}")
+    text = (".. list-table::\n   :header-rows: 1\n   :widths: 10 12 13 35 30\n\n"
+            "   * - Name\n     - Class\n     - Kind\n     - What it does\n     - From\n" + "\n".join(rows) + "\n")
+    target = Path(app.srcdir) / "api" / "_layer_list.rst"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+
+
+def setup(app) -> None:
+    app.connect("builder-inited", write_layer_list)

@@ -7,7 +7,8 @@ layers' functional forms are built from them, and they are what ``torch.compile`
 at every input size.
 
 Statistics are computed in at least float32. The conventions (unbiased standard deviation, a constant map
-standardizes to exactly 0) are explained once in the docs: "From paper to code", section "Standardization".
+standardizes to exactly 0) are explained once in the docs: "From paper to code", section "Norm: the
+standardization in eqs 1 and 3".
 """
 
 from __future__ import annotations
