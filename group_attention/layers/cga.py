@@ -43,10 +43,9 @@ torch.fx.wrap("channel_group_attention")  # torch.fx records the call; its shape
 class CGA(NotScriptable, nn.Module):
     r"""Channel Group Attention: reweight channels by how salient their group's summed map is.
 
-    The ``C`` channels are split into ``m`` groups of ``C / m`` consecutive channels. Each group is summed over its
-    channels into one map, standardized over space and squashed by a sigmoid (eq. 1, the "Submodule"); the ``m`` maps
-    are globally average-pooled, mapped by a learned linear layer and a sigmoid to channel weights that multiply the
-    input (eq. 2):
+    Each of the ``m`` groups of ``C / m`` consecutive channels is summed into one map, standardized over space and
+    squashed by a sigmoid (eq. 1); the maps are average-pooled and mapped by a learned linear layer and a sigmoid to
+    weights that multiply the input (eq. 2):
 
     .. math::
         s_g = \sigma\Big(\mathrm{Norm}\big(\textstyle\sum_{c \in g} F_c\big)\Big), \qquad
@@ -59,8 +58,7 @@ class CGA(NotScriptable, nn.Module):
     modules; ``gate="channel"`` maps to ``C`` channel weights (``m*C + C``). Docs: "From paper to code".
 
     Args:
-        channels: number of input channels ``C``; the first positional argument, so ``CGA`` works as timm's
-            ``attn_layer``.
+        channels: number of input channels ``C`` (first, so ``CGA`` works as timm's ``attn_layer``).
         groups: number of groups ``m`` (default 32, the paper's); must divide ``channels``.
         gate: ``"group"`` (one weight per group, default) or ``"channel"`` (one weight per channel).
         eps: added to the spatial standard deviation (default 1e-5).
@@ -134,8 +132,7 @@ class CGA(NotScriptable, nn.Module):
     def _fused(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         per_group = self.gate == "group"
         output, gate = fused_channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, per_group)
-        gate = gate.to(x.dtype)
-        return output, expand_groups(gate, self.channels) if per_group else gate
+        return output, expand_groups(gate.to(x.dtype), self.channels) if per_group else gate.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, groups={self.groups}, gate={self.gate!r}, eps={self.eps}"
