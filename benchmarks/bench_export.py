@@ -77,8 +77,9 @@ def main(argv: "list[str] | None" = None) -> int:
         path = os.path.join(folder, "model.onnx")
         begin = time.perf_counter()
         export_onnx(model, x, path, args.exporter == "dynamo")
-        notes.append(f"export took {time.perf_counter() - begin:.1f} s; the ONNX file is "
-                     f"{os.path.getsize(path) / 2**20:.1f} MiB")
+        sizes = {name: os.path.getsize(os.path.join(folder, name)) / 2**20 for name in sorted(os.listdir(folder))}
+        notes.append(f"export took {time.perf_counter() - begin:.1f} s; files written: "
+                     + ", ".join(f"{name} {size:.1f} MiB" for name, size in sizes.items()))
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
