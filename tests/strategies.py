@@ -44,3 +44,12 @@ def fused_and_readable_agree(fused_out, readable_out, inputs, parameters, seed: 
     for got, want in zip(fused_grads, readable_grads):
         want = torch.zeros_like(got) if want is None else want
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-7 * (1 + want.abs().max().item()))
+
+
+def assert_each_sample_on_its_own(module: nn.Module, *inputs: torch.Tensor) -> None:
+    """The module's output for a batch equals its outputs for each sample alone (eval mode, float64)."""
+    module = module.eval()
+    batched = module(*inputs)
+    for index in range(inputs[0].shape[0]):
+        alone = module(*(x[index:index + 1] for x in inputs))
+        torch.testing.assert_close(batched[index:index + 1], alone, rtol=1e-12, atol=1e-12)

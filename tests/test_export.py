@@ -94,6 +94,16 @@ def dynamo_onnx(module, args, path):
     return onnxruntime_runner(path)
 
 
+def saved_and_loaded_trace(module, args):
+    """``torch.jit.trace``, saved with ``torch.jit.save`` and loaded back."""
+    with torch.no_grad():
+        traced = torch.jit.trace(module, args)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer)
+
+
 # -- layers ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_torch_export_is_right_at_every_size(name):
@@ -124,12 +134,7 @@ def test_dynamo_onnx_export_is_right_at_every_size(name, tmp_path):
 def test_a_traced_layer_saves_loads_and_is_right_at_other_sizes(name):
     make, shapes, others = LAYERS[name]
     module = randomized(make())
-    with torch.no_grad():
-        traced = torch.jit.trace(module, inputs(shapes, 0))
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
-    buffer.seek(0)
-    assert_matches_eager(torch.jit.load(buffer), module, shapes, others)
+    assert_matches_eager(saved_and_loaded_trace(module, inputs(shapes, 0)), module, shapes, others)
 
 
 @pytest.mark.parametrize("make", [lambda: CGA(8, 4), lambda: SE(8), lambda: SGE(8, 4), lambda: SGAU(8, 8, 4),
@@ -226,12 +231,7 @@ def test_ganet_exports_in_every_grad_state(state):
 
 def test_a_traced_ganet_saves_and_is_right_at_sizes_that_need_padding():
     module = small_variant("ganet")
-    with torch.no_grad():
-        traced = torch.jit.trace(module, inputs(MODEL_SHAPES, 0))
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
-    buffer.seek(0)
-    assert_matches_eager(torch.jit.load(buffer), module, MODEL_SHAPES, MODEL_OTHERS)
+    assert_matches_eager(saved_and_loaded_trace(module, inputs(MODEL_SHAPES, 0)), module, MODEL_SHAPES, MODEL_OTHERS)
 
 
 def test_the_onnx_graph_depends_on_its_input():

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import references as ref
 from group_attention import SE
 from group_attention.layers import squeeze_excite
-from strategies import feature_maps, fused_and_readable_agree, randomized
+from strategies import assert_each_sample_on_its_own, feature_maps, fused_and_readable_agree, randomized
 
 
 @pytest.mark.parametrize("shape", [(2, 32, 5, 7), (1, 16, 3, 4, 5), (2, 8, 1, 1)])
@@ -34,10 +34,7 @@ def test_se_never_amplifies_a_feature(case, reduction, seed):
 @given(feature_maps(max_batch=4), st.integers(0, 2**31 - 1))
 def test_se_treats_each_sample_of_a_batch_on_its_own(case, seed):
     _, x = case
-    se = randomized(SE(x.shape[1], reduction=2), seed).eval()
-    batched = se(x)
-    for index in range(x.shape[0]):
-        torch.testing.assert_close(batched[index:index + 1], se(x[index:index + 1]), rtol=1e-12, atol=1e-12)
+    assert_each_sample_on_its_own(randomized(SE(x.shape[1], reduction=2), seed), x)
 
 
 @settings(max_examples=20, deadline=None)
