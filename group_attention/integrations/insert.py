@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -106,7 +107,7 @@ def add_attention(model: nn.Module, layer: Any, *, after: Any, example_input: An
         raise ValueError(f"layer must name an attention layer (\"cga\", \"se\", \"sge\", a class or a factory), "
                          f"got {layer!r}")
     select = _selector(after)
-    selected = [(name, module, parent, attribute) for name, module, parent, attribute in walk(model)
+    selected = [(name, module, parent, attribute) for name, module, parent, attribute in walk(original(model))
                 if select(name, original(module))]
     if not selected:
         raise ValueError(f"after={after!r} matches no submodule of {type(model).__name__}; names look like "
@@ -114,7 +115,8 @@ def add_attention(model: nn.Module, layer: Any, *, after: Any, example_input: An
     for name, module, _, _ in selected:
         check_insertable(name, module, AttentionAfter)
     channels = _channels(model, [(name, original(module)) for name, module, _, _ in selected], example_input)
-    layers = [_build(factory, layer, name, module, channels[name], layer_kwargs, model)
+    common = math.gcd(*channels.values())
+    layers = [_build(factory, layer, name, module, channels[name], common, layer_kwargs, model)
               for name, module, _, _ in selected]
     # Deepest first, so a selected module inside another selected module is wrapped before its parent is.
     for (name, module, parent, attribute), new_layer in sorted(zip(selected, layers), key=lambda s: -s[0][0].count(".")):
@@ -126,15 +128,16 @@ def remove_attention(model: nn.Module) -> list[str]:
     """Take out every layer :func:`add_attention` and :func:`sgau_skips` inserted into ``model``, in place.
 
     Afterwards the model holds its original modules again: its outputs and state-dict keys are those it had
-    before the insertions.
+    before the insertions. (When ``model`` is itself such a container, what it holds is restored; to get the
+    original module, use its ``module`` attribute.)
 
     Returns:
         The names of the submodules that had a layer (empty when there were none).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    removed = [name for name, module, _, _ in walk(model) if isinstance(module, InsertedModule)]
-    for _, module, parent, attribute in list(walk(model)):
+    removed = [name for name, module, _, _ in walk(original(model)) if isinstance(module, InsertedModule)]
+    for _, module, parent, attribute in list(walk(original(model))):
         if isinstance(module, InsertedModule):
             setattr(parent, attribute, original(module))
     return removed
@@ -167,7 +170,7 @@ def _match_names(pattern: Sequence[str], names: Sequence[str]) -> bool:
 
 
 def _sample_names(model: nn.Module, count: int = 6) -> list[str]:
-    return [name for name, *_ in walk(model)][:count]
+    return [name for name, *_ in walk(original(model))][:count]
 
 
 def declared_channels(module: nn.Module) -> int | None:
@@ -237,17 +240,18 @@ def _dry_run(model: nn.Module, modules: list[nn.Module], example_input: Any) -> 
 
 
 def _build(factory: Callable[..., nn.Module], layer: Any, name: str, module: nn.Module, channels: int,
-           layer_kwargs: dict[str, Any], model: nn.Module) -> nn.Module:
-    """``factory(channels, **layer_kwargs)`` on ``module``'s device and dtype; errors name the submodule."""
+           common: int, layer_kwargs: dict[str, Any], model: nn.Module) -> nn.Module:
+    """``factory(channels, **layer_kwargs)`` on ``module``'s device and dtype; errors name the submodule and, for
+    ``groups``, suggest the largest that divides ``common`` (the channels' greatest common divisor)."""
     try:
         new_layer = factory(channels, **layer_kwargs)
     except ValueError as error:
         hint = ""
         groups = layer_kwargs.get("groups", _default(factory, "groups"))
         if isinstance(groups, int) and groups > 0 and channels % groups:
-            fitting = max(d for d in divisors(channels) if d <= groups)
-            hint = (f"; pass groups={fitting} (or another divisor of {channels}), or narrow `after` to leave "
-                    f"{name!r} out")
+            fitting = max(d for d in divisors(common) if d <= groups)
+            hint = (f"; pass groups={fitting} (it divides the channels of every selected submodule), or narrow "
+                    f"`after` to leave {name!r} out")
         raise ValueError(f"cannot put {getattr(layer, '__name__', layer)!r} after {name!r} "
                          f"({type(module).__name__}, {channels} channels): {error}{hint}") from error
     reference = next(module.parameters(), None)
