@@ -173,7 +173,8 @@ def _monai_basic_unet_skips(model: nn.Module) -> list[_Skip] | None:
     return skips
 
 
-# Each supported kind: its name for the error message and the function that finds its skips (None if not that kind).
+#: The U-Nets :func:`sgau_skips` supports: their names, each with the function that finds the skips of such a model
+#: (and returns None for a model of another kind).
 SUPPORTED_UNETS: dict[str, Callable[[nn.Module], list[_Skip] | None]] = {
     "segmentation_models_pytorch.Unet": _smp_unet_skips,
     "monai.networks.nets.BasicUNet": _monai_basic_unet_skips,
