@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "using_in_your_model.md"
-BLOCKS = re.findall(r"^```python\n(.*?)^```", PAGE.read_text(), flags=re.S | re.M)
+BLOCKS = re.findall(r"^```python\n(.*?)^```", PAGE.read_text(), flags=re.DOTALL | re.MULTILINE)
 FRAMEWORKS = {"timm": "timm", "torchvision": "torchvision", "smp": "segmentation_models_pytorch", "monai": "monai"}
 
 
