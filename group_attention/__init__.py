@@ -6,6 +6,7 @@ built by name with :func:`create_attention`; the U-Net builder :class:`UNet` wit
 ``data`` (IDRiD and its synthetic look-alike) and ``engine`` (the training loop behind ``examples/idrid_ganet.py``).
 """
 
+from .integrations import add_attention, remove_attention, sgau_skips
 from .layers import CGA, SE, SGAU, SGE, ConcatSkip
 from .losses import GeneralizedDiceLoss
 from .metrics import SegmentationMetrics
@@ -23,6 +24,9 @@ __all__ = [
     "ATTENTION_LAYERS",
     "SKIP_CONNECTIONS",
     "create_attention",
+    "add_attention",
+    "remove_attention",
+    "sgau_skips",
     "UNet",
     "GANet",
     "VARIANTS",

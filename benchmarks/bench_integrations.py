@@ -1,0 +1,172 @@
+"""Training-step cost of putting group attention into models built elsewhere, against the unmodified models.
+
+One process times, in interleaved rounds (see ``_timing.py``), a training step (forward, cross-entropy, backward,
+SGD step) of each model as built by its package and of its conversions:
+
+- torchvision ``resnet50``: CGA after each of the 16 bottlenecks (``add_attention(model, "cga", after=Bottleneck)``);
+- segmentation_models_pytorch ``Unet`` with a ResNet-34 encoder: CGA after each encoder block, SGAU skips
+  (``sgau_skips``), and both;
+- MONAI ``BasicUNet`` (2D, its default widths 32..256): SGAU skips, CGA after each ``TwoConv``, and both.
+
+Each conversion is reported as the paired ratio (median over rounds of its time over its own unmodified model's
+time in the same round). The target of issue 16 is 1.10x or less for CGA and for SGAU skips.
+
+Defaults (CPU): batch 2 at 128x128, 8 rounds; ``--quick``: 64x64, 3 rounds, for the smoke test.
+
+Examples::
+
+    python benchmarks/bench_integrations.py --threads 1 --out benchmarks/results
+    python benchmarks/bench_integrations.py --device cuda --size 256 --batch 8 --stem integrations-cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import _timing as timing  # noqa: E402
+from group_attention import add_attention, sgau_skips  # noqa: E402
+
+CLASSES = 2
+
+
+def resnet50_models() -> dict[str, nn.Module]:
+    from torchvision.models import resnet50
+    from torchvision.models.resnet import Bottleneck
+
+    converted = resnet50(weights=None, num_classes=CLASSES)
+    add_attention(converted, "cga", after=Bottleneck, groups=32)
+    return {"resnet50": resnet50(weights=None, num_classes=CLASSES), "resnet50 + cga": converted}
+
+
+def smp_unet_models() -> dict[str, nn.Module]:
+    import segmentation_models_pytorch as smp
+    from torchvision.models.resnet import BasicBlock
+
+    def build() -> nn.Module:
+        return smp.Unet("resnet34", encoder_weights=None, classes=CLASSES)
+
+    cga, skips, both = build(), build(), build()
+    add_attention(cga.encoder, "cga", after=BasicBlock, groups=32)
+    sgau_skips(skips, groups=32)
+    add_attention(both.encoder, "cga", after=BasicBlock, groups=32)
+    sgau_skips(both, groups=32)
+    return {"smp unet-r34": build(), "smp unet-r34 + cga": cga, "smp unet-r34 + sgau skips": skips,
+            "smp unet-r34 + cga + sgau skips": both}
+
+
+def monai_basic_unet_models() -> dict[str, nn.Module]:
+    from monai.networks.nets import BasicUNet
+    from monai.networks.nets.basic_unet import TwoConv
+
+    def build() -> nn.Module:
+        return BasicUNet(spatial_dims=2, in_channels=3, out_channels=CLASSES)
+
+    skips, cga, both = build(), build(), build()
+    sgau_skips(skips, groups=32)
+    add_attention(cga, "cga", after=TwoConv, groups=32)
+    add_attention(both, "cga", after=TwoConv, groups=32)
+    sgau_skips(both, groups=32)
+    return {"monai basicunet": build(), "monai basicunet + sgau skips": skips, "monai basicunet + cga": cga,
+            "monai basicunet + cga + sgau skips": both}
+
+
+# Model family -> (builder, the unmodified model's name, whether the output is a segmentation map).
+FAMILIES: dict[str, tuple[Callable[[], dict[str, nn.Module]], str, bool]] = {
+    "resnet50": (resnet50_models, "resnet50", False),
+    "smp": (smp_unet_models, "smp unet-r34", True),
+    "monai": (monai_basic_unet_models, "monai basicunet", True),
+}
+
+
+def training_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), target).backward()
+        optimizer.step()
+
+    return step
+
+
+def parse_args(argv: "list[str] | None") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--size", type=int, default=None, help="input height = width (default 128; 64 with --quick)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 8; 3 with --quick)")
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated, from {list(FAMILIES)}")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
+    parser.add_argument("--max-seconds", type=float, default=None, help="wall-clock budget per family's rounds")
+    parser.add_argument("--quick", action="store_true", help="small and short: for the smoke test")
+    parser.add_argument("--out", default=None, help="write <stem>.md and <stem>.json into this folder")
+    parser.add_argument("--stem", default="integrations-cpu")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
+    args = parser.parse_args(argv)
+    args.size = args.size or (64 if args.quick else 128)
+    args.rounds = args.rounds or (3 if args.quick else 8)
+    families = [name.strip() for name in args.families.split(",") if name.strip()]
+    unknown = [name for name in families if name not in FAMILIES]
+    if unknown or not families:
+        raise SystemExit(f"--families: expected names from {list(FAMILIES)}, got {args.families!r}")
+    args.families = families
+    if args.size < 32 or args.size % 32:
+        raise SystemExit(f"--size must be a multiple of 32 (the U-Nets halve it five times), got {args.size}")
+    return args
+
+
+def main(argv: "list[str] | None" = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = timing.resolve_device(args.device)
+    machine = timing.machine_info(device)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    rows, results = [], []
+    for family in args.families:
+        build, reference, dense = FAMILIES[family]
+        models = {name: model.to(device).train() for name, model in build().items()}
+        target_shape = (args.batch, args.size, args.size) if dense else (args.batch,)
+        target = torch.randint(0, CLASSES, target_shape, device=device)
+        steps = {name: training_step(model, x, target) for name, model in models.items()}
+        samples = timing.time_interleaved(steps, device, warmup=2, rounds=args.rounds, min_sample_s=0.0,
+                                          max_seconds=args.max_seconds,
+                                          progress=lambda message, f=family: print(f"{f}: {message}", flush=True))
+        parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
+        for name, sample in samples.items():
+            ratio = 1.0 if name == reference else timing.paired_ratio(samples, name, reference)
+            results.append({"family": family, "model": name, "reference": reference, "ratio": ratio,
+                            "parameters": parameters[name], **sample.summary()})
+            rows.append([name, f"{parameters[name]:,}", timing.format_ms(sample.median),
+                         f"{timing.format_ms(sample.percentile(0.25))}-{timing.format_ms(sample.percentile(0.75))}",
+                         "reference" if name == reference else timing.format_ratio(ratio)])
+        del models, steps
+    settings = (f"{args.device}, batch {args.batch}, {args.size}x{args.size}, fp32, {args.rounds} rounds, "
+                f"SGD training step (forward, cross-entropy, backward, step)")
+    lines = timing.report_header("Integrations benchmark: training step of converted models", machine)
+    lines += [f"Settings: {settings}.", "",
+              timing.markdown_table(["model", "parameters", "step median (ms)", "p25-p75 (ms)",
+                                     "vs unmodified (paired)"], rows), ""]
+    lines += timing.notes_section(args.note)
+    payload = {"benchmark": "integrations", "machine": machine, "settings": vars(args), "results": results}
+    if args.out:
+        for path in timing.write_results(args.out, args.stem, "\n".join(lines), payload):
+            print(f"wrote {path}")
+    else:
+        print("\n".join(lines))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

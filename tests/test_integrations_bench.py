@@ -1,0 +1,43 @@
+"""Smoke test of benchmarks/bench_integrations.py: a --quick run times every conversion and writes its report.
+
+Only the plumbing is checked (contenders present, times and ratios positive and finite, files written, parameter
+counts as the conversions promise); timings are machine- and load-dependent and never asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_integrations.py"
+
+
+@pytest.mark.slow  # three training steps of eleven models: about a minute on two busy cores
+def test_bench_integrations_quick_times_every_conversion(tmp_path):
+    for module in ("torchvision", "segmentation_models_pytorch", "monai"):
+        pytest.importorskip(module)
+    spec = importlib.util.spec_from_file_location("bench_integrations", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        payload = bench.main(["--quick", "--threads", "1", "--out", str(tmp_path), "--stem", "integrations"])
+    finally:
+        torch.set_num_threads(threads)
+    saved = json.loads((tmp_path / "integrations.json").read_text())
+    assert saved["benchmark"] == "integrations"
+    assert (tmp_path / "integrations.md").read_text().startswith("# Integrations benchmark")
+    results = {r["model"]: r for r in payload["results"]}
+    assert len(results) == 10
+    assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 and r["median_ms"] > 0 for r in results.values())
+    # SGAU skips add no parameters; CGA adds m * m + m = 1056 per layer (16 bottlenecks in a ResNet-50).
+    assert results["smp unet-r34 + sgau skips"]["parameters"] == results["smp unet-r34"]["parameters"]
+    assert results["monai basicunet + sgau skips"]["parameters"] == results["monai basicunet"]["parameters"]
+    assert results["resnet50 + cga"]["parameters"] - results["resnet50"]["parameters"] == 16 * 1056
