@@ -13,29 +13,10 @@ import torch
 from torch import nn
 
 from .._checks import check_feature_map, check_positive_int, divisors
-from ..layers._group_ops import (
-    DEFAULT_EPS,
-    group_pooled_dot,
-    resize_to,
-    spatial_standardize,
-)
+from ..layers.group_ops import DEFAULT_EPS
+from ..layers.sgau import spatial_group_attention
 from ._wrap import InsertedModule, check_insertable, original
 from .insert import InsertedAttention, declared_channels
-
-
-def _spatial_group_attention(low: torch.Tensor, high: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
-    """``low * (1 + Up(A(high)))`` per group: SGAU's gating of the skip features (eq. 3, the attended half).
-
-    ``A`` are the spatial attention maps of the high-level features (see :class:`~group_attention.SGAU`),
-    interpolated linearly to the low-level size.
-
-    Shape:
-        ``low: (B, C_low, *S), high: (B, C_high, *s) -> (B, C_low, *S)``; ``groups`` divides both channel counts.
-    """
-    maps = torch.sigmoid(spatial_standardize(group_pooled_dot(high, groups), eps))
-    attention = resize_to(maps, low.shape[2:]).to(low.dtype)
-    grouped = low.unflatten(1, (groups, -1))
-    return torch.addcmul(grouped, grouped, attention.unsqueeze(2)).flatten(1, 2)
 
 
 class SkipAttention(nn.Module):
@@ -81,7 +62,7 @@ class SkipAttention(nn.Module):
             raise ValueError(f"{owner}: high must be a tensor with low's number of dims ({low.dim()}) and channels "
                              f"divisible by groups={self.groups}, got "
                              f"{tuple(high.shape) if isinstance(high, torch.Tensor) else type(high).__name__}")
-        return _spatial_group_attention(low, high, self.groups, self.eps)
+        return spatial_group_attention(low, high, self.groups, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, groups={self.groups}, eps={self.eps}"
