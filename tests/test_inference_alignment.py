@@ -116,3 +116,13 @@ def test_greyscale_and_alpha_images_are_read_as_in_training(mode, tmp_path):
     torch.testing.assert_close(torch.from_numpy(probability >= 0.5),
                                torch.from_numpy(np.asarray(converted.convert("RGB"))[..., 0] > 127.5)
                                & torch.from_numpy(probability > 0))
+
+
+@pytest.mark.parametrize("tile", [False, True])
+def test_amp_gives_finite_probabilities_and_the_same_mask(tile):
+    image, expected, box = fundus_like(*IMAGES[1], seed=1)
+    size = (box[2] - box[0], box[3] - box[1])
+    probability, _ = predict_probability(RedThreshold(), image, spec=spec_for(size), tile=tile, amp=True,
+                                         batch_size=1)
+    assert probability.dtype == np.float32 and np.isfinite(probability).all()
+    np.testing.assert_array_equal(probability >= 0.5, expected)
