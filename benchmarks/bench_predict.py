@@ -1,6 +1,6 @@
 """Time and peak memory of ``group-attention predict`` on one full-size fundus photograph, at both modes.
 
-Each mode runs in a fresh process, so its peak resident memory (``ru_maxrss``) is its own: the model at its training
+Each mode runs in a fresh process, so its peak resident memory (``VmHWM``) is its own: the model at its training
 scale (the field of view resized to the training size and the probabilities resized back), and the sliding window at
 full resolution (``--tile``) for each ``--batch-size``. Time per image is end to end (decode, field of view, model,
 resize or blend, connected components, the PNGs written), median of ``--repeats`` runs after one untimed warm-up.
@@ -39,6 +39,18 @@ def make_image(path: Path, size: tuple[int, int]) -> None:
     Image.fromarray(image).save(path, quality=95)
 
 
+def memory_mb(field: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` (now) of this process in MB from ``/proc/self/status``: unlike ``ru_maxrss``,
+    which a process started by ``fork`` + ``exec`` inherits from its parent, the peak starts afresh at ``exec``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # elsewhere: the peak since the fork
+
+
 def worker(arguments: argparse.Namespace) -> None:
     """One mode in this process; prints a JSON line with the times and the peak memory."""
     import torch
@@ -53,7 +65,7 @@ def worker(arguments: argparse.Namespace) -> None:
         save_model(checkpoint, build_variant(arguments.variant), inference_metadata(arguments.variant, "EX",
                                                                                      tuple(arguments.size)))
     model = load_model(checkpoint, device=arguments.device)
-    baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline_mb = memory_mb("VmRSS")
     times = []
     for repeat in range(arguments.repeats + 1):
         started = time.perf_counter()
@@ -65,7 +77,7 @@ def worker(arguments: argparse.Namespace) -> None:
         assert report.ok, report.failures
         if repeat or arguments.repeats == 0:  # the first run warms up (allocator, thread pools, cuDNN)
             times.append(time.perf_counter() - started)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = memory_mb("VmHWM")
     cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if arguments.device.startswith("cuda") else None
     print(json.dumps({"seconds": times, "median_s": statistics.median(times), "peak_rss_mb": peak_mb,
                       "rss_before_mb": baseline_mb, "cuda_peak_mb": cuda_peak}))
@@ -127,7 +139,8 @@ def main() -> None:
     lines = report_header("Prediction time and memory per image", info) + [
         f"{arguments.variant} (random weights) trained size {arguments.size[0]}x{arguments.size[1]}, image "
         f"{width}x{height}, overlap {arguments.overlap}, {arguments.threads} threads, amp {arguments.amp}, "
-        f"median of {max(arguments.repeats, 1)} run(s) after a warm-up; end to end (decode, model, PNGs).", "",
+        + (f"median of {arguments.repeats} runs after a warm-up" if arguments.repeats else
+           "one run without warm-up") + "; end to end (decode, model, PNGs); peak RSS of the process (VmHWM).", "",
         markdown_table(["mode", "s / image", "peak RSS (MB)", "RSS with model loaded (MB)", "CUDA peak (MB)"],
                        rows), ""]
     print("\n".join(lines))
