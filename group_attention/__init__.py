@@ -6,6 +6,7 @@ built by name with :func:`create_attention`; the U-Net builder :class:`UNet` wit
 ``data`` (IDRiD and its synthetic look-alike) and ``engine`` (the training loop behind ``examples/idrid_ganet.py``).
 """
 
+from .inference import load_model
 from .integrations import add_attention, remove_attention, sgau_skips
 from .layers import CGA, SE, SGAU, SGE, ConcatSkip
 from .losses import GeneralizedDiceLoss
@@ -33,5 +34,6 @@ __all__ = [
     "build_variant",
     "GeneralizedDiceLoss",
     "SegmentationMetrics",
+    "load_model",
     "__version__",
 ]

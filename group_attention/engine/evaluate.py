@@ -8,6 +8,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..inference.forward import lesion_probabilities
 from ..metrics import SegmentationMetrics, aupr
 from .arrays import LesionArrays
 
@@ -38,9 +39,8 @@ def predict_batches(model: nn.Module, arrays: LesionArrays, indices: torch.Tenso
                 chunk = indices[start:start + batch_size]
                 images, masks = arrays.batch(chunk)
                 images = images.to(device, non_blocking=True)
-                with autocast(device, amp):
-                    logits = model(images)
-                yield chunk, images, lesion_probability(logits), masks.to(device)
+                # the forward pass of group-attention predict: one inference path for evaluation and prediction
+                yield chunk, images, lesion_probabilities(model, images, amp=amp), masks.to(device)
     finally:
         model.train(was_training)
 

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import random_flip_rotate
+from ..inference.checkpoint import experiment_metadata
 from ..losses import GeneralizedDiceLoss
 from ..models import build_variant
 from .arrays import LesionArrays
@@ -262,13 +263,15 @@ class Trainer:
     def save(self, epochs_done: int) -> None:
         """Write the best checkpoint (if it changed) and then the last one, each atomically: a crash between the
         two leaves a last checkpoint whose ``best_dice`` still describes the best checkpoint on disk."""
+        inference = experiment_metadata(self.spec.variant, self.spec.lesion, self.config)  # for load_model
         if self.best_state is not None and self.best_state["epoch"] != self.saved_best_epoch:
-            save_checkpoint(self.best_path, self.best_state)
+            save_checkpoint(self.best_path, {**self.best_state, "inference": inference})
             self.saved_best_epoch = self.best_state["epoch"]
         save_checkpoint(self.last_path, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "epoch": epochs_done, "best_dice": self.best_dice,
             "best_epoch": self.saved_best_epoch, "history": self.history, "spec": vars(self.spec),
+            "inference": inference,
         })
 
     def validate(self, row: dict) -> bool:
