@@ -19,7 +19,6 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from group_attention.data import discover_idrid
 from group_attention.engine import (PROTOCOLS, ExperimentConfig, check_resumable, quick_synthetic_config,
                                     resolve_device, run_experiment)
 from group_attention.models import VARIANTS
@@ -78,9 +77,11 @@ def main(argv: "list[str] | None" = None) -> int:
     arguments = parse_arguments(argv)
     try:
         config = build_config(arguments)
-        if config.data_root is not None:
-            print(discover_idrid(config.data_root).summary(), flush=True)  # a wrong root fails here, clearly
         out = arguments.out or Path("runs") / ("idrid-ganet-synthetic" if config.synthetic_data else "idrid-ganet")
+        source = config.data_source(out)  # a wrong root fails here, clearly
+        source.check_classes(config.lesions)
+        if not source.synthetic:
+            print(source.summary(), flush=True)
         if arguments.resume and not (out / "config.json").exists():
             raise ValueError(f"--resume given but {out} holds no earlier run")
         resolve_device(config.device)  # e.g. cuda asked for where there is none
@@ -91,7 +92,7 @@ def main(argv: "list[str] | None" = None) -> int:
     if config.synthetic_data:
         print("NOTE: no --data-root given: running the quick demo on SYNTHETIC data generated under "
               f"{out / 'synthetic-idrid'}; its numbers say nothing about IDRiD.", flush=True)
-    results = run_experiment(config, out, progress=not arguments.no_progress)
+    results = run_experiment(config, out, progress=not arguments.no_progress, source=source)
     if results is not None:
         print((out / "results.md").read_text())
         print(f"Results, logs, checkpoints and pictures: {out}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 
@@ -12,6 +14,24 @@ def check_positive_int(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return value
+
+
+def check_int(name: str, value: object, minimum: int = 0) -> int:
+    """Return ``value`` if it is an ``int >= minimum``; raise ``TypeError`` (not an int) or ``ValueError`` (too
+    small) naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_real(name: str, value: object) -> float:
+    """Return ``value`` if it is a real number (``int``, ``float``, NumPy scalar; not ``bool``); raise ``TypeError``
+    naming ``name`` otherwise. Ranges are the caller's to check (NaN passes here)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    return value  # type: ignore[return-value]
 
 
 def check_bool(name: str, value: object) -> bool:

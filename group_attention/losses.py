@@ -26,13 +26,12 @@ considered class is absent has no finite weight at all. This module's convention
 from __future__ import annotations
 
 import contextlib
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_bool
+from ._checks import check_bool, check_real
 
 __all__ = ["GeneralizedDiceLoss", "generalized_dice_loss", "class_weights"]
 
@@ -309,8 +308,7 @@ def _check_options(mode: str, include_background: bool, reduction: str, smooth: 
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Real):
-        raise TypeError(f"smooth must be a finite number >= 0, got {smooth!r} of type {type(smooth).__name__}")
+    check_real("smooth", smooth)
     if not 0.0 <= smooth < float("inf"):
         raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
     _exponent_of(weight_type)

@@ -1,4 +1,6 @@
-"""The IDRiD experiment of the paper: every (variant, lesion, fold) run, resumable, then Table 1 and pictures."""
+"""The experiment of the paper on a data source: every (variant, lesion, fold) run, resumable, then Table 1 and
+pictures. The data come from a :class:`~group_attention.data.SegmentationSource` (IDRiD, its synthetic look-alike,
+or any other source)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ..data import kfold_ids, make_synthetic_idrid
-from .arrays import LesionArrays, load_lesion_arrays
+from ..data import SegmentationSource
+from .arrays import LesionArrays, load_class_arrays
 from .config import ExperimentConfig
 from .distributed import Context, init_distributed, resolve_device, shutdown_distributed
 from .evaluate import evaluate, predict_batches
@@ -21,32 +23,19 @@ from .visualize import attention_panels, save_overlays
 
 
 
-def prepare_data_root(config: ExperimentConfig, out_dir: Path, context: Context) -> str:
-    """The IDRiD root to read: ``config.data_root``, or a synthetic look-alike generated once under ``out_dir``."""
-    if config.data_root is not None:
-        return config.data_root
-    root = out_dir / "synthetic-idrid"
-    if context.is_main and not (root / "A. Segmentation").exists():
-        synthetic = config.synthetic
-        make_synthetic_idrid(root, n_train=synthetic["n_train"], n_test=synthetic["n_test"],
-                             size=tuple(synthetic["size"]), seed=config.seed)
+def prepare_source(source: SegmentationSource, context: Context) -> None:
+    """Let process 0 make the source's files exist (e.g. write the synthetic tree) while the others wait."""
+    if context.is_main:
+        source.prepare()
     context.barrier()
-    return str(root)
 
 
-def load_arrays(config: ExperimentConfig, root: str, lesion: str) -> tuple[LesionArrays, list[list[str]]]:
-    """All images the protocol uses, with ``lesion``'s masks, in one set of tensors, and the protocol's folds as
-    ``[train_ids, test_ids]`` pairs (k-fold over all images, or the official training and testing sets)."""
-    def load(split: str) -> LesionArrays:
-        return load_lesion_arrays(root, lesion, split, config.size, config.cache_dir, config.workers)
-
-    if config.protocol == "cv":
-        arrays = load("all")
-        return arrays, [list(pair) for pair in kfold_ids(arrays.ids, n_folds=config.folds, seed=config.seed)]
-    train, test = load("train"), load("test")
-    arrays = LesionArrays(train.ids + test.ids, torch.cat([train.images, test.images]),
-                          torch.cat([train.masks, test.masks]))
-    return arrays, [[train.ids, test.ids]]
+def load_arrays(config: ExperimentConfig, source: SegmentationSource, lesion: str,
+                folds: list[list[list[str]]]) -> LesionArrays:
+    """Every image the ``folds`` use (``[train_ids, test_ids]`` pairs), with ``lesion``'s masks, in one set of
+    tensors."""
+    ids = list(dict.fromkeys(image_id for train_ids, test_ids in folds for image_id in train_ids + test_ids))
+    return load_class_arrays(source, lesion, ids, config.size, config.cache_dir, config.workers)
 
 
 def split_validation(train_ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -120,16 +109,27 @@ def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end: "EpochCallback | None" = None,
-                   progress: bool = True) -> "dict[str, Any] | None":
+                   progress: bool = True, source: "SegmentationSource | None" = None) -> "dict[str, Any] | None":
     """Run (or resume) every run of ``config`` into ``out_dir`` and write the results table.
 
     Finished runs (a ``metrics.json`` with the same settings) are skipped; an interrupted run continues from its
     ``checkpoint_last.pt``. Under ``torchrun`` every process trains and process 0 writes.
 
+    Args:
+        source: where the images, masks, ids and folds come from; default ``config.data_source(out_dir)`` (IDRiD at
+            ``config.data_root``, or the synthetic look-alike). ``config.lesions`` must be among its classes.
+
     Returns:
         The content of ``results.json`` (None on processes other than 0).
+
+    Raises:
+        ValueError: a lesion that is not a class of the source, or ``out_dir`` holding runs of other settings
+            (both before anything is written).
     """
     out_dir = Path(out_dir)
+    if source is None:
+        source = config.data_source(out_dir)
+    source.check_classes(config.lesions)
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     context = init_distributed(device)
     try:
@@ -137,11 +137,12 @@ def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end
             out_dir.mkdir(parents=True, exist_ok=True)
             check_output_folder(out_dir, config)
         context.barrier()
-        root = prepare_data_root(config, out_dir, context)
+        prepare_source(source, context)
+        folds = [[list(train_ids), list(test_ids)]
+                 for train_ids, test_ids in source.folds(config.protocol, n_folds=config.folds, seed=config.seed)]
         finished: list[dict[str, Any]] = []
         for lesion in config.lesions:
-            arrays, folds = load_arrays(config, root, lesion)
-            arrays = arrays.to(device)
+            arrays = load_arrays(config, source, lesion, folds).to(device)
             for spec in run_specs(config, folds, lesion):
                 run_dir = out_dir / "runs" / spec.variant / spec.lesion / f"fold{spec.fold + 1}"
                 done = run_dir / "metrics.json"
@@ -163,7 +164,7 @@ def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end
             return None
         expected = len(config.variants) * len(config.lesions) * (
             len(config.only_folds) if config.only_folds is not None else config.num_folds)
-        write_results(out_dir, finished, config.to_dict(), config.synthetic_data, complete=len(finished) == expected)
+        write_results(out_dir, finished, config.to_dict(), source.synthetic, complete=len(finished) == expected)
         return read_json(out_dir / "results.json")
     finally:
         shutdown_distributed(context)
