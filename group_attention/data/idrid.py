@@ -248,7 +248,7 @@ class IDRiD(Dataset):
         return Box(*self._image_entry(image_id)["box"].tolist())
 
     def prepare(self, num_threads: int = 1) -> "IDRiD":
-        """Preprocess every image into the cache now (decoding releases the GIL, so threads help)."""
+        """Preprocess every image into the cache now, in ``num_threads`` threads (Pillow decodes without the GIL)."""
         if num_threads <= 1:
             for image_id in self.ids:
                 self.load_arrays(image_id)
