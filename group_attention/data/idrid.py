@@ -26,11 +26,13 @@ from einops import rearrange
 from torch.utils.data import Dataset
 
 from .decode import header_size, read_fundus_image, read_lesion_mask
-from .idrid_layout import (
+from .idrid_layout import (  # the folder names are re-exported (``as``) for code that reads them from here
+    IMAGES_FOLDER as IMAGES_FOLDER,
     LESIONS,
     MASKS_FOLDER,
     SET_FOLDERS,
     SPLITS,
+    TOP_FOLDER as TOP_FOLDER,
     IDRiDLayout,
     check_split,
     discover_idrid,
