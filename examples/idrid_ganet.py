@@ -22,7 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-from group_attention.data import discover_idrid
 from group_attention.engine import (PROTOCOLS, ExperimentConfig, quick_synthetic_config, resolve_device,
                                     run_experiment)
 from group_attention.engine.config import KEEP_CHECKPOINTS
@@ -135,17 +134,20 @@ def main(argv: "list[str] | None" = None) -> int:
     last_epoch: dict = {}
     try:
         config = build_config(arguments)
-        if config.data_root is not None:
-            print(discover_idrid(config.data_root).summary(), flush=True)  # a wrong root fails here, clearly
         out = arguments.out or Path("runs") / ("idrid-ganet-synthetic" if config.synthetic_data else "idrid-ganet")
+        source = config.data_source(out)  # a wrong root fails here, clearly
+        source.check_classes(config.lesions)
+        if not source.synthetic:
+            print(source.summary(), flush=True)
         if arguments.resume and not has_work(out):
             raise ValueError(f"--resume given but {out} holds no earlier run")
         resolve_device(config.device)  # e.g. cuda asked for where there is none
-        validate_experiment(config, out)  # writes nothing: a refused command leaves --out as it was
+        validate_experiment(config, out, source)  # writes nothing: a refused command leaves --out as it was
         if config.synthetic_data:
             print("NOTE: no --data-root given: running the quick demo on SYNTHETIC data generated under "
                   f"{out / 'synthetic-idrid'}; its numbers say nothing about IDRiD.", flush=True)
-        results = run_experiment(config, out, on_epoch_end=last_epoch.update, progress=not arguments.no_progress)
+        results = run_experiment(config, out, on_epoch_end=last_epoch.update, progress=not arguments.no_progress,
+                                 source=source)
     except KeyboardInterrupt:
         if debugging(arguments):
             raise

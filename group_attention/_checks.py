@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -23,6 +24,24 @@ def check_positive_real(name: str, value: object) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def check_int(name: str, value: object, minimum: int = 0) -> int:
+    """Return ``value`` if it is an ``int >= minimum``; raise ``TypeError`` (not an int) or ``ValueError`` (too
+    small) naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_real(name: str, value: object) -> float:
+    """Return ``value`` if it is a real number (``int``, ``float``, NumPy scalar; not ``bool``); raise ``TypeError``
+    naming ``name`` otherwise. Ranges are the caller's to check (NaN passes here)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    return value  # type: ignore[return-value]
 
 
 def check_bool(name: str, value: object) -> bool:

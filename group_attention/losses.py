@@ -9,30 +9,21 @@ Proc. SPIE 11313, 1131307, 2020, section 3.1) is trained with the generalized Di
 in which every class is weighted by the inverse square of its ground-truth volume so that a lesion of a
 few hundred pixels counts as much as the background of the whole fundus image.
 
-The formula leaves two cases undefined, and both are common in IDRiD (many images have no lesion of a
-given type): a class absent from the ground truth has an infinite weight, and an image where every
-considered class is absent has no finite weight at all. This module's conventions, explained in
-``docs/_notes_losses_metrics.md`` and checked against MONAI in ``tests/test_losses.py``:
-
-* an absent class gets the weight of the rarest present class (the largest finite weight), as in
-  NiftyNet and MONAI, so false positives in it cost as much as in the smallest lesion present;
-* an image where every considered class is absent scores the mean predicted probability of those
-  classes (its soft false-positive rate); MONAI returns a constant 0 there, with zero gradient;
-* weights are rescaled per image so the rarest present class weighs 1. The loss itself is invariant to
-  that rescaling; it only keeps ``smooth`` negligible on large images and volumes, where MONAI's raw
-  ``1/volume**2`` weights make ``smooth`` dominate the loss.
+Shapes: ``logits`` ``(B, C, *spatial)``; ``target`` class indices ``(B, *spatial)`` or one-hot/soft ``(B, C,
+*spatial)``; the loss is a scalar (or ``(B,)`` with ``reduction="none"``). The formula leaves classes absent from an
+image undefined (infinite weight); the convention used here, and how it compares with MONAI, is written once in
+:doc:`/losses_and_metrics` ("Empty classes: the convention").
 """
 
 from __future__ import annotations
 
 import contextlib
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_bool
+from ._checks import check_bool, check_real
 
 __all__ = ["GeneralizedDiceLoss", "generalized_dice_loss", "class_weights"]
 
@@ -111,19 +102,10 @@ class GeneralizedDiceLoss(nn.Module):
     where :math:`p_{ci}` is the predicted probability and :math:`g_{ci}` the (one-hot or soft) ground
     truth of class :math:`c` at pixel :math:`i` of one image, and :math:`\epsilon` is ``smooth``.
 
-    Empty classes (the usual case for a lesion-free IDRiD image):
-
-    * a class with :math:`\sum_i g_{ci} = 0` gets the weight of the rarest present class (the largest
-      finite weight, NiftyNet's and MONAI's choice), so its false positives are penalised like those of
-      the smallest lesion present rather than ignored (weight 0) or made to dominate (weight
-      :math:`1/\epsilon^2`);
-    * an image where *every* considered class is empty (possible with ``mode="binary"``,
-      ``"multilabel"`` or ``include_background=False``) has no finite weight; its loss is the mean
-      predicted probability :math:`\frac{1}{CN}\sum_{c,i} p_{ci}`, which is 0 only for an empty
-      prediction and has a non-vanishing gradient. MONAI returns a constant 0 there, so its loss
-      cannot teach a binary model to keep lesion-free images clean. With softmax over background and
-      lesion (``mode="multiclass"``, GANet's setting) the first rule gives a lesion-free image
-      :math:`2\sum_i p_{1i} / (2N + \epsilon)`, the same mean lesion probability.
+    Empty classes (the usual case for a lesion-free IDRiD image): a class absent from the ground truth gets the
+    weight of the rarest present class, and an image where every considered class is absent scores its mean
+    predicted probability (never a constant 0 with zero gradient). Why, and the comparison with MONAI:
+    :doc:`/losses_and_metrics` ("Empty classes: the convention").
 
     The weights are rescaled per image so the rarest present class weighs 1 (see
     :func:`class_weights`); the loss is unchanged up to the :math:`\epsilon` terms, which stay
@@ -309,8 +291,7 @@ def _check_options(mode: str, include_background: bool, reduction: str, smooth: 
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Real):
-        raise TypeError(f"smooth must be a finite number >= 0, got {smooth!r} of type {type(smooth).__name__}")
+    check_real("smooth", smooth)
     if not 0.0 <= smooth < float("inf"):
         raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
     _exponent_of(weight_type)

@@ -22,36 +22,17 @@ Predictions:
     thresholded counts lie on the binned precision-recall curve. Logits are rejected (values outside
     [0, 1]). ``target`` is a mask (bool, or 0/1 of any dtype).
 
-Empty denominators (no NaN is ever returned):
-    * Dice, TP + FP + FN = 0 (no lesion in ground truth nor prediction): 1, the prediction is perfect.
-    * Sensitivity, TP + FN = 0 (no lesion in the ground truth): 1, no lesion was missed; any false
-      positive is charged to Dice and specificity instead.
-    * Specificity, TN + FP = 0 (lesion everywhere): 1, by the same argument.
-    * AUPR with no positive pixel: 0, scikit-learn's value (recall never increases).
-    * ROC AUC with only one class present: 0.5, an uninformative ranking (scikit-learn raises).
-
-    These make per-image means of sensitivity and AUPR depend on how many lesion-free images a data
-    set has; report pooled values (``per_image=False``, :class:`SegmentationMetrics`) for those.
+Empty denominators:
+    No NaN is ever returned: Dice, sensitivity and specificity with an empty denominator are 1, AUPR without a
+    positive pixel is 0, ROC AUC with one class is 0.5. The reasons, and why pooled values are the ones to report,
+    are in :doc:`/losses_and_metrics` ("Definitions (eqs 4-7) and empty denominators").
 
 AUPR:
-    The step-wise average precision of scikit-learn, :math:`\mathrm{AP} = \sum_n (R_n - R_{n-1}) P_n`
-    over decreasing thresholds, tied scores forming one threshold. :func:`aupr` computes it exactly by
-    sorting (``num_bins=None``) or from a histogram; :class:`SegmentationMetrics` streams it from two
-    fixed-bin histograms (scores of positive and of negative pixels, bin :math:`\lfloor K p \rfloor`),
-    which is the exact AP of the quantised scores. Its distance to the exact AP of the raw scores is
-    at most :func:`aupr_error_bound`, computed from the histograms alone: within bin :math:`k`, with
-    :math:`A, B` positives and negatives in higher bins and :math:`p_k, n_k` in the bin, the exact
-    precision of each of its positives lies in
-
-    .. math::
-        \left[\frac{A + 1}{A + 1 + B + n_k},\ \frac{A + p_k}{A + p_k + B}\right] \ni
-        \frac{A + p_k}{A + p_k + B + n_k} \quad\text{(binned)},
-
-    so :math:`|\mathrm{AP}_\text{exact} - \mathrm{AP}_\text{binned}| \le \frac{1}{n_+} \sum_k p_k
-    \max(\text{upper}_k - \text{binned}_k,\ \text{binned}_k - \text{lower}_k)`. The bound is 0 when no
-    bin mixes positives with other pixels, and tends to 0 as :math:`K \to \infty` for distinct scores.
-    Binned ROC AUC counts pairs in the same bin as ties (1/2), so its error is at most
-    :math:`\sum_k p_k n_k / (2 n_+ n_-)` (:func:`roc_auc_error_bound`).
+    The step-wise average precision of scikit-learn, :math:`\mathrm{AP} = \sum_n (R_n - R_{n-1}) P_n` over
+    decreasing thresholds. :func:`aupr` computes it exactly (``num_bins=None``) or from a histogram;
+    :class:`SegmentationMetrics` streams it from fixed-bin histograms, whose distance to the exact AP is at most
+    :func:`aupr_error_bound` (the derivation: :doc:`/losses_and_metrics`, "Streaming: histograms and the error
+    bound").
 """
 
 from __future__ import annotations

@@ -165,13 +165,15 @@ def test_each_sample_gets_its_own_draw():
 
 def test_item_transform_matches_batched_function_and_passes_other_keys():
     item = {"image": torch.rand(3, 20, 30), "mask": _blobs(1, 20, 30)[0], "id": "IDRiD_07"}
+    original = {key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in item.items()}
     out = RandomFlipRotate(degrees=90, seed=11)(item)
     expected_image, expected_mask = random_flip_rotate(
         item["image"][None], item["mask"][None], degrees=90, generator=torch.Generator().manual_seed(11)
     )
     assert out["id"] == "IDRiD_07"
     assert torch.equal(out["image"], expected_image[0]) and torch.equal(out["mask"], expected_mask[0])
-    assert torch.equal(item["image"], item["image"])  # the input dict is not modified in place
+    assert item.keys() == original.keys() and item["id"] == original["id"]  # the input dict is not modified
+    assert torch.equal(item["image"], original["image"]) and torch.equal(item["mask"], original["mask"])
 
 
 def test_item_transform_is_reproducible_from_its_seed():
@@ -242,8 +244,8 @@ def test_gpu_batch_matches_cpu_for_the_same_draw():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"p_hflip": "0.5"}, "p_hflip must be a real number; got '0.5'"),
-    ({"degrees": None}, "degrees must be a real number; got None"),
+    ({"p_hflip": "0.5"}, "p_hflip must be a real number, got '0.5'"),
+    ({"degrees": None}, "degrees must be a real number, got None"),
 ])
 def test_augmentation_settings_must_be_numbers(kwargs, message):
     with pytest.raises(TypeError, match=message):

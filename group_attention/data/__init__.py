@@ -1,5 +1,7 @@
 """Data for GANet: the IDRiD lesion segmentation set, a synthetic look-alike, folds and augmentation.
 
+- :class:`SegmentationSource` is what the training engine asks for data; :class:`IDRiDSource` and
+  :class:`SyntheticIDRiDSource` are the two sources here.
 - :class:`IDRiD` reads "A. Segmentation" as downloaded (:func:`discover_idrid` finds the files,
   :func:`read_lesion_mask` reads any mask encoding), crops the field of view, resizes and caches.
 - :func:`make_synthetic_idrid` writes a look-alike tree in the same layout and formats.
@@ -8,7 +10,16 @@
 """
 
 from .folds import fold_of, kfold_ids
-from .idrid import LESIONS, SPLITS, IDRiD, IDRiDLayout, discover_idrid, read_fundus_image, read_lesion_mask
+from .idrid import (
+    LESIONS,
+    SPLITS,
+    IDRiD,
+    IDRiDLayout,
+    IDRiDSource,
+    discover_idrid,
+    read_fundus_image,
+    read_lesion_mask,
+)
 from .preprocess import (
     ArrayCache,
     Box,
@@ -19,7 +30,8 @@ from .preprocess import (
     resize_image,
     resize_mask,
 )
-from .synthetic import make_synthetic_idrid, render_fundus
+from .source import PROTOCOLS, SOURCE_SPLITS, SegmentationSource
+from .synthetic import SyntheticIDRiDSource, make_synthetic_idrid, render_fundus
 from .transforms import (
     FlipRotateParams,
     RandomFlipRotate,
@@ -29,6 +41,11 @@ from .transforms import (
 )
 
 __all__ = [
+    "SegmentationSource",
+    "IDRiDSource",
+    "SyntheticIDRiDSource",
+    "PROTOCOLS",
+    "SOURCE_SPLITS",
     "IDRiD",
     "IDRiDLayout",
     "LESIONS",

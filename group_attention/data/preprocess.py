@@ -57,7 +57,7 @@ _COVERAGE_UNITS = 1 << 24  # resize_mask's coverage quantum
 MASK_RESIZE_METHODS = ("area", "nearest")
 
 # FOV detection runs on an image shrunk to about this width: plenty for a box accurate to a few
-# source pixels (under one target pixel), and fast on 4288 x 2848 photographs.
+# source pixels (under one target pixel) on 4288 x 2848 photographs.
 _FOV_WORK_WIDTH = 512
 # A row or column belongs to the FOV when at least this fraction of its pixels is bright; the
 # tolerance ignores isolated bright specks (dust, JPEG ringing) in the background.

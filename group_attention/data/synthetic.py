@@ -23,10 +23,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, features
 
-from .idrid import IMAGES_FOLDER, LESIONS, MASKS_FOLDER, SET_FOLDERS, TOP_FOLDER
+from .._checks import check_int
+from ..atomic import atomic_write_text
+from .idrid import IDRiDSource
+from .idrid_layout import IMAGES_FOLDER, LESIONS, MASKS_FOLDER, SET_FOLDERS, TOP_FOLDER
 from .preprocess import check_size
 
-__all__ = ["make_synthetic_idrid", "render_fundus", "MASK_ENCODINGS"]
+__all__ = ["make_synthetic_idrid", "render_fundus", "MASK_ENCODINGS", "SyntheticIDRiDSource"]
 
 MASK_ENCODINGS = ("palette", "rgb", "mixed")
 MARKER_FILE = "synthetic-idrid.json"
@@ -261,12 +264,9 @@ def _plan(n_train: int, n_test: int, rng: np.random.Generator) -> list[_ImagePla
 
 
 def _check_arguments(n_train, n_test, mask_encoding, seed) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
-    if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 1:
-        raise ValueError(f"n_train must be an int >= 1; got {n_train!r}")
-    if not isinstance(n_test, int) or isinstance(n_test, bool) or n_test < 0:
-        raise ValueError(f"n_test must be an int >= 0; got {n_test!r}")
+    check_int("seed", seed)
+    check_int("n_train", n_train, minimum=1)
+    check_int("n_test", n_test)
     if n_train + n_test > 99:
         raise ValueError(f"n_train + n_test must be at most 99 (IDRiD_NN ids); got {n_train + n_test}")
     if mask_encoding not in MASK_ENCODINGS:
@@ -394,3 +394,50 @@ def _write_image_and_masks(base: Path, plan: _ImagePlan, size, seed: int, mask_e
         options = {"format": "TIFF"} | ({"compression": compression} if compression else {})
         path = base / MASKS_FOLDER / set_name / folder / f"{plan.image_id}_{code}.tif"
         _save(_mask_image(masks[code], encoding), path, **options)
+
+
+class SyntheticIDRiDSource(IDRiDSource):
+    """The synthetic look-alike as a :class:`~group_attention.data.source.SegmentationSource`: :meth:`prepare`
+    writes it under ``root`` with :func:`make_synthetic_idrid` (once: an existing tree is reused), then it reads
+    like :class:`~group_attention.data.IDRiDSource`.
+
+    Args:
+        root: folder to write ``A. Segmentation`` into.
+        n_train, n_test, size, seed: as in :func:`make_synthetic_idrid` (checked here, before anything is written).
+
+    Example:
+        >>> import tempfile
+        >>> source = SyntheticIDRiDSource(tempfile.mkdtemp(), n_train=2, n_test=1, size=(48, 72))
+        >>> source.prepare()
+        >>> source.ids("all"), source.synthetic
+        (['IDRiD_01', 'IDRiD_02', 'IDRiD_03'], True)
+    """
+
+    synthetic = True
+
+    def __init__(self, root: str | os.PathLike, n_train: int = 54, n_test: int = 27,
+                 size: tuple[int, int] = (426, 640), seed: int = 0) -> None:
+        _check_arguments(n_train, n_test, "mixed", seed)
+        self.n_train, self.n_test, self.size, self.seed = n_train, n_test, check_size(size), seed
+        super().__init__(root)
+
+    def prepare(self) -> None:
+        """Write the tree unless ``root`` holds one of these settings already (``settings.json`` records them); a
+        tree of other settings (left by a command that was refused or stopped) is replaced: generation is
+        deterministic, so a rewrite never changes the images of a run being resumed."""
+        marker = self.root / "settings.json"
+        wanted = {"n_train": self.n_train, "n_test": self.n_test, "size": list(self.size), "seed": self.seed}
+        current = json.loads(marker.read_text()) if marker.exists() else None
+        if (self.root / TOP_FOLDER).exists() and current == wanted:
+            return
+        make_synthetic_idrid(self.root, n_train=self.n_train, n_test=self.n_test, size=self.size, seed=self.seed,
+                             overwrite=True)
+        atomic_write_text(marker, json.dumps(wanted))
+        self._layout = None  # searched again on first use
+
+    def summary(self) -> str:
+        return "synthetic look-alike " + super().summary()
+
+    def __repr__(self) -> str:
+        return (f"SyntheticIDRiDSource(root={str(self.root)!r}, n_train={self.n_train}, n_test={self.n_test}, "
+                f"size={self.size}, seed={self.seed})")

@@ -13,14 +13,14 @@ mask by nearest neighbour so it stays 0/1. A positive angle turns the picture co
 
 from __future__ import annotations
 
-import numbers
-
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import get_worker_info
+
+from .._checks import check_real
 
 __all__ = ["FlipRotateParams", "sample_flip_rotate", "apply_flip_rotate", "random_flip_rotate", "RandomFlipRotate"]
 
@@ -44,18 +44,13 @@ class FlipRotateParams:
 
 
 def _check_probability(name: str, value: float) -> None:
-    _check_real(name, value)
+    check_real(name, value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1]; got {value!r}")
 
 
-def _check_real(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {value!r} of type {type(value).__name__}")
-
-
 def _check_degrees(degrees: float) -> None:
-    _check_real("degrees", degrees)
+    check_real("degrees", degrees)
     if not 0.0 <= degrees <= 180.0:
         raise ValueError(f"degrees must be in [0, 180] (angles are drawn from [-degrees, degrees]); got {degrees!r}")
 

@@ -1,6 +1,7 @@
-"""The reusable training and evaluation engine behind ``examples/idrid_ganet.py``."""
+"""The reusable training and evaluation engine behind ``examples/idrid_ganet.py``: it trains and tests Table 1's
+variants on any :class:`~group_attention.data.SegmentationSource` (images, masks, ids and folds)."""
 
-from .arrays import LesionArrays, load_lesion_arrays
+from .arrays import LesionArrays, load_class_arrays, load_lesion_arrays
 from .config import PROTOCOLS, ExperimentConfig, quick_synthetic_config
 from .evaluate import evaluate, lesion_probability
 from .distributed import resolve_device
@@ -20,6 +21,7 @@ __all__ = [
     "RunSpec",
     "LesionArrays",
     "load_lesion_arrays",
+    "load_class_arrays",
     "evaluate",
     "lesion_probability",
     "summarize",

@@ -1,7 +1,8 @@
-"""IDRiD images held in memory as uint8 tensors, so an epoch is index slicing (on the GPU if there is one).
+"""A data source's images and one class's masks held in memory as uint8 tensors: an epoch is index slicing (on the
+GPU if there is one), images ``(N, 3, H, W)`` and masks ``(N, 1, H, W)``.
 
-81 images at 384 x 512 are 48 MB as uint8: decoding JPEGs happens once (through the on-disk cache of
-:class:`~group_attention.data.IDRiD`), then whole batches are cut from one tensor and augmented on the device.
+Files are decoded once, through the source's Dataset and its on-disk cache (IDRiD's 81 images at 384 x 512 are
+48 MB as uint8); batches are then cut from one tensor and augmented on the device.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import IDRiD
+from ..data import IDRiDSource, SegmentationSource
 
 
 @dataclass
@@ -44,14 +45,23 @@ class LesionArrays:
         return self.images[indices].float().div_(255), self.masks[indices].float()
 
 
-def load_lesion_arrays(root: str, lesion: str, split: str, size: tuple[int, int], cache_dir: "str | None" = "auto",
-                       workers: int = 0) -> LesionArrays:
-    """Read (or take from the cache) every image of ``split`` with its ``lesion`` mask, in parallel if asked."""
-    dataset = IDRiD(root, lesion=lesion, split=split, size=size, cache_dir=cache_dir)
+def load_class_arrays(source: SegmentationSource, name: str, ids: Sequence[str], size: tuple[int, int],
+                      cache_dir: "str | None" = "auto", workers: int = 0) -> LesionArrays:
+    """Read (or take from the cache) the images ``ids`` of ``source`` with their ``name`` masks, in ``workers``
+    DataLoader processes (0: in this one); the result's ``ids`` are in the order the Dataset gave them."""
+    dataset = source.dataset([name], list(ids), size, cache_dir)
     loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=lambda items: items[0])
-    ids, images, masks = [], [], []
+    loaded_ids, images, masks = [], [], []
     for item in loader:
-        ids.append(item["id"])
+        loaded_ids.append(item["id"])
         images.append(item["image"].mul(255).round().to(torch.uint8))
         masks.append(item["mask"].to(torch.uint8))
-    return LesionArrays(ids, torch.stack(images), torch.stack(masks))
+    return LesionArrays(loaded_ids, torch.stack(images), torch.stack(masks))
+
+
+def load_lesion_arrays(root: str, lesion: str, split: str, size: tuple[int, int], cache_dir: "str | None" = "auto",
+                       workers: int = 0) -> LesionArrays:
+    """Every image of ``split`` of the IDRiD download at ``root`` with its ``lesion`` mask (see
+    :func:`load_class_arrays`)."""
+    source = IDRiDSource(root)
+    return load_class_arrays(source, lesion, source.ids(split), size, cache_dir, workers)

@@ -1,4 +1,5 @@
-"""The experiment's settings in one place: the paper's protocol and the quick synthetic demo."""
+"""The experiment's settings in one place (the paper's protocol and the quick synthetic demo), and the data source
+they describe."""
 
 from __future__ import annotations
 
@@ -6,19 +7,19 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .._checks import check_choice, check_positive_int
-from ..data import LESIONS
+from .._checks import check_choice, check_int, check_positive_int
+from ..data import IDRiDSource, SegmentationSource, SyntheticIDRiDSource
+from ..data.source import PROTOCOLS
 from ..models import VARIANTS
 
-PROTOCOLS = ("cv", "official")
 KEEP_CHECKPOINTS = ("best", "all", "none")
 # The network halves the resolution four times: a side below its total stride leaves nothing to attend to.
 MIN_SIDE = 16
 # IDRiD photographs are 4288 x 2848; a larger side only upsamples, and the cached arrays would not fit in memory.
 MAX_SIDE = 8192
-
 
 @dataclass
 class ExperimentConfig:
@@ -26,7 +27,8 @@ class ExperimentConfig:
 
     Attributes:
         data_root: IDRiD root (the folder holding ``A. Segmentation``); None generates the synthetic look-alike.
-        lesions: lesions segmented separately, one model each (paper: EX and HE).
+        lesions: lesions segmented separately, one model each (paper: EX and HE): class names of the data source,
+            checked against it by :func:`~group_attention.engine.run_experiment` before anything is written.
         variants: Table 1 rows to train (names of :data:`~group_attention.VARIANTS`).
         protocol: ``"cv"`` (k-fold cross-validation over all images, the paper's) or ``"official"`` (train on the
             official training set, test on the testing set).
@@ -81,7 +83,8 @@ class ExperimentConfig:
         self.variants = tuple(dict.fromkeys(v.lower() for v in self.variants))
         self.size = tuple(self.size)
         for lesion in self.lesions:
-            check_choice("lesion", lesion, LESIONS)
+            if not isinstance(lesion, str):
+                raise TypeError(f"lesions must be class names (str), got {lesion!r} of type {type(lesion).__name__}")
         for variant in self.variants:
             check_choice("variant", variant, list(VARIANTS))
         check_choice("protocol", self.protocol, PROTOCOLS)
@@ -103,8 +106,7 @@ class ExperimentConfig:
             raise ValueError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        check_int("seed", self.seed)
         if not 0 <= self.degrees <= 180:  # also rejects NaN
             raise ValueError(f"degrees must be in [0, 180], got {self.degrees}")
 
@@ -115,6 +117,19 @@ class ExperimentConfig:
     @property
     def synthetic_data(self) -> bool:
         return self.data_root is None
+
+    def data_source(self, out_dir: "str | Path") -> SegmentationSource:
+        """The data these settings describe: the IDRiD download at :attr:`data_root`, or (without one) the synthetic
+        look-alike of :attr:`synthetic`, written under ``out_dir/synthetic-idrid`` when the experiment starts.
+
+        Raises:
+            FileNotFoundError, ValueError: :attr:`data_root` is missing or not an IDRiD tree.
+        """
+        if self.data_root is not None:
+            return IDRiDSource(self.data_root)
+        synthetic = self.synthetic
+        return SyntheticIDRiDSource(Path(out_dir) / "synthetic-idrid", n_train=synthetic["n_train"],
+                                    n_test=synthetic["n_test"], size=tuple(synthetic["size"]), seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -1,4 +1,6 @@
-"""The IDRiD experiment of the paper: every (variant, lesion, fold) run, resumable, then Table 1 and pictures."""
+"""The experiment of the paper on a data source: every (variant, lesion, fold) run, resumable, then Table 1 and
+pictures. The data come from a :class:`~group_attention.data.SegmentationSource` (IDRiD, its synthetic look-alike,
+or any other source)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ..data import discover_idrid, kfold_ids, make_synthetic_idrid
-from .arrays import LesionArrays, load_lesion_arrays
+from ..data import SegmentationSource
+from .arrays import LesionArrays, load_class_arrays
 from .config import ExperimentConfig
 from .distributed import Context, init_distributed, resolve_device, shutdown_distributed
 from .evaluate import evaluate, predict_batches
@@ -21,63 +23,38 @@ from .train import EpochCallback, RunSpec, Trainer, run_seed
 from .visualize import attention_panels, save_overlays
 
 
-def prepare_data_root(config: ExperimentConfig, out_dir: Path, context: Context) -> str:
-    """The IDRiD root to read: ``config.data_root``, or a synthetic look-alike generated once under ``out_dir``."""
-    if config.data_root is not None:
-        return config.data_root
-    root = out_dir / "synthetic-idrid"
-    marker = root / "settings.json"
-    wanted = {"synthetic": config.to_dict()["synthetic"], "seed": config.seed}
+
+def prepare_source(source: SegmentationSource, context: Context) -> None:
+    """Let process 0 make the source's files exist (e.g. write the synthetic tree) while the others wait."""
     if context.is_main:
-        generated = (root / "A. Segmentation").exists()
-        if generated and not marker.exists() and has_work(out_dir):
-            write_json(marker, wanted)  # made by an earlier version for the runs check_resumable accepted
-        if not generated or read_json(marker) != wanted:
-            # Data left by a refused or unstarted command of other settings must not feed this one.
-            synthetic = config.synthetic
-            make_synthetic_idrid(root, n_train=synthetic["n_train"], n_test=synthetic["n_test"],
-                                 size=tuple(synthetic["size"]), seed=config.seed, overwrite=True)
-            write_json(marker, wanted)
+        source.prepare()
     context.barrier()
-    return str(root)
 
 
-def ground_truth_folder(base: "str | Path", lesion: str, split: str) -> str:
-    """The ground-truth folder(s) of ``lesion`` for ``split`` (``"train"``, ``"test"`` or ``"all"``) under an
-    IDRiD ``A. Segmentation`` folder ``base``."""
-    from ..data.idrid import LESIONS, MASKS_FOLDER, SET_FOLDERS
-
-    sets = list(SET_FOLDERS.values()) if split == "all" else [SET_FOLDERS[split]]
-    return " and ".join(repr(str(Path(base) / MASKS_FOLDER / name / LESIONS[lesion])) for name in sets)
-
-
-def check_lesion_present(arrays: LesionArrays, root: "str | Path", lesion: str, split: str) -> None:
-    """Raise ``ValueError`` naming the ground-truth folder if no image of ``split`` shows ``lesion``: Dice and
+def check_class_present(arrays: LesionArrays, source: SegmentationSource, lesion: str, split: str,
+                        ids: list[str]) -> None:
+    """Raise ``ValueError`` naming where the masks live if no image of ``ids`` shows ``lesion``: Dice and
     sensitivity of an empty class are conventions, not measurements, and training on it teaches nothing."""
-    if not bool(arrays.masks.any()):
-        folder = ground_truth_folder(discover_idrid(root).base, lesion, split)
+    if not bool(arrays.masks[arrays.indices_of(ids)].any()):
         raise ValueError(
-            f"lesion {lesion!r}: no {lesion} mask pixel in any of the {len(arrays.ids)} images of the {split!r} "
-            f"split; the ground-truth folder {folder} is empty or holds only blank masks. Put the masks there, "
-            "or choose other lesions with --lesion"
+            f"lesion {lesion!r}: no {lesion} mask pixel in any of the {len(ids)} images of the {split!r} split; "
+            f"{source.mask_location(lesion, split)} is empty or holds only blank masks. Put the masks there, or "
+            "choose other lesions with --lesion"
         )
 
 
-def load_arrays(config: ExperimentConfig, root: str, lesion: str) -> tuple[LesionArrays, list[list[str]]]:
-    """All images the protocol uses, with ``lesion``'s masks, in one set of tensors, and the protocol's folds as
-    ``[train_ids, test_ids]`` pairs (k-fold over all images, or the official training and testing sets)."""
-    def load(split: str) -> LesionArrays:
-        arrays = load_lesion_arrays(root, lesion, split, config.size, config.cache_dir, config.workers)
-        check_lesion_present(arrays, root, lesion, split)
-        return arrays
-
-    if config.protocol == "cv":
-        arrays = load("all")
-        return arrays, [list(pair) for pair in kfold_ids(arrays.ids, n_folds=config.folds, seed=config.seed)]
-    train, test = load("train"), load("test")
-    arrays = LesionArrays(train.ids + test.ids, torch.cat([train.images, test.images]),
-                          torch.cat([train.masks, test.masks]))
-    return arrays, [[train.ids, test.ids]]
+def load_arrays(config: ExperimentConfig, source: SegmentationSource, lesion: str,
+                folds: list[list[list[str]]]) -> LesionArrays:
+    """Every image the ``folds`` use (``[train_ids, test_ids]`` pairs), with ``lesion``'s masks, in one set of
+    tensors; a split with no mask pixel of ``lesion`` is an error (the official sets each, or every image)."""
+    ids = list(dict.fromkeys(image_id for train_ids, test_ids in folds for image_id in train_ids + test_ids))
+    arrays = load_class_arrays(source, lesion, ids, config.size, config.cache_dir, config.workers)
+    if config.protocol == "official":
+        for split, split_ids in zip(("train", "test"), folds[0]):
+            check_class_present(arrays, source, lesion, split, split_ids)
+    else:
+        check_class_present(arrays, source, lesion, "all", ids)
+    return arrays
 
 
 def split_validation(train_ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -160,48 +137,38 @@ def check_writable_folder(out_dir: "str | Path") -> None:
                          "(--out)")
 
 
-def count_images(config: ExperimentConfig) -> "dict[str, int]":
-    """Images of the official training and testing sets that ``config`` reads (generated ones when synthetic)."""
-    if config.synthetic_data:
+def count_images(config: ExperimentConfig, source: SegmentationSource) -> "dict[str, int]":
+    """Images of the training and testing sets that ``config`` reads (the generated ones of a synthetic source
+    that is not written yet)."""
+    if source.synthetic and config.synthetic_data:
         return {"train": config.synthetic["n_train"], "test": config.synthetic["n_test"]}
-    layout = discover_idrid(config.data_root)
-    return {split: len(layout.ids(split)) for split in ("train", "test")}
+    if config.protocol == "cv":
+        return {"all": len(source.ids("all"))}
+    return {split: len(source.ids(split)) for split in ("train", "test")}
 
 
-def check_masks_present(config: ExperimentConfig) -> None:
-    """Raise ``ValueError`` naming the folder if a lesion has no mask file for any image of a set it reads."""
-    if config.synthetic_data:
-        return
-    layout = discover_idrid(config.data_root)
-    for lesion in config.lesions:
-        for split in ("train", "test"):
-            ids = layout.ids(split)
-            if ids and split in layout.lesion_folders[lesion] and not any(i in layout.masks[lesion] for i in ids):
-                folder = ground_truth_folder(layout.base, lesion, split)
-                raise ValueError(f"lesion {lesion!r}: the ground-truth folder {folder} holds no mask for the "
-                                 f"{len(ids)} {split} images; put the masks there, or choose other lesions with "
-                                 "--lesion")
-
-
-def validate_experiment(config: ExperimentConfig, out_dir: "str | Path") -> None:
+def validate_experiment(config: ExperimentConfig, out_dir: "str | Path", source: SegmentationSource) -> None:
     """Every check that can refuse ``config`` before anything is written: the output folder (writable, and no
-    runs of other settings in it), the number of folds against the number of images, and lesion masks present.
+    runs of other settings in it), the number of folds against the number of images, and the mask files of the
+    classes asked for (the source's :meth:`~group_attention.data.source.SegmentationSource.check_masks`).
 
     Raises:
         ValueError: naming the setting or file at fault and what would be valid.
     """
     check_writable_folder(out_dir)
     check_resumable(out_dir, config)
-    counts = count_images(config)
+    source.check_classes(config.lesions)
+    counts = count_images(config, source)
     if config.protocol == "cv":
-        total = counts["train"] + counts["test"]
+        total = sum(counts.values())
         if config.folds > total:
             raise ValueError(f"folds must be at most the number of images ({total}), got {config.folds}")
     else:
         empty = [split for split, count in counts.items() if count == 0]
         if empty:
             raise ValueError(f"the official protocol needs training and testing images; none in {empty}")
-    check_masks_present(config)
+    if not (source.synthetic and config.synthetic_data):
+        source.check_masks(config.lesions)
 
 
 def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
@@ -222,32 +189,44 @@ def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end: "EpochCallback | None" = None,
-                   progress: bool = True) -> "dict[str, Any] | None":
+                   progress: bool = True, source: "SegmentationSource | None" = None) -> "dict[str, Any] | None":
     """Run (or resume) every run of ``config`` into ``out_dir`` and write the results table.
 
     Finished runs (a ``metrics.json`` with the same settings) are skipped; an interrupted run continues from its
     ``checkpoint_last.pt``. Under ``torchrun`` every process trains and process 0 writes.
 
+    Args:
+        source: where the images, masks, ids and folds come from; default ``config.data_source(out_dir)`` (IDRiD at
+            ``config.data_root``, or the synthetic look-alike). ``config.lesions`` must be among its classes.
+
     Returns:
         The content of ``results.json`` (None on processes other than 0).
+
+    Raises:
+        ValueError: a lesion that is not a class of the source, or ``out_dir`` holding runs of other settings
+            (both before anything is written).
     """
     out_dir = Path(out_dir)
+    if source is None:
+        source = config.data_source(out_dir)
+    source.check_classes(config.lesions)
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     context = init_distributed(device)
     try:
         if context.is_main:
-            validate_experiment(config, out_dir)
+            validate_experiment(config, out_dir, source)
             out_dir.mkdir(parents=True, exist_ok=True)
         context.barrier()
-        root = prepare_data_root(config, out_dir, context)
+        prepare_source(source, context)
+        folds = [[list(train_ids), list(test_ids)]
+                 for train_ids, test_ids in source.folds(config.protocol, n_folds=config.folds, seed=config.seed)]
         finished: list[dict[str, Any]] = []
         runs_per_lesion = len(config.variants) * (
             len(config.only_folds) if config.only_folds is not None else config.num_folds)
         clock = ProgressClock(config.epochs, runs_per_lesion * len(config.lesions))
         settings_recorded = False
         for lesion in config.lesions:
-            arrays, folds = load_arrays(config, root, lesion)
-            arrays = arrays.to(device)
+            arrays = load_arrays(config, source, lesion, folds).to(device)
             for spec in run_specs(config, folds, lesion):
                 run_dir = out_dir / "runs" / spec.variant / spec.lesion / f"fold{spec.fold + 1}"
                 done = run_dir / "metrics.json"
@@ -278,7 +257,7 @@ def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end
         if not context.is_main:
             return None
         expected = len(config.lesions) * runs_per_lesion
-        write_results(out_dir, finished, config.to_dict(), config.synthetic_data, complete=len(finished) == expected)
+        write_results(out_dir, finished, config.to_dict(), source.synthetic, complete=len(finished) == expected)
         return read_json(out_dir / "results.json")
     finally:
         shutdown_distributed(context)

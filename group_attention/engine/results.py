@@ -7,12 +7,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ..models.variants import VARIANT_LABELS
 from .io import write_json, write_text
 
 TABLE_METRICS = (("dice", "Dice(%)"), ("accuracy", "Acc(%)"), ("sensitivity", "Sensitivity(%)"),
                  ("specificity", "Specificity(%)"), ("aupr", "AUPR(%)"))
-VARIANT_LABELS = {"unet": "Unet", "baseline": "Baseline", "baseline+sgau": "Baseline + SGAU",
-                  "baseline+se": "Baseline + SE", "baseline+cga": "Baseline + CGA", "ganet": "Baseline + SGAU+CGA"}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -85,7 +85,8 @@ def inference_metadata(variant: "str | None", lesion: str, size: "tuple[int, int
 
     Args:
         variant: a name of :data:`~group_attention.VARIANTS`, or None with ``unet_kwargs`` for a custom UNet.
-        lesion: the lesion code, one of ``MA, HE, EX, SE, OD``.
+        lesion: the class the model segments: an IDRiD lesion code (``MA, HE, EX, SE, OD``) or a data source's
+            class name.
         size: ``(H, W)`` of the training images after the field-of-view crop.
         in_channels, num_classes: the model's channels (default 3 -> 2).
         unet_kwargs: :class:`UNet` keyword arguments; default: the variant's row of :data:`VARIANTS`.
@@ -98,7 +99,8 @@ def inference_metadata(variant: "str | None", lesion: str, size: "tuple[int, int
         if variant is None:
             raise ValueError("inference_metadata needs a variant name or the unet_kwargs of a custom UNet")
         unet_kwargs = dict(VARIANTS[variant])
-    check_choice("lesion", lesion, list(LESIONS))
+    if not isinstance(lesion, str) or not lesion:
+        raise TypeError(f"lesion must be the name of the class the model segments (e.g. 'EX'), got {lesion!r}")
     height, width = check_size(size)
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")

@@ -21,6 +21,16 @@ VARIANTS: "MappingProxyType[str, dict[str, Any]]" = MappingProxyType({
 """Table 1's rows, name -> :class:`UNet` keyword arguments. Parameter counts (3 -> 2 channels): 7.766M, 6.981M,
 6.981M, 7.026M, 6.986M, 6.986M (Table 1: 7.764M, 6.981M, 6.981M, 7.025M, 6.987M, 6.987M)."""
 
+VARIANT_LABELS: "MappingProxyType[str, str]" = MappingProxyType({
+    "unet": "Unet",
+    "baseline": "Baseline",
+    "baseline+sgau": "Baseline + SGAU",
+    "baseline+se": "Baseline + SE",
+    "baseline+cga": "Baseline + CGA",
+    "ganet": "Baseline + SGAU+CGA",
+})
+"""Table 1's row labels, name (a key of :data:`VARIANTS`) -> the label the paper prints."""
+
 
 def build_variant(name: str, in_channels: int = 3, num_classes: int = 2, **overrides: Any) -> UNet:
     """Build the Table 1 row ``name`` (see :data:`VARIANTS`), with any :class:`UNet` argument overridden.
