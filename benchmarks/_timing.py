@@ -22,8 +22,9 @@ import platform
 import statistics
 import time
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -62,8 +63,12 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        info.update(gpu=properties.name, gpu_memory_gib=round(properties.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu=properties.name,
+            gpu_memory_gib=round(properties.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     for name in ("timm", "monai", "segmentation_models_pytorch"):
         try:
             info[name] = __import__(name).__version__
@@ -74,10 +79,15 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 def machine_line(info: Mapping[str, Any]) -> str:
     """One Markdown line naming the machine, for the head of every table."""
-    device = f"GPU {info['gpu']} (CUDA {info.get('cuda')})" if info.get("gpu") else (
-        f"CPU only, {info['torch_threads']} torch threads")
-    return (f"{info['date']}; CPU {info['cpu']} ({info['cpu_count']} cores); {device}; torch {info['torch']}; "
-            f"Python {info['python']}")
+    device = (
+        f"GPU {info['gpu']} (CUDA {info.get('cuda')})"
+        if info.get("gpu")
+        else (f"CPU only, {info['torch_threads']} torch threads")
+    )
+    return (
+        f"{info['date']}; CPU {info['cpu']} ({info['cpu_count']} cores); {device}; torch {info['torch']}; "
+        f"Python {info['python']}"
+    )
 
 
 # -- devices ---------------------------------------------------------------------------------------------------------
@@ -220,8 +230,9 @@ def kernel_ms(fn: Callable[[], Any], device: torch.device, calls: int = 5) -> "f
             for _ in range(calls):
                 fn()
             synchronize(device)
-        total_us = sum(event.device_time_total for event in profiler.events()
-                       if event.device_type != torch.autograd.DeviceType.CPU)
+        total_us = sum(
+            event.device_time_total for event in profiler.events() if event.device_type != torch.autograd.DeviceType.CPU
+        )
     except Exception:  # noqa: BLE001 - an optional measurement must not lose the timings
         return None
     return total_us / 1000 / calls

@@ -43,8 +43,14 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, dynamo
             dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
             torch.onnx.export(model, (example,), path, dynamo=True, dynamic_shapes=({**dims},), input_names=["x"])
         else:
-            torch.onnx.export(model, (example,), path, dynamo=False, input_names=["x"],
-                              dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}})
+            torch.onnx.export(
+                model,
+                (example,),
+                path,
+                dynamo=False,
+                input_names=["x"],
+                dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}},
+            )
 
 
 def relative_error(actual: np.ndarray, expected: torch.Tensor) -> float:
@@ -71,42 +77,69 @@ def main(argv: "list[str] | None" = None) -> int:
     model = build_variant(args.variant).eval()
     x = torch.randn(args.batch, 3, height, width)
     other = torch.randn(args.batch, 3, height // 2 + 7, width // 2 + 3)
-    notes = [f"{args.variant}, random weights, batch {args.batch} at {height}x{width}, {args.threads} thread(s) each",
-             f"exported with torch.onnx.export(dynamo={args.exporter == 'dynamo'}) and dynamic batch and spatial axes"]
+    notes = [
+        f"{args.variant}, random weights, batch {args.batch} at {height}x{width}, {args.threads} thread(s) each",
+        f"exported with torch.onnx.export(dynamo={args.exporter == 'dynamo'}) and dynamic batch and spatial axes",
+    ]
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.onnx")
         begin = time.perf_counter()
         export_onnx(model, x, path, args.exporter == "dynamo")
         sizes = {name: os.path.getsize(os.path.join(folder, name)) / 2**20 for name in sorted(os.listdir(folder))}
-        notes.append(f"export took {time.perf_counter() - begin:.1f} s; files written: "
-                     + ", ".join(f"{name} {size:.1f} MiB" for name, size in sizes.items()))
+        notes.append(
+            f"export took {time.perf_counter() - begin:.1f} s; files written: "
+            + ", ".join(f"{name} {size:.1f} MiB" for name, size in sizes.items())
+        )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
         session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         with torch.no_grad():
-            errors = {f"{tuple(t.shape[2:])}": relative_error(session.run(None, {"x": t.numpy()})[0], model(t))
-                      for t in (x, other)}
-        notes.append("largest relative difference from eager PyTorch: " +
-                     ", ".join(f"{size}: {error:.1e}" for size, error in errors.items()))
+            errors = {
+                f"{tuple(t.shape[2:])}": relative_error(session.run(None, {"x": t.numpy()})[0], model(t))
+                for t in (x, other)
+            }
+        notes.append(
+            "largest relative difference from eager PyTorch: "
+            + ", ".join(f"{size}: {error:.1e}" for size, error in errors.items())
+        )
 
         def eager() -> None:
             with torch.inference_mode():
                 model(x)
 
         feed = {"x": x.numpy()}
-        samples = time_interleaved({"PyTorch eager": eager, "onnxruntime": lambda: session.run(None, feed)},
-                                   torch.device("cpu"), warmup=2, rounds=args.rounds, min_sample_s=0.0)
-    rows = [[name, f"{s.median:.1f}", f"{s.percentile(0.25):.1f}-{s.percentile(0.75):.1f}",
-             f"{paired_ratio(samples, name, 'PyTorch eager'):.2f}x"] for name, s in samples.items()]
+        samples = time_interleaved(
+            {"PyTorch eager": eager, "onnxruntime": lambda: session.run(None, feed)},
+            torch.device("cpu"),
+            warmup=2,
+            rounds=args.rounds,
+            min_sample_s=0.0,
+        )
+    rows = [
+        [
+            name,
+            f"{s.median:.1f}",
+            f"{s.percentile(0.25):.1f}-{s.percentile(0.75):.1f}",
+            f"{paired_ratio(samples, name, 'PyTorch eager'):.2f}x",
+        ]
+        for name, s in samples.items()
+    ]
     machine = machine_info(torch.device("cpu"))
-    markdown = "\n".join(report_header(f"Exported {args.variant}: onnxruntime against eager PyTorch (CPU)", machine)
-                         + [markdown_table(["contender", "median ms", "p25-p75 ms", "time / eager"], rows), ""]
-                         + notes_section(notes))
+    markdown = "\n".join(
+        report_header(f"Exported {args.variant}: onnxruntime against eager PyTorch (CPU)", machine)
+        + [markdown_table(["contender", "median ms", "p25-p75 ms", "time / eager"], rows), ""]
+        + notes_section(notes)
+    )
     print(markdown)
     if args.out:
-        payload = {"machine": machine, "args": vars(args), "errors": errors, "notes": notes,
-                   "samples": {name: s.summary() for name, s in samples.items()}}
+        payload = {
+            "machine": machine,
+            "args": vars(args),
+            "errors": errors,
+            "notes": notes,
+            "samples": {name: s.summary() for name, s in samples.items()},
+        }
         print("wrote", *write_results(args.out, args.stem, markdown, payload))
     return 0
 

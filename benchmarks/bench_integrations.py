@@ -24,7 +24,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _timing as timing  # noqa: E402
+
 from group_attention import add_attention, sgau_skips  # noqa: E402
 
 CLASSES = 2
@@ -60,8 +62,12 @@ def smp_unet_models() -> dict[str, nn.Module]:
     sgau_skips(skips, groups=32)
     add_attention(both.encoder, "cga", after=BasicBlock, groups=32)
     sgau_skips(both, groups=32)
-    return {"smp unet-r34": build(), "smp unet-r34 + cga": cga, "smp unet-r34 + sgau skips": skips,
-            "smp unet-r34 + cga + sgau skips": both}
+    return {
+        "smp unet-r34": build(),
+        "smp unet-r34 + cga": cga,
+        "smp unet-r34 + sgau skips": skips,
+        "smp unet-r34 + cga + sgau skips": both,
+    }
 
 
 def monai_basic_unet_models() -> dict[str, nn.Module]:
@@ -76,8 +82,12 @@ def monai_basic_unet_models() -> dict[str, nn.Module]:
     add_attention(cga, "cga", after=TwoConv, groups=32)
     add_attention(both, "cga", after=TwoConv, groups=32)
     sgau_skips(both, groups=32)
-    return {"monai basicunet": build(), "monai basicunet + sgau skips": skips, "monai basicunet + cga": cga,
-            "monai basicunet + cga + sgau skips": both}
+    return {
+        "monai basicunet": build(),
+        "monai basicunet + sgau skips": skips,
+        "monai basicunet + cga": cga,
+        "monai basicunet + cga + sgau skips": both,
+    }
 
 
 # Model family -> (builder, the unmodified model's name, whether the output is a segmentation map).
@@ -140,24 +150,51 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
         target_shape = (args.batch, args.size, args.size) if dense else (args.batch,)
         target = torch.randint(0, CLASSES, target_shape, device=device)
         steps = {name: training_step(model, x, target) for name, model in models.items()}
-        samples = timing.time_interleaved(steps, device, warmup=2, rounds=args.rounds, min_sample_s=0.0,
-                                          max_seconds=args.max_seconds,
-                                          progress=lambda message, f=family: print(f"{f}: {message}", flush=True))
+        samples = timing.time_interleaved(
+            steps,
+            device,
+            warmup=2,
+            rounds=args.rounds,
+            min_sample_s=0.0,
+            max_seconds=args.max_seconds,
+            progress=lambda message, f=family: print(f"{f}: {message}", flush=True),
+        )
         parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
         for name, sample in samples.items():
             ratio = 1.0 if name == reference else timing.paired_ratio(samples, name, reference)
-            results.append({"family": family, "model": name, "reference": reference, "ratio": ratio,
-                            "parameters": parameters[name], **sample.summary()})
-            rows.append([name, f"{parameters[name]:,}", timing.format_ms(sample.median),
-                         f"{timing.format_ms(sample.percentile(0.25))}-{timing.format_ms(sample.percentile(0.75))}",
-                         "reference" if name == reference else timing.format_ratio(ratio)])
+            results.append(
+                {
+                    "family": family,
+                    "model": name,
+                    "reference": reference,
+                    "ratio": ratio,
+                    "parameters": parameters[name],
+                    **sample.summary(),
+                }
+            )
+            rows.append(
+                [
+                    name,
+                    f"{parameters[name]:,}",
+                    timing.format_ms(sample.median),
+                    f"{timing.format_ms(sample.percentile(0.25))}-{timing.format_ms(sample.percentile(0.75))}",
+                    "reference" if name == reference else timing.format_ratio(ratio),
+                ]
+            )
         del models, steps
-    settings = (f"{args.device}, batch {args.batch}, {args.size}x{args.size}, fp32, {args.rounds} rounds, "
-                f"SGD training step (forward, cross-entropy, backward, step)")
+    settings = (
+        f"{args.device}, batch {args.batch}, {args.size}x{args.size}, fp32, {args.rounds} rounds, "
+        f"SGD training step (forward, cross-entropy, backward, step)"
+    )
     lines = timing.report_header("Integrations benchmark: training step of converted models", machine)
-    lines += [f"Settings: {settings}.", "",
-              timing.markdown_table(["model", "parameters", "step median (ms)", "p25-p75 (ms)",
-                                     "vs unmodified (paired)"], rows), ""]
+    lines += [
+        f"Settings: {settings}.",
+        "",
+        timing.markdown_table(
+            ["model", "parameters", "step median (ms)", "p25-p75 (ms)", "vs unmodified (paired)"], rows
+        ),
+        "",
+    ]
     lines += timing.notes_section(args.note)
     payload = {"benchmark": "integrations", "machine": machine, "settings": vars(args), "results": results}
     if args.out:

@@ -27,8 +27,9 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _timing as timing  # noqa: E402
+
 from group_attention import CGA, SE, SGAU, SGE  # noqa: E402
 from group_attention.layers import ConcatSkip, kernels  # noqa: E402
 
@@ -109,8 +111,9 @@ ENCODER_FACTORIES: dict[str, Callable[[int], nn.Module]] = {
 
 
 # -- the memory-traffic floor ----------------------------------------------------------------------------------------
-def floor_bytes(layer: str, mode: str, features: int, maps: int, element_size: int, *, low: int = 0,
-                high: int = 0) -> "int | None":
+def floor_bytes(
+    layer: str, mode: str, features: int, maps: int, element_size: int, *, low: int = 0, high: int = 0
+) -> "int | None":
     """Bytes a layer must read and write, with every pass fused as far as its data dependencies allow.
 
     ``features`` is the element count of the input ``x`` (``N``, ``e`` bytes each), ``maps`` that of its ``m``
@@ -164,25 +167,39 @@ def add_floors(case: dict[str, Any], bandwidth: float) -> None:
     for mode, by_name in case["results"].items():
         if case["kind"] == "skip":
             sgau, concat = by_name["SGAU"], by_name["ConcatSkip"]
-            bytes_needed = floor_bytes("SGAU attention", mode, 0, case["maps"], element_size, low=case["features"],
-                                       high=math.prod(case["high_shape"]))
+            bytes_needed = floor_bytes(
+                "SGAU attention",
+                mode,
+                0,
+                case["maps"],
+                element_size,
+                low=case["features"],
+                high=math.prod(case["high_shape"]),
+            )
             floor_ms = 1000 * bytes_needed / bandwidth
             overhead = sgau["median_ms"] - concat["median_ms"]
             kernels_ms = None
             if sgau.get("kernel_ms") and concat.get("kernel_ms"):
                 kernels_ms = sgau["kernel_ms"] - concat["kernel_ms"]
-            sgau.update(attention_ms=overhead, floor_bytes=bytes_needed, floor_ms=floor_ms,
-                        vs_floor=overhead / floor_ms, attention_kernel_ms=kernels_ms,
-                        kernels_vs_floor=kernels_ms / floor_ms if kernels_ms else None)
+            sgau.update(
+                attention_ms=overhead,
+                floor_bytes=bytes_needed,
+                floor_ms=floor_ms,
+                vs_floor=overhead / floor_ms,
+                attention_kernel_ms=kernels_ms,
+                kernels_vs_floor=kernels_ms / floor_ms if kernels_ms else None,
+            )
             continue
         for name, summary in by_name.items():
-            bytes_needed = floor_bytes(name.removesuffix(TORCH_OPS), mode, case["features"], case["maps"],
-                                       element_size)
+            bytes_needed = floor_bytes(name.removesuffix(TORCH_OPS), mode, case["features"], case["maps"], element_size)
             floor_ms = 1000 * bytes_needed / bandwidth if bytes_needed else None
             kernels_ms = summary.get("kernel_ms")
-            summary.update(floor_bytes=bytes_needed, floor_ms=floor_ms,
-                           vs_floor=summary["median_ms"] / floor_ms if floor_ms else None,
-                           kernels_vs_floor=kernels_ms / floor_ms if floor_ms and kernels_ms else None)
+            summary.update(
+                floor_bytes=bytes_needed,
+                floor_ms=floor_ms,
+                vs_floor=summary["median_ms"] / floor_ms if floor_ms else None,
+                kernels_vs_floor=kernels_ms / floor_ms if floor_ms and kernels_ms else None,
+            )
 
 
 # -- cases -----------------------------------------------------------------------------------------------------------
@@ -197,9 +214,15 @@ class Settings:
     max_seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"device": self.device.type, "dtype": self.dtype, "channels_last": self.channels_last,
-                "compile": self.compile, "rounds": self.rounds, "warmup": self.warmup,
-                "max_seconds_per_mode": self.max_seconds}
+        return {
+            "device": self.device.type,
+            "dtype": self.dtype,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+            "rounds": self.rounds,
+            "warmup": self.warmup,
+            "max_seconds_per_mode": self.max_seconds,
+        }
 
 
 def feature_dtype(settings: Settings) -> torch.dtype:
@@ -221,8 +244,11 @@ def prepare(module: nn.Module, settings: Settings) -> nn.Module:
     return torch.compile(module) if settings.compile else module
 
 
-def workloads(module: nn.Module, inputs: tuple[torch.Tensor, ...], settings: Settings,
-              ) -> dict[str, Callable[[], Any]]:
+def workloads(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    settings: Settings,
+) -> dict[str, Callable[[], Any]]:
     """``fwd`` (no autograd graph) and ``fwd+bwd`` (gradients of every input and parameter, not accumulated,
     as a layer inside a network gets them) of ``module(*inputs)``."""
     params = tuple(p for p in module.parameters() if p.requires_grad)
@@ -263,22 +289,29 @@ def saved_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], settings: S
     return sum(storages.values())
 
 
-def time_case(modules: dict[str, nn.Module], inputs: tuple[torch.Tensor, ...], settings: Settings,
-              log: Callable[[str], None]) -> dict[str, dict[str, dict[str, Any]]]:
+def time_case(
+    modules: dict[str, nn.Module], inputs: tuple[torch.Tensor, ...], settings: Settings, log: Callable[[str], None]
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Time every module in both modes; returns mode -> contender -> summary (with ``saved_bytes``)."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for mode in MODES:
         contenders = {name: workloads(module, inputs, settings)[mode] for name, module in modules.items()}
-        samples = timing.time_interleaved(contenders, settings.device, warmup=settings.warmup,
-                                          rounds=settings.rounds, max_seconds=settings.max_seconds)
+        samples = timing.time_interleaved(
+            contenders,
+            settings.device,
+            warmup=settings.warmup,
+            rounds=settings.rounds,
+            max_seconds=settings.max_seconds,
+        )
         results[mode] = {name: {**samples[name].summary(), "samples": samples} for name in modules}
         log(f"  {mode}: " + ", ".join(f"{name} {timing.format_ms(s.median)} ms" for name, s in samples.items()))
     for name, module in modules.items():
         results["fwd+bwd"][name]["saved_bytes"] = saved_bytes(module, inputs, settings)
         for mode in MODES:  # CUDA only: the kernels' own time, without launch gaps
             if not name.endswith(TORCH_OPS):
-                results[mode][name]["kernel_ms"] = timing.kernel_ms(workloads(module, inputs, settings)[mode],
-                                                                    settings.device, calls=3)
+                results[mode][name]["kernel_ms"] = timing.kernel_ms(
+                    workloads(module, inputs, settings)[mode], settings.device, calls=3
+                )
     return results
 
 
@@ -297,8 +330,14 @@ def ratio_fields(mode_results: dict[str, dict[str, Any]], name: str, reference: 
     return timing.paired_ratio(samples, name, reference)
 
 
-def encoder_case(label: str, shape: tuple[int, ...], settings: Settings, bandwidth: float,
-                 log: Callable[[str], None], only: "set[str] | None" = None) -> dict[str, Any]:
+def encoder_case(
+    label: str,
+    shape: tuple[int, ...],
+    settings: Settings,
+    bandwidth: float,
+    log: Callable[[str], None],
+    only: "set[str] | None" = None,
+) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     x = make_features(shape, settings, generator)
     channels = shape[1]
@@ -325,15 +364,28 @@ def encoder_case(label: str, shape: tuple[int, ...], settings: Settings, bandwid
         for name, summary in by_name.items():
             summary["vs_timm_se"] = ratio_fields(by_name, name, "timm SE")
             summary["vs_materializing_sge"] = ratio_fields(by_name, name, "SGE (materializing)")
-    case = {"case": label, "kind": "encoder", "shape": list(shape), "features": x.numel(),
-            "maps": x.numel() // channels * GROUPS, "element_size": x.element_size(), "results": results,
-            "notes": notes}
+    case = {
+        "case": label,
+        "kind": "encoder",
+        "shape": list(shape),
+        "features": x.numel(),
+        "maps": x.numel() // channels * GROUPS,
+        "element_size": x.element_size(),
+        "results": results,
+        "notes": notes,
+    }
     add_floors(case, bandwidth)
     return case
 
 
-def skip_case(label: str, low_shape: tuple[int, ...], settings: Settings, bandwidth: float,
-              log: Callable[[str], None], only: "set[str] | None" = None) -> dict[str, Any]:
+def skip_case(
+    label: str,
+    low_shape: tuple[int, ...],
+    settings: Settings,
+    bandwidth: float,
+    log: Callable[[str], None],
+    only: "set[str] | None" = None,
+) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     batch, low_channels, *size = low_shape
     high_shape = (batch, 2 * low_channels, *(s // 2 for s in size))
@@ -349,9 +401,17 @@ def skip_case(label: str, low_shape: tuple[int, ...], settings: Settings, bandwi
     add_kernel_speedups(results)
     for by_name in results.values():
         by_name["SGAU"]["vs_concat_skip"] = ratio_fields(by_name, "SGAU", "ConcatSkip")
-    case = {"case": label, "kind": "skip", "shape": list(low_shape), "high_shape": list(high_shape),
-            "features": low.numel(), "maps": high.numel() // high.shape[1] * GROUPS, "element_size": low.element_size(),
-            "results": results, "notes": []}
+    case = {
+        "case": label,
+        "kind": "skip",
+        "shape": list(low_shape),
+        "high_shape": list(high_shape),
+        "features": low.numel(),
+        "maps": high.numel() // high.shape[1] * GROUPS,
+        "element_size": low.element_size(),
+        "results": results,
+        "notes": [],
+    }
     add_floors(case, bandwidth)
     return case
 
@@ -364,38 +424,68 @@ def spread(summary: dict[str, Any]) -> str:
 
 
 def encoder_table(cases: list[dict[str, Any]], mode: str) -> str:
-    headers = ["case", "shape", *[f"{name} ms" for name in ENCODER_CONTENDERS], "SE / timm SE", "CGA / timm SE",
-               "materializing / SGE", "SE / floor", "CGA / floor", "SGE / floor", "floor ms (SE, CGA)"]
+    headers = [
+        "case",
+        "shape",
+        *[f"{name} ms" for name in ENCODER_CONTENDERS],
+        "SE / timm SE",
+        "CGA / timm SE",
+        "materializing / SGE",
+        "SE / floor",
+        "CGA / floor",
+        "SGE / floor",
+        "floor ms (SE, CGA)",
+    ]
     rows = []
     for case in cases:
         results = case["results"][mode]
-        cell = lambda name, key: results[name].get(key) if name in results else None  # noqa: E731
-        rows.append([
-            case["case"], "x".join(map(str, case["shape"])),
-            *[spread(results[name]) if name in results else "n/a" for name in ENCODER_CONTENDERS],
-            timing.format_ratio(cell("SE", "vs_timm_se")), timing.format_ratio(cell("CGA", "vs_timm_se")),
-            timing.format_ratio(1 / cell("SGE", "vs_materializing_sge") if cell("SGE", "vs_materializing_sge")
-                                else None),
-            timing.format_ratio(cell("SE", "vs_floor")), timing.format_ratio(cell("CGA", "vs_floor")),
-            timing.format_ratio(cell("SGE", "vs_floor")),
-            f"{timing.format_ms(cell('SE', 'floor_ms'))}, {timing.format_ms(cell('CGA', 'floor_ms'))}",
-        ])
+        cell = lambda name, key, results=results: results[name].get(key) if name in results else None  # noqa: E731
+        rows.append(
+            [
+                case["case"],
+                "x".join(map(str, case["shape"])),
+                *[spread(results[name]) if name in results else "n/a" for name in ENCODER_CONTENDERS],
+                timing.format_ratio(cell("SE", "vs_timm_se")),
+                timing.format_ratio(cell("CGA", "vs_timm_se")),
+                timing.format_ratio(
+                    1 / cell("SGE", "vs_materializing_sge") if cell("SGE", "vs_materializing_sge") else None
+                ),
+                timing.format_ratio(cell("SE", "vs_floor")),
+                timing.format_ratio(cell("CGA", "vs_floor")),
+                timing.format_ratio(cell("SGE", "vs_floor")),
+                f"{timing.format_ms(cell('SE', 'floor_ms'))}, {timing.format_ms(cell('CGA', 'floor_ms'))}",
+            ]
+        )
     return timing.markdown_table(headers, rows)
 
 
 def skip_table(cases: list[dict[str, Any]], mode: str) -> str:
-    headers = ["case", "low / high shape", "ConcatSkip ms", "SGAU ms", "SGAU / ConcatSkip", "attention ms",
-               "attention floor ms", "attention / floor"]
+    headers = [
+        "case",
+        "low / high shape",
+        "ConcatSkip ms",
+        "SGAU ms",
+        "SGAU / ConcatSkip",
+        "attention ms",
+        "attention floor ms",
+        "attention / floor",
+    ]
     rows = []
     for case in cases:
         results = case["results"][mode]
         sgau = results["SGAU"]
-        rows.append([
-            case["case"], f"{'x'.join(map(str, case['shape']))} / {'x'.join(map(str, case['high_shape']))}",
-            spread(results["ConcatSkip"]), spread(sgau), timing.format_ratio(sgau["vs_concat_skip"]),
-            timing.format_ms(sgau["attention_ms"]), timing.format_ms(sgau["floor_ms"]),
-            timing.format_ratio(sgau["vs_floor"]),
-        ])
+        rows.append(
+            [
+                case["case"],
+                f"{'x'.join(map(str, case['shape']))} / {'x'.join(map(str, case['high_shape']))}",
+                spread(results["ConcatSkip"]),
+                spread(sgau),
+                timing.format_ratio(sgau["vs_concat_skip"]),
+                timing.format_ms(sgau["attention_ms"]),
+                timing.format_ms(sgau["floor_ms"]),
+                timing.format_ratio(sgau["vs_floor"]),
+            ]
+        )
     return timing.markdown_table(headers, rows)
 
 
@@ -410,14 +500,26 @@ def kernels_table(cases: list[dict[str, Any]]) -> "str | None":
                 results = case["results"][mode]
                 if name not in results or name + TORCH_OPS not in results:
                     break
-                cells += [spread(results[name + TORCH_OPS]), spread(results[name]),
-                          timing.format_ratio(results[name].get("kernel_speedup"))]
+                cells += [
+                    spread(results[name + TORCH_OPS]),
+                    spread(results[name]),
+                    timing.format_ratio(results[name].get("kernel_speedup")),
+                ]
             if len(cells) == 2 * 3:
                 rows.append([case["case"], shape, name, *cells])
     if not rows:
         return None
-    headers = ["case", "shape", "layer", "fwd torch ops ms", "fwd kernels ms", "fwd speed-up",
-               "fwd+bwd torch ops ms", "fwd+bwd kernels ms", "fwd+bwd speed-up"]
+    headers = [
+        "case",
+        "shape",
+        "layer",
+        "fwd torch ops ms",
+        "fwd kernels ms",
+        "fwd speed-up",
+        "fwd+bwd torch ops ms",
+        "fwd+bwd kernels ms",
+        "fwd+bwd speed-up",
+    ]
     return timing.markdown_table(headers, rows)
 
 
@@ -430,28 +532,55 @@ def kernel_floor_table(cases: list[dict[str, Any]], mode: str) -> "str | None":
         if case["kind"] == "skip":
             sgau = results["SGAU"]
             if sgau.get("attention_kernel_ms"):
-                rows.append([case["case"], shape, "SGAU attention (minus ConcatSkip)",
-                             timing.format_ms(sgau["attention_ms"]), timing.format_ms(sgau["attention_kernel_ms"]),
-                             timing.format_ms(sgau["floor_ms"]), timing.format_ratio(sgau["vs_floor"]),
-                             timing.format_ratio(sgau["kernels_vs_floor"])])
+                rows.append(
+                    [
+                        case["case"],
+                        shape,
+                        "SGAU attention (minus ConcatSkip)",
+                        timing.format_ms(sgau["attention_ms"]),
+                        timing.format_ms(sgau["attention_kernel_ms"]),
+                        timing.format_ms(sgau["floor_ms"]),
+                        timing.format_ratio(sgau["vs_floor"]),
+                        timing.format_ratio(sgau["kernels_vs_floor"]),
+                    ]
+                )
             continue
         for name in ("timm SE", "SE", "CGA", "SGE"):
             summary = results.get(name)
             if summary and summary.get("kernel_ms") and summary.get("floor_ms"):
-                rows.append([case["case"], shape, name, spread(summary), timing.format_ms(summary["kernel_ms"]),
-                             timing.format_ms(summary["floor_ms"]), timing.format_ratio(summary["vs_floor"]),
-                             timing.format_ratio(summary["kernels_vs_floor"])])
+                rows.append(
+                    [
+                        case["case"],
+                        shape,
+                        name,
+                        spread(summary),
+                        timing.format_ms(summary["kernel_ms"]),
+                        timing.format_ms(summary["floor_ms"]),
+                        timing.format_ratio(summary["vs_floor"]),
+                        timing.format_ratio(summary["kernels_vs_floor"]),
+                    ]
+                )
     if not rows:
         return None
-    headers = ["case", "shape", "layer", "time ms", "GPU kernel time ms", "floor ms", "time / floor",
-               "kernel time / floor"]
+    headers = [
+        "case",
+        "shape",
+        "layer",
+        "time ms",
+        "GPU kernel time ms",
+        "floor ms",
+        "time / floor",
+        "kernel time / floor",
+    ]
     return timing.markdown_table(headers, rows)
 
 
 def settings_title(settings: dict[str, Any]) -> str:
-    return (f"{settings['device']}, {settings['dtype']}{' autocast' if settings['dtype'] != 'fp32' else ''}, "
-            f"{'channels_last' if settings['channels_last'] else 'contiguous (NCHW)'}, "
-            f"{'torch.compile' if settings['compile'] else 'eager'}")
+    return (
+        f"{settings['device']}, {settings['dtype']}{' autocast' if settings['dtype'] != 'fp32' else ''}, "
+        f"{'channels_last' if settings['channels_last'] else 'contiguous (NCHW)'}, "
+        f"{'torch.compile' if settings['compile'] else 'eager'}"
+    )
 
 
 def run_report(run: dict[str, Any]) -> list[str]:
@@ -467,23 +596,47 @@ def run_report(run: dict[str, Any]) -> list[str]:
         if skip:
             lines += [f"### SGAU skip connection, {title}", "", skip_table(skip, mode), ""]
     if encoder:
-        rows = [[case["case"], *[f"{case['results']['fwd+bwd'][name]['saved_bytes'] / 2**20:.1f}"
-                                 if name in case["results"]["fwd+bwd"] else "n/a" for name in ENCODER_CONTENDERS]]
-                for case in encoder]
-        lines += ["### Activation memory kept for backward (MiB, not counting the input)", "",
-                  timing.markdown_table(["case", *ENCODER_CONTENDERS], rows), ""]
+        rows = [
+            [
+                case["case"],
+                *[
+                    f"{case['results']['fwd+bwd'][name]['saved_bytes'] / 2**20:.1f}"
+                    if name in case["results"]["fwd+bwd"]
+                    else "n/a"
+                    for name in ENCODER_CONTENDERS
+                ],
+            ]
+            for case in encoder
+        ]
+        lines += [
+            "### Activation memory kept for backward (MiB, not counting the input)",
+            "",
+            timing.markdown_table(["case", *ENCODER_CONTENDERS], rows),
+            "",
+        ]
     for mode in MODES:
         table = kernel_floor_table(cases, mode)
         if table:
             title = "forward" if mode == "fwd" else "forward + backward"
-            lines += [f"### GPU kernel time against the floor, {title}", "",
-                      "Time: as above (launch overhead and Python included); GPU kernel time: the profiler's sum of "
-                      "the kernels one call runs, without the gaps between them.", "", table, ""]
+            lines += [
+                f"### GPU kernel time against the floor, {title}",
+                "",
+                "Time: as above (launch overhead and Python included); GPU kernel time: the profiler's sum of "
+                "the kernels one call runs, without the gaps between them.",
+                "",
+                table,
+                "",
+            ]
     comparison = kernels_table(cases)
     if comparison:
-        lines += ["### Triton kernels against the same layers in PyTorch operations (before/after, same rounds)", "",
-                  "Speed-up: the PyTorch operations' time over the kernels' (median of per-round ratios).", "",
-                  comparison, ""]
+        lines += [
+            "### Triton kernels against the same layers in PyTorch operations (before/after, same rounds)",
+            "",
+            "Speed-up: the PyTorch operations' time over the kernels' (median of per-round ratios).",
+            "",
+            comparison,
+            "",
+        ]
     return lines + timing.notes_section(run["notes"])
 
 
@@ -511,28 +664,42 @@ def strip_samples(case: dict[str, Any]) -> dict[str, Any]:
 
 # -- command line ----------------------------------------------------------------------------------------------------
 def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--dtype", default="fp32",
-                        help="fp32, bf16 or fp16 (autocast; the features then come in that dtype), or a "
-                             "comma-separated list, one section each (default fp32)")
-    parser.add_argument("--contenders", default=None,
-                        help=f"comma-separated subset of {', '.join(ENCODER_CONTENDERS)} (SGAU and ConcatSkip "
-                             "always run together)")
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        help="fp32, bf16 or fp16 (autocast; the features then come in that dtype), or a "
+        "comma-separated list, one section each (default fp32)",
+    )
+    parser.add_argument(
+        "--contenders",
+        default=None,
+        help=f"comma-separated subset of {', '.join(ENCODER_CONTENDERS)} (SGAU and ConcatSkip always run together)",
+    )
     parser.add_argument("--channels-last", action="store_true", help="channels_last features and modules")
     parser.add_argument("--compile", action="store_true", help="torch.compile every contender (inductor)")
     parser.add_argument("--quick", action="store_true", help="small shapes, few rounds: a smoke test")
-    parser.add_argument("--shape", action="append", default=None,
-                        help="an extra encoder shape B,C,H,W (repeatable; default 4,64,96,128)")
+    parser.add_argument(
+        "--shape",
+        action="append",
+        default=None,
+        help="an extra encoder shape B,C,H,W (repeatable; default 4,64,96,128)",
+    )
     parser.add_argument("--batch", type=int, default=8, help="batch of GANet's shapes (default 8)")
     parser.add_argument("--size", default="384,512", help="GANet's input size H,W (default 384,512)")
     parser.add_argument("--no-ganet-shapes", action="store_true", help="time only the --shape cases")
     parser.add_argument("--no-skip", action="store_true", help="leave out the SGAU cases")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per mode (default 15; quick 3)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up calls (default 3; quick 1)")
-    parser.add_argument("--max-seconds", type=float, default=60.0,
-                        help="stop a case's rounds after this many seconds (at least 3 rounds)")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=60.0,
+        help="stop a case's rounds after this many seconds (at least 3 rounds)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--out", default=None, help="folder for <stem>.md and <stem>.json")
     parser.add_argument("--stem", default=None, help="file name stem (default layers-<device>[-<dtype>]...)")
@@ -555,26 +722,38 @@ def default_stem(args: argparse.Namespace) -> str:
 def ganet_shapes(batch: int, size: tuple[int, int]) -> list[tuple[str, tuple[int, ...]]]:
     """GANet's encoder feature shapes, stage 1 (full resolution) to stage 5."""
     height, width = size
-    return [(f"encoder stage {index + 1}", (batch, channels, height >> index, width >> index))
-            for index, channels in enumerate(GANET_WIDTHS)]
+    return [
+        (f"encoder stage {index + 1}", (batch, channels, height >> index, width >> index))
+        for index, channels in enumerate(GANET_WIDTHS)
+    ]
 
 
 def case_shapes(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, ...]]]:
     """(kind, label, shape) of every case: GANet's encoder stages and decoder levels, then the user shapes."""
-    user = [("encoder", "user shape", timing.parse_ints(s, 4, "--shape"))
-            for s in (args.shape or (["2,64,24,32"] if args.quick else [",".join(map(str, DEFAULT_SHAPE))]))]
+    user = [
+        ("encoder", "user shape", timing.parse_ints(s, 4, "--shape"))
+        for s in (args.shape or (["2,64,24,32"] if args.quick else [",".join(map(str, DEFAULT_SHAPE))]))
+    ]
     if args.quick:
         return user + ([] if args.no_skip else [("skip", "decoder level (quick)", (2, 32, 48, 64))])
     if args.no_ganet_shapes:
         return user
     stages = ganet_shapes(args.batch, timing.parse_ints(args.size, 2, "--size"))
-    skips = [] if args.no_skip else [("skip", f"decoder level {index + 1}", shape)
-                                     for index, (_, shape) in enumerate(stages[:-1])]
+    skips = (
+        []
+        if args.no_skip
+        else [("skip", f"decoder level {index + 1}", shape) for index, (_, shape) in enumerate(stages[:-1])]
+    )
     return [("encoder", label, shape) for label, shape in stages] + user + skips
 
 
-def run_cases(settings: Settings, shapes: list[tuple[str, str, tuple[int, ...]]], contenders: "set[str] | None",
-              log: Callable[[str], None], on_case: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def run_cases(
+    settings: Settings,
+    shapes: list[tuple[str, str, tuple[int, ...]]],
+    contenders: "set[str] | None",
+    log: Callable[[str], None],
+    on_case: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
     """Every case for one settings (dtype); returns ``{"settings", "cases", "notes"}``, after calling ``on_case``
     with the run so far after each case (to save partial results)."""
     bandwidths: dict[int, float] = {}
@@ -614,8 +793,9 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
         contenders = {name.strip() for name in args.contenders.split(",")}
         unknown = contenders - set(ENCODER_CONTENDERS) - set(SKIP_CONTENDERS)
         if unknown:
-            raise SystemExit(f"--contenders: unknown {sorted(unknown)}; valid: "
-                             f"{list(ENCODER_CONTENDERS) + list(SKIP_CONTENDERS)}")
+            raise SystemExit(
+                f"--contenders: unknown {sorted(unknown)}; valid: {list(ENCODER_CONTENDERS) + list(SKIP_CONTENDERS)}"
+            )
     shapes = case_shapes(args)
     machine = timing.machine_info(device)
     log(f"bench_layers: {timing.machine_line(machine)}")
@@ -628,17 +808,23 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
             return None
         finished = runs + ([current] if current is not None else [])
         payload = {"benchmark": "layers", "machine": machine, "command": command, "runs": finished}
-        return timing.write_results(args.out, args.stem or default_stem(args), report(machine, finished, command),
-                                    payload)
+        return timing.write_results(
+            args.out, args.stem or default_stem(args), report(machine, finished, command), payload
+        )
 
     for dtype in timing.parse_dtypes(args.dtype):
-        settings = Settings(device=device, dtype=dtype, channels_last=args.channels_last, compile=args.compile,
-                            rounds=args.rounds or (3 if args.quick else 15),
-                            warmup=args.warmup or (1 if args.quick else 3),
-                            max_seconds=min(args.max_seconds, 5.0) if args.quick else args.max_seconds)
+        settings = Settings(
+            device=device,
+            dtype=dtype,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            rounds=args.rounds or (3 if args.quick else 15),
+            warmup=args.warmup or (1 if args.quick else 3),
+            max_seconds=min(args.max_seconds, 5.0) if args.quick else args.max_seconds,
+        )
         extra = {"quick": args.quick, "batch": args.batch, "size": args.size, "groups": GROUPS}
 
-        def checkpoint(run: dict[str, Any]) -> None:
+        def checkpoint(run: dict[str, Any], extra: dict[str, Any] = extra) -> None:
             run["settings"].update(extra)
             save(run)
 

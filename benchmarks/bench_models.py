@@ -28,7 +28,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _timing as timing  # noqa: E402
+
 from group_attention import VARIANTS, build_variant  # noqa: E402
 from group_attention.layers import get_kernels, kernels  # noqa: E402
 
@@ -50,8 +52,9 @@ MODES = ("train", "infer")
 def monai_attention_unet() -> nn.Module:
     from monai.networks.nets import AttentionUnet
 
-    return AttentionUnet(spatial_dims=2, in_channels=IN_CHANNELS, out_channels=NUM_CLASSES, channels=WIDTHS,
-                         strides=(2, 2, 2, 2))
+    return AttentionUnet(
+        spatial_dims=2, in_channels=IN_CHANNELS, out_channels=NUM_CLASSES, channels=WIDTHS, strides=(2, 2, 2, 2)
+    )
 
 
 def monai_basic_unet() -> nn.Module:
@@ -79,8 +82,11 @@ FACTORIES: dict[str, Callable[[], nn.Module]] = {
     "ganet (torch ops)": variant_factory("ganet"),
 }
 TORCH_OPS = " (torch ops)"
-OPTIONAL = {"MONAI AttentionUnet": "monai", "MONAI BasicUNet": "monai",
-            "smp Unet (resnet18)": "segmentation_models_pytorch"}
+OPTIONAL = {
+    "MONAI AttentionUnet": "monai",
+    "MONAI BasicUNet": "monai",
+    "smp Unet (resnet18)": "segmentation_models_pytorch",
+}
 
 
 # -- one model -------------------------------------------------------------------------------------------------------
@@ -101,8 +107,9 @@ class Bench:
         height, width = args.size_hw
         generator = torch.Generator().manual_seed(0)
         images = torch.randn(args.batch, IN_CHANNELS, height, width, generator=generator)
-        self.images = images.to(device, memory_format=torch.channels_last if args.channels_last else
-                                torch.contiguous_format)
+        self.images = images.to(
+            device, memory_format=torch.channels_last if args.channels_last else torch.contiguous_format
+        )
         self.labels = torch.randint(0, NUM_CLASSES, (args.batch, height, width), generator=generator).to(device)
         self.forward = torch.compile(model) if args.compile else model
         # Each layer picks its implementation in forward (backward follows), so only forward needs the choice.
@@ -159,22 +166,39 @@ def relative(results: dict[str, dict[str, Any]], name: str, key: str) -> "float 
 def run_report(run: dict[str, Any]) -> list[str]:
     """The Markdown section of one run (one dtype)."""
     settings, results = run["settings"], run["results"]
-    headers = ["model", "params (M)", "train step ms", "train img/s", f"train vs {REFERENCE}", "infer ms",
-               "infer img/s", f"infer vs {REFERENCE}", "peak train memory MiB", f"vs {REFERENCE}",
-               "activations kept MiB", f"vs {REFERENCE}"]
+    headers = [
+        "model",
+        "params (M)",
+        "train step ms",
+        "train img/s",
+        f"train vs {REFERENCE}",
+        "infer ms",
+        "infer img/s",
+        f"infer vs {REFERENCE}",
+        "peak train memory MiB",
+        f"vs {REFERENCE}",
+        "activations kept MiB",
+        f"vs {REFERENCE}",
+    ]
     rows = []
     for name, result in results.items():
         train, infer = result["train"], result["infer"]
-        rows.append([
-            name, f"{result['parameters'] / 1e6:.3f}",
-            f"{timing.format_ms(train['median_ms'])} ±{train['half_iqr_percent']:.0f}%",
-            f"{train['images_per_s']:.3g}", timing.format_ratio(train.get(f"vs_{REFERENCE}")),
-            f"{timing.format_ms(infer['median_ms'])} ±{infer['half_iqr_percent']:.0f}%",
-            f"{infer['images_per_s']:.3g}", timing.format_ratio(infer.get(f"vs_{REFERENCE}")),
-            mib(result["peak_memory_bytes"]), timing.format_ratio(relative(results, name, "peak_memory_bytes")),
-            mib(result["saved_activation_bytes"]),
-            timing.format_ratio(relative(results, name, "saved_activation_bytes")),
-        ])
+        rows.append(
+            [
+                name,
+                f"{result['parameters'] / 1e6:.3f}",
+                f"{timing.format_ms(train['median_ms'])} ±{train['half_iqr_percent']:.0f}%",
+                f"{train['images_per_s']:.3g}",
+                timing.format_ratio(train.get(f"vs_{REFERENCE}")),
+                f"{timing.format_ms(infer['median_ms'])} ±{infer['half_iqr_percent']:.0f}%",
+                f"{infer['images_per_s']:.3g}",
+                timing.format_ratio(infer.get(f"vs_{REFERENCE}")),
+                mib(result["peak_memory_bytes"]),
+                timing.format_ratio(relative(results, name, "peak_memory_bytes")),
+                mib(result["saved_activation_bytes"]),
+                timing.format_ratio(relative(results, name, "saved_activation_bytes")),
+            ]
+        )
     height, width = settings["size"]
     lines = [
         f"## {settings['device']}, {settings['dtype']}{' autocast' if settings['dtype'] != 'fp32' else ''}, "
@@ -205,18 +229,21 @@ def report(machine: dict[str, Any], runs: list[dict[str, Any]], command: str) ->
 
 # -- command line ----------------------------------------------------------------------------------------------------
 def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--dtype", default="fp32",
-                        help="fp32, bf16 or fp16 (autocast), or a comma-separated list, one section each")
+    parser.add_argument(
+        "--dtype", default="fp32", help="fp32, bf16 or fp16 (autocast), or a comma-separated list, one section each"
+    )
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (inductor)")
     parser.add_argument("--quick", action="store_true", help="tiny images, two rounds: a smoke test")
     parser.add_argument("--batch", type=int, default=None, help="default 8 on CUDA, 2 on CPU, 1 with --quick")
     parser.add_argument("--size", default=None, help="H,W; default 384,512 on CUDA, 192,256 on CPU")
-    parser.add_argument("--models", default=None,
-                        help=f"comma-separated subset of: {', '.join(FACTORIES)} (default all)")
+    parser.add_argument(
+        "--models", default=None, help=f"comma-separated subset of: {', '.join(FACTORIES)} (default all)"
+    )
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 7; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 2; quick 1)")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="time budget per mode (>= 3 rounds)")
@@ -261,8 +288,12 @@ def selected_models(args: argparse.Namespace, notes: list[str]) -> list[str]:
     return available
 
 
-def run_models(args: argparse.Namespace, dtype: str, device: torch.device, log: Callable[[str], None],
-               ) -> dict[str, Any]:
+def run_models(
+    args: argparse.Namespace,
+    dtype: str,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Time and measure every selected model for one dtype; returns ``{"settings", "results", "notes"}``."""
     notes: list[str] = []
     benches: dict[str, Bench] = {}
@@ -275,8 +306,15 @@ def run_models(args: argparse.Namespace, dtype: str, device: torch.device, log: 
     samples: dict[str, dict[str, timing.Samples]] = {}
     for mode in MODES:
         contenders = {name: (bench.train_step if mode == "train" else bench.infer) for name, bench in benches.items()}
-        samples[mode] = timing.time_interleaved(contenders, device, warmup=args.warmup, rounds=args.rounds,
-                                                min_sample_s=0.0, max_seconds=args.max_seconds, progress=log)
+        samples[mode] = timing.time_interleaved(
+            contenders,
+            device,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            min_sample_s=0.0,
+            max_seconds=args.max_seconds,
+            progress=log,
+        )
         log(f"  {mode}: " + ", ".join(f"{n} {timing.format_ms(s.median)} ms" for n, s in samples[mode].items()))
     results: dict[str, dict[str, Any]] = {}
     for name, bench in benches.items():
@@ -293,13 +331,24 @@ def run_models(args: argparse.Namespace, dtype: str, device: torch.device, log: 
         result["peak_memory_bytes"] = bench.peak_step_bytes()
         result["peak_memory_method"] = (
             "torch.cuda.max_memory_allocated over a training step, above the memory allocated before it"
-            if device.type == "cuda" else
-            "peak bytes of the storages allocated during a training step (_timing.PeakMemory)")
+            if device.type == "cuda"
+            else "peak bytes of the storages allocated during a training step (_timing.PeakMemory)"
+        )
         results[name] = result
-    settings = {"device": device.type, "dtype": dtype, "channels_last": args.channels_last,
-                "compile": args.compile, "batch": args.batch, "size": list(args.size_hw), "rounds": args.rounds,
-                "warmup": args.warmup, "quick": args.quick, "optimizer": "Adam(lr=1e-4)", "loss": "cross_entropy",
-                "cudnn_benchmark": device.type == "cuda"}
+    settings = {
+        "device": device.type,
+        "dtype": dtype,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "batch": args.batch,
+        "size": list(args.size_hw),
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "quick": args.quick,
+        "optimizer": "Adam(lr=1e-4)",
+        "loss": "cross_entropy",
+        "cudnn_benchmark": device.type == "cuda",
+    }
     return {"settings": settings, "results": results, "notes": notes}
 
 
@@ -320,8 +369,9 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
         runs.append(run_models(args, dtype, device, log))
         if args.out:  # after every run, so that a later failure or timeout keeps what was measured
             payload = {"benchmark": "models", "machine": machine, "command": command, "runs": runs}
-            paths = timing.write_results(args.out, args.stem or default_stem(args), report(machine, runs, command),
-                                         payload)
+            paths = timing.write_results(
+                args.out, args.stem or default_stem(args), report(machine, runs, command), payload
+            )
     print(report(machine, runs, command), flush=True)
     if paths:
         log(f"wrote {paths[0]} and {paths[1]}")

@@ -62,16 +62,26 @@ def worker(arguments: argparse.Namespace) -> None:
     folder = Path(arguments.work)
     checkpoint = folder / f"{arguments.variant}.pt"
     if not checkpoint.exists():
-        save_model(checkpoint, build_variant(arguments.variant), inference_metadata(arguments.variant, "EX",
-                                                                                     tuple(arguments.size)))
+        save_model(
+            checkpoint,
+            build_variant(arguments.variant),
+            inference_metadata(arguments.variant, "EX", tuple(arguments.size)),
+        )
     model = load_model(checkpoint, device=arguments.device)
     baseline_mb = memory_mb("VmRSS")
     times = []
     for repeat in range(arguments.repeats + 1):
         started = time.perf_counter()
-        report = predict([model], [arguments.image], folder / f"out-{arguments.mode}-{repeat}",
-                         tile=arguments.mode == "tile", batch_size=arguments.batch_size, overlap=arguments.overlap,
-                         amp=arguments.amp, progress=False)
+        report = predict(
+            [model],
+            [arguments.image],
+            folder / f"out-{arguments.mode}-{repeat}",
+            tile=arguments.mode == "tile",
+            batch_size=arguments.batch_size,
+            overlap=arguments.overlap,
+            amp=arguments.amp,
+            progress=False,
+        )
         if arguments.device.startswith("cuda"):
             torch.cuda.synchronize()
         assert report.ok, report.failures
@@ -79,8 +89,17 @@ def worker(arguments: argparse.Namespace) -> None:
             times.append(time.perf_counter() - started)
     peak_mb = memory_mb("VmHWM")
     cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if arguments.device.startswith("cuda") else None
-    print(json.dumps({"seconds": times, "median_s": statistics.median(times), "peak_rss_mb": peak_mb,
-                      "rss_before_mb": baseline_mb, "cuda_peak_mb": cuda_peak}))
+    print(
+        json.dumps(
+            {
+                "seconds": times,
+                "median_s": statistics.median(times),
+                "peak_rss_mb": peak_mb,
+                "rss_before_mb": baseline_mb,
+                "cuda_peak_mb": cuda_peak,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -117,20 +136,44 @@ def main() -> None:
     cases = [("scale", 1)] + [("tile", int(b)) for b in arguments.batch_sizes.split(",")]
     rows, results = [], []
     for mode, batch in cases:
-        command = [sys.executable, __file__, "--mode", mode, "--batch-size", str(batch), "--work", str(work),
-                   "--image", str(image), "--variant", arguments.variant, "--size", *map(str, arguments.size),
-                   "--overlap", str(arguments.overlap), "--repeats", str(arguments.repeats),
-                   "--threads", str(arguments.threads), "--device", arguments.device] + \
-                  (["--amp"] if arguments.amp else [])
+        command = [
+            sys.executable,
+            __file__,
+            "--mode",
+            mode,
+            "--batch-size",
+            str(batch),
+            "--work",
+            str(work),
+            "--image",
+            str(image),
+            "--variant",
+            arguments.variant,
+            "--size",
+            *map(str, arguments.size),
+            "--overlap",
+            str(arguments.overlap),
+            "--repeats",
+            str(arguments.repeats),
+            "--threads",
+            str(arguments.threads),
+            "--device",
+            arguments.device,
+        ] + (["--amp"] if arguments.amp else [])
         finished = subprocess.run(command, capture_output=True, text=True, check=True)
         measured = json.loads(finished.stdout.strip().splitlines()[-1])
         label = "training scale" if mode == "scale" else f"--tile, batch {batch}"
         results.append({"mode": mode, "batch_size": batch, **measured})
-        rows.append([label, f"{measured['median_s']:.1f}", f"{measured['peak_rss_mb']:.0f}",
-                     f"{measured['rss_before_mb']:.0f}",
-                     "-" if measured["cuda_peak_mb"] is None else f"{measured['cuda_peak_mb']:.0f}"])
-        print(f"{label}: {measured['median_s']:.1f} s per image, peak RSS {measured['peak_rss_mb']:.0f} MB",
-              flush=True)
+        rows.append(
+            [
+                label,
+                f"{measured['median_s']:.1f}",
+                f"{measured['peak_rss_mb']:.0f}",
+                f"{measured['rss_before_mb']:.0f}",
+                "-" if measured["cuda_peak_mb"] is None else f"{measured['cuda_peak_mb']:.0f}",
+            ]
+        )
+        print(f"{label}: {measured['median_s']:.1f} s per image, peak RSS {measured['peak_rss_mb']:.0f} MB", flush=True)
     from PIL import Image
 
     with Image.open(image) as opened:
@@ -139,15 +182,21 @@ def main() -> None:
     lines = report_header("Prediction time and memory per image", info) + [
         f"{arguments.variant} (random weights) trained size {arguments.size[0]}x{arguments.size[1]}, image "
         f"{width}x{height}, overlap {arguments.overlap}, {arguments.threads} threads, amp {arguments.amp}, "
-        + (f"median of {arguments.repeats} runs after a warm-up" if arguments.repeats else
-           "one run without warm-up") + "; end to end (decode, model, PNGs); peak RSS of the process (VmHWM).", "",
-        markdown_table(["mode", "s / image", "peak RSS (MB)", "RSS with model loaded (MB)", "CUDA peak (MB)"],
-                       rows), ""]
+        + (f"median of {arguments.repeats} runs after a warm-up" if arguments.repeats else "one run without warm-up")
+        + "; end to end (decode, model, PNGs); peak RSS of the process (VmHWM).",
+        "",
+        markdown_table(["mode", "s / image", "peak RSS (MB)", "RSS with model loaded (MB)", "CUDA peak (MB)"], rows),
+        "",
+    ]
     print("\n".join(lines))
     if arguments.out:
-        payload = {"machine": info, "machine_line": machine_line(info), "image_size": [width, height],
-                   "settings": {k: v for k, v in vars(arguments).items() if k not in ("mode", "work")},
-                   "results": results}
+        payload = {
+            "machine": info,
+            "machine_line": machine_line(info),
+            "image_size": [width, height],
+            "settings": {k: v for k, v in vars(arguments).items() if k not in ("mode", "work")},
+            "results": results,
+        }
         write_results(arguments.out, arguments.stem, "\n".join(lines), payload)
 
 

@@ -29,9 +29,11 @@ import _timing as timing  # noqa: E402
 import bench_layers  # noqa: E402
 
 NOTE = "floors recomputed from the stored measurements by benchmarks/refloor.py (floor model of {date})"
-BANDWIDTH_NOTE = ("copy bandwidth raised to the largest tensor's ({bandwidth:.0f} GB/s) where the stored one was "
-                  "lower (launch-bound copies timed from the host): floors are upper bounds where the data fits in "
-                  "L2, and the ratios to them lower bounds")
+BANDWIDTH_NOTE = (
+    "copy bandwidth raised to the largest tensor's ({bandwidth:.0f} GB/s) where the stored one was "
+    "lower (launch-bound copies timed from the host): floors are upper bounds where the data fits in "
+    "L2, and the ratios to them lower bounds"
+)
 
 
 def refloor(payload: dict[str, Any], *, bandwidth_at_least_largest: bool, date: str) -> dict[str, Any]:

@@ -81,10 +81,14 @@ def write_layer_list(app) -> None:
     for kind, registry in (("encoder attention", ATTENTION_LAYERS), ("skip connection", SKIP_CONNECTIONS)):
         for name, cls in registry.items():
             source = first_line(sys.modules[cls.__module__].__doc__).replace("\n", " ")
-            rows.append(f"   * - ``{name!r}``\n     - :class:`~{cls.__module__}.{cls.__name__}`\n     - {kind}\n"
-                        f"     - {first_line(cls.__doc__)}\n     - {source}")
-    text = (".. list-table::\n   :header-rows: 1\n   :widths: 10 12 13 35 30\n\n"
-            "   * - Name\n     - Class\n     - Kind\n     - What it does\n     - From\n" + "\n".join(rows) + "\n")
+            rows.append(
+                f"   * - ``{name!r}``\n     - :class:`~{cls.__module__}.{cls.__name__}`\n     - {kind}\n"
+                f"     - {first_line(cls.__doc__)}\n     - {source}"
+            )
+    text = (
+        ".. list-table::\n   :header-rows: 1\n   :widths: 10 12 13 35 30\n\n"
+        "   * - Name\n     - Class\n     - Kind\n     - What it does\n     - From\n" + "\n".join(rows) + "\n"
+    )
     target = Path(app.srcdir) / "api" / "_layer_list.rst"
     if not target.exists() or target.read_text() != text:
         target.write_text(text)

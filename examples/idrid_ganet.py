@@ -22,8 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from group_attention.engine import (PROTOCOLS, ExperimentConfig, quick_synthetic_config, resolve_device,
-                                    run_experiment)
+from group_attention.engine import PROTOCOLS, ExperimentConfig, quick_synthetic_config, resolve_device, run_experiment
 from group_attention.engine.config import KEEP_CHECKPOINTS
 from group_attention.engine.experiment import has_work, validate_experiment
 from group_attention.models import VARIANTS
@@ -31,11 +30,25 @@ from group_attention.models import VARIANTS
 # Mistakes a person can make (options, data files, the output folder): one line and exit code 2, no traceback.
 USER_ERRORS = (ValueError, TypeError, OSError, MemoryError)
 # The setting a message of ExperimentConfig or the engine starts with -> the option that sets it.
-OPTION_OF = {"folds": "--folds", "only_folds": "--only-folds", "size": "--size", "epochs": "--epochs",
-             "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed", "device": "--device", "lesion": "--lesion",
-             "lesions": "--lesion", "variant": "--variants", "variants": "--variants", "protocol": "--protocol",
-             "val_fraction": "--val-fraction", "checkpoint_seconds": "--checkpoint-seconds",
-             "workers": "--workers", "keep_checkpoints": "--keep-checkpoints"}
+OPTION_OF = {
+    "folds": "--folds",
+    "only_folds": "--only-folds",
+    "size": "--size",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "seed": "--seed",
+    "device": "--device",
+    "lesion": "--lesion",
+    "lesions": "--lesion",
+    "variant": "--variants",
+    "variants": "--variants",
+    "protocol": "--protocol",
+    "val_fraction": "--val-fraction",
+    "checkpoint_seconds": "--checkpoint-seconds",
+    "workers": "--workers",
+    "keep_checkpoints": "--keep-checkpoints",
+}
 
 
 def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
@@ -45,38 +58,70 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
     peek.add_argument("--data-root")
     real_data = peek.parse_known_args(argv)[0].data_root is not None
     defaults = ExperimentConfig() if real_data else quick_synthetic_config()
-    mode = ("the paper's protocol (--data-root given)" if real_data
-            else "the synthetic demo; add --data-root to see the paper's")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=f"Defaults shown are those of {mode}.")
+    mode = (
+        "the paper's protocol (--data-root given)"
+        if real_data
+        else "the synthetic demo; add --data-root to see the paper's"
+    )
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Defaults shown are those of {mode}.",
+    )
     add = parser.add_argument
     add("--data-root", help="IDRiD folder holding 'A. Segmentation'; without it, synthetic data are generated")
-    add("--lesion", nargs="+", metavar="CODE",
-        help=f"lesions, each its own model: EX HE (paper) or MA SE OD (default: {' '.join(defaults.lesions)})")
-    add("--variants", nargs="+", metavar="NAME",
-        help=f"Table 1 rows, or 'all': {', '.join(VARIANTS)} (default: {' '.join(defaults.variants)})")
-    add("--protocol", choices=PROTOCOLS, help="cv: k-fold over all images (paper); official: train/test sets "
-                                              f"(default: {defaults.protocol})")
+    add(
+        "--lesion",
+        nargs="+",
+        metavar="CODE",
+        help=f"lesions, each its own model: EX HE (paper) or MA SE OD (default: {' '.join(defaults.lesions)})",
+    )
+    add(
+        "--variants",
+        nargs="+",
+        metavar="NAME",
+        help=f"Table 1 rows, or 'all': {', '.join(VARIANTS)} (default: {' '.join(defaults.variants)})",
+    )
+    add(
+        "--protocol",
+        choices=PROTOCOLS,
+        help=f"cv: k-fold over all images (paper); official: train/test sets (default: {defaults.protocol})",
+    )
     add("--folds", type=int, help=f"cross-validation folds (default: {defaults.folds}; paper: 3)")
     add("--only-folds", type=int, nargs="+", metavar="K", help="run only these folds (1-based; default: all)")
     add("--epochs", type=int, help=f"training epochs (default: {defaults.epochs}; paper: 300)")
     add("--batch-size", type=int, help=f"batch size (default: {defaults.batch_size}; paper: 8)")
     add("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr:g}; paper: 1e-4)")
-    add("--size", type=int, nargs=2, metavar=("H", "W"), help="image size after cropping (default: "
-                                                             f"{defaults.size[0]} {defaults.size[1]}; paper: 384 512)")
-    add("--val-fraction", type=float, help="share of each training fold used to pick the best checkpoint "
-                                           f"(default: {defaults.val_fraction:g})")
-    add("--seed", type=int,
-        help=f"seed of folds, initialisation, shuffling and augmentation (default: {defaults.seed})")
+    add(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help=f"image size after cropping (default: {defaults.size[0]} {defaults.size[1]}; paper: 384 512)",
+    )
+    add(
+        "--val-fraction",
+        type=float,
+        help=f"share of each training fold used to pick the best checkpoint (default: {defaults.val_fraction:g})",
+    )
+    add(
+        "--seed", type=int, help=f"seed of folds, initialisation, shuffling and augmentation (default: {defaults.seed})"
+    )
     add("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     add("--amp", action="store_true", default=None, help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     add("--workers", type=int, help=f"processes decoding images into the cache (default: {defaults.workers})")
     add("--overlays", type=int, help=f"overlay pictures per fold (-1: every test image; default: {defaults.overlays})")
-    add("--checkpoint-seconds", type=float, help="write the last checkpoint at most this often (0: every epoch; "
-                                                 f"default: {defaults.checkpoint_seconds:g})")
-    add("--keep-checkpoints", choices=KEEP_CHECKPOINTS,
+    add(
+        "--checkpoint-seconds",
+        type=float,
+        help=f"write the last checkpoint at most this often (0: every epoch; default: {defaults.checkpoint_seconds:g})",
+    )
+    add(
+        "--keep-checkpoints",
+        choices=KEEP_CHECKPOINTS,
         help="what a finished run keeps: best (the best weights), all (also the last checkpoint with the optimizer "
-             f"state, to train on) or none (default: {defaults.keep_checkpoints})")
+        f"state, to train on) or none (default: {defaults.keep_checkpoints})",
+    )
     add("--cache-dir", help="preprocessed image cache (default $GA_CACHE_DIR or ~/.cache/group-attention)")
     add("--out", type=Path, help="output folder (default runs/idrid-ganet or runs/idrid-ganet-synthetic)")
     add("--resume", action="store_true", help="require an earlier run in --out to continue (rerunning resumes anyway)")
@@ -88,12 +133,23 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
 def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
     """The paper's protocol with --data-root, the quick synthetic demo without; given options override both."""
     overrides = {
-        "data_root": arguments.data_root, "lesions": arguments.lesion, "protocol": arguments.protocol,
-        "folds": arguments.folds, "epochs": arguments.epochs, "batch_size": arguments.batch_size,
-        "lr": arguments.lr, "size": arguments.size, "val_fraction": arguments.val_fraction,
-        "seed": arguments.seed, "device": arguments.device, "amp": arguments.amp, "workers": arguments.workers,
-        "overlays": arguments.overlays, "cache_dir": arguments.cache_dir,
-        "checkpoint_seconds": arguments.checkpoint_seconds, "keep_checkpoints": arguments.keep_checkpoints,
+        "data_root": arguments.data_root,
+        "lesions": arguments.lesion,
+        "protocol": arguments.protocol,
+        "folds": arguments.folds,
+        "epochs": arguments.epochs,
+        "batch_size": arguments.batch_size,
+        "lr": arguments.lr,
+        "size": arguments.size,
+        "val_fraction": arguments.val_fraction,
+        "seed": arguments.seed,
+        "device": arguments.device,
+        "amp": arguments.amp,
+        "workers": arguments.workers,
+        "overlays": arguments.overlays,
+        "cache_dir": arguments.cache_dir,
+        "checkpoint_seconds": arguments.checkpoint_seconds,
+        "keep_checkpoints": arguments.keep_checkpoints,
         "variants": list(VARIANTS) if arguments.variants in (["all"], ["ALL"]) else arguments.variants,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
@@ -113,8 +169,7 @@ def one_line(error: BaseException) -> str:
         lines = lines[-1:]  # an error re-raised from a worker process: its own message is the last line
     text = " ".join(lines)
     if isinstance(error, MemoryError):
-        text = ("out of memory" + (f" ({text})" if text else "") + "; try a smaller --size, --batch-size or "
-                "--workers")
+        text = "out of memory" + (f" ({text})" if text else "") + "; try a smaller --size, --batch-size or --workers"
     elif not text:
         text = type(error).__name__
     elif isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename is None:
@@ -144,10 +199,14 @@ def main(argv: "list[str] | None" = None) -> int:
         resolve_device(config.device)  # e.g. cuda asked for where there is none
         validate_experiment(config, out, source)  # writes nothing: a refused command leaves --out as it was
         if config.synthetic_data:
-            print("NOTE: no --data-root given: running the quick demo on SYNTHETIC data generated under "
-                  f"{out / 'synthetic-idrid'}; its numbers say nothing about IDRiD.", flush=True)
-        results = run_experiment(config, out, on_epoch_end=last_epoch.update, progress=not arguments.no_progress,
-                                 source=source)
+            print(
+                "NOTE: no --data-root given: running the quick demo on SYNTHETIC data generated under "
+                f"{out / 'synthetic-idrid'}; its numbers say nothing about IDRiD.",
+                flush=True,
+            )
+        results = run_experiment(
+            config, out, on_epoch_end=last_epoch.update, progress=not arguments.no_progress, source=source
+        )
     except KeyboardInterrupt:
         if debugging(arguments):
             raise
@@ -171,8 +230,9 @@ def interrupted_message(last_epoch: dict) -> str:
     message = f"interrupted after epoch {last_epoch['epoch']} of {last_epoch['run']}"
     checkpoint = last_epoch.get("checkpoint_epoch")
     if checkpoint is not None and checkpoint != last_epoch["epoch"]:
-        message += (f" (its last checkpoint holds epoch {checkpoint})" if checkpoint
-                    else " (before its first checkpoint)")
+        message += (
+            f" (its last checkpoint holds epoch {checkpoint})" if checkpoint else " (before its first checkpoint)"
+        )
     return message + "; rerun the same command to resume"
 
 

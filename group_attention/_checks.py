@@ -64,13 +64,17 @@ def check_groups(channels_name: str, channels: int, groups: int, owner: "str | N
     check_positive_int("groups", groups)
     if channels % groups:
         valid = divisors(channels)
-        message = f"{channels_name}={channels} is not divisible by groups={groups}; valid groups for {channels} " \
-                  f"channels: {valid}"
+        message = (
+            f"{channels_name}={channels} is not divisible by groups={groups}; valid groups for {channels} "
+            f"channels: {valid}"
+        )
         if owner is not None:
             fit = max(d for d in valid if d <= groups)
-            message = (f"{owner}: {message}. Build it as {owner}({channels}, groups={fit}); where a model builds "
-                       f"the layer (timm's attn_layer/se_layer), pass functools.partial({owner}, groups={fit}) or "
-                       "another group count that divides every width")
+            message = (
+                f"{owner}: {message}. Build it as {owner}({channels}, groups={fit}); where a model builds "
+                f"the layer (timm's attn_layer/se_layer), pass functools.partial({owner}, groups={fit}) or "
+                "another group count that divides every width"
+            )
         raise ValueError(message)
 
 
@@ -86,8 +90,7 @@ def check_feature_map(name: str, x: object, channels: int, owner: str) -> None:
         raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 3:
         raise ValueError(
-            f"{owner}: {name} must have shape (B, C, *spatial) with 1 to 3 spatial dims, "
-            f"got shape {tuple(x.shape)}"
+            f"{owner}: {name} must have shape (B, C, *spatial) with 1 to 3 spatial dims, got shape {tuple(x.shape)}"
         )
     if not x.is_floating_point():
         raise TypeError(f"{owner}: {name} must be a floating-point tensor, got dtype {x.dtype}")
@@ -112,5 +115,7 @@ def check_sigmoid_gate(owner: str, gate_layer: object) -> None:
     """
     if gate_layer is None or gate_layer is torch.nn.Sigmoid or gate_layer == "sigmoid":
         return
-    raise ValueError(f"{owner}: gate_layer must be the sigmoid of its equation (None, 'sigmoid' or nn.Sigmoid), "
-                     f"got {gate_layer!r}; use SE for another gate")
+    raise ValueError(
+        f"{owner}: gate_layer must be the sigmoid of its equation (None, 'sigmoid' or nn.Sigmoid), "
+        f"got {gate_layer!r}; use SE for another gate"
+    )

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -21,15 +21,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="group-attention", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser(
-        "predict", help="apply trained models to fundus photographs at full resolution",
+        "predict",
+        help="apply trained models to fundus photographs at full resolution",
         description="Apply trained models (one per lesion) to fundus photographs: the field-of-view crop of "
-                    "training, the model at its training scale (default) or a sliding window at full resolution "
-                    "(--tile), then per image and lesion a 0/255 mask and a 16-bit probability map at the original "
-                    "size, an overlay, and summary.csv/summary.json for the run.")
+        "training, the model at its training scale (default) or a sliding window at full resolution "
+        "(--tile), then per image and lesion a 0/255 mask and a 16-bit probability map at the original "
+        "size, an overlay, and summary.csv/summary.json for the run.",
+    )
     add = predict.add_argument
     add("inputs", nargs="+", help="image files (JPEG, PNG, TIFF) and folders of them")
-    add("--checkpoint", action="append", required=True, metavar="CKPT",
-        help="a checkpoint of the experiment (checkpoint_best.pt); repeat for several lesions")
+    add(
+        "--checkpoint",
+        action="append",
+        required=True,
+        metavar="CKPT",
+        help="a checkpoint of the experiment (checkpoint_best.pt); repeat for several lesions",
+    )
     add("--out", required=True, help="output folder (a rerun skips the images already done with the same settings)")
     add("--tile", action="store_true", help="sliding-window inference on the full-resolution crop")
     add("--tile-size", type=int, nargs=2, metavar=("H", "W"), help="tile size (default: the training size)")
@@ -37,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int, default=4, help="tiles per forward pass in --tile mode (default 4)")
     add("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1... (default auto)")
     add("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
-    add("--masks", help="ground truth: an IDRiD root, or a folder of <stem>_<LESION>.<ext> masks; adds the "
-                        "paper's metrics and AUPR at full resolution and Fig. 5 overlays")
+    add(
+        "--masks",
+        help="ground truth: an IDRiD root, or a folder of <stem>_<LESION>.<ext> masks; adds the "
+        "paper's metrics and AUPR at full resolution and Fig. 5 overlays",
+    )
     add("--threshold", type=float, help="decision threshold (default: the checkpoint's, 0.5)")
     add("--variant", help="for checkpoints without metadata (older versions): the Table 1 variant")
     add("--lesion", help="for checkpoints without metadata: the lesion code")
@@ -69,15 +79,35 @@ def run_predict(arguments: argparse.Namespace) -> int:
     device = _device(arguments.device)
     models, identities = [], []
     for checkpoint in arguments.checkpoint:
-        models.append(load_model(checkpoint, device=device, variant=arguments.variant, lesion=arguments.lesion,
-                                 size=arguments.size, threshold=arguments.threshold))
+        models.append(
+            load_model(
+                checkpoint,
+                device=device,
+                variant=arguments.variant,
+                lesion=arguments.lesion,
+                size=arguments.size,
+                threshold=arguments.threshold,
+            )
+        )
         stat = os.stat(checkpoint)
         identities.append([str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns])
-    report = predict(models, arguments.inputs, arguments.out, tile=arguments.tile, tile_size=arguments.tile_size,
-                     overlap=arguments.overlap, batch_size=arguments.batch_size, amp=arguments.amp,
-                     masks=arguments.masks, progress=not arguments.quiet, settings={"checkpoints": identities})
-    print(f"{report.predicted} predicted, {report.skipped} done earlier, {len(report.failures)} failed; "
-          f"summary: {report.summary_csv}")
+    report = predict(
+        models,
+        arguments.inputs,
+        arguments.out,
+        tile=arguments.tile,
+        tile_size=arguments.tile_size,
+        overlap=arguments.overlap,
+        batch_size=arguments.batch_size,
+        amp=arguments.amp,
+        masks=arguments.masks,
+        progress=not arguments.quiet,
+        settings={"checkpoints": identities},
+    )
+    print(
+        f"{report.predicted} predicted, {report.skipped} done earlier, {len(report.failures)} failed; "
+        f"summary: {report.summary_csv}"
+    )
     for failure in report.failures:
         print(f"failed: {failure['error']}", file=sys.stderr)
     return 0 if report.ok else 1

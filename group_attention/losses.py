@@ -255,10 +255,12 @@ def _check_unit_interval(target: Tensor, mode: str) -> None:
         return
     low, high = target.min().item(), target.max().item()
     if not (0.0 <= low and high <= 1.0):  # also rejects NaN
-        hint = ("a binary mask must hold 0 and 1: for a 0/255 mask pass target > 0" if mode == "binary" else
-                "pass class indices as an integer tensor of shape (B, *spatial) with mode='multiclass'")
-        raise ValueError(f"target holds values in [{low}, {high}]; one-hot or soft targets must lie in [0, 1] "
-                         f"({hint})")
+        hint = (
+            "a binary mask must hold 0 and 1: for a 0/255 mask pass target > 0"
+            if mode == "binary"
+            else "pass class indices as an integer tensor of shape (B, *spatial) with mode='multiclass'"
+        )
+        raise ValueError(f"target holds values in [{low}, {high}]; one-hot or soft targets must lie in [0, 1] ({hint})")
 
 
 def _check_logits(logits: Tensor, mode: str) -> None:
@@ -285,8 +287,9 @@ def _check_logits(logits: Tensor, mode: str) -> None:
         )
 
 
-def _check_options(mode: str, include_background: bool, reduction: str, smooth: float, weight_type: str,
-                   validate_args: bool) -> None:
+def _check_options(
+    mode: str, include_background: bool, reduction: str, smooth: float, weight_type: str, validate_args: bool
+) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if reduction not in REDUCTIONS:

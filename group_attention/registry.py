@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -20,8 +21,10 @@ def get_attention(name: Any) -> "Callable[..., nn.Module] | None":
     if name is None or (isinstance(name, str) and name.lower() == "none"):
         return None
     if isinstance(name, nn.Module):
-        raise TypeError(f"attention must be a name, a class or a factory taking the channel count, not a module "
-                        f"instance ({type(name).__name__}); pass its class (e.g. CGA or partial(CGA, groups=16))")
+        raise TypeError(
+            f"attention must be a name, a class or a factory taking the channel count, not a module "
+            f"instance ({type(name).__name__}); pass its class (e.g. CGA or partial(CGA, groups=16))"
+        )
     if callable(name):
         return name
     if isinstance(name, str) and name.lower() in ATTENTION_LAYERS:

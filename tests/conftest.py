@@ -59,4 +59,3 @@ def real_ids(real_root):
 def real_dataset(real_root, real_ids, tmp_path_factory):
     cache = tmp_path_factory.mktemp("real-cache")
     return IDRiD(real_root, lesion=["EX", "HE"], split="train", ids=real_ids, cache_dir=cache)
-

@@ -17,9 +17,18 @@ EXAMPLE = REPO / "examples" / "idrid_ganet.py"
 
 
 def tiny_config(**overrides) -> ExperimentConfig:
-    settings = dict(lesions=("EX",), variants=("ganet",), folds=2, only_folds=(0,), epochs=4, batch_size=2,
-                    checkpoint_seconds=0,
-                    size=(32, 48), synthetic={"n_train": 6, "n_test": 2, "size": (64, 96)}, overlays=1)
+    settings = dict(
+        lesions=("EX",),
+        variants=("ganet",),
+        folds=2,
+        only_folds=(0,),
+        epochs=4,
+        batch_size=2,
+        checkpoint_seconds=0,
+        size=(32, 48),
+        synthetic={"n_train": 6, "n_test": 2, "size": (64, 96)},
+        overlays=1,
+    )
     settings.update(overrides)
     return quick_synthetic_config(**settings)
 
@@ -40,7 +49,7 @@ class NumberedSquares(SegmentationSource):
         self.test = test
 
     def ids(self, split: str = "all") -> list[str]:
-        return {"all": self.names, "train": self.names[:-self.test], "test": self.names[-self.test:]}[split]
+        return {"all": self.names, "train": self.names[: -self.test], "test": self.names[-self.test :]}[split]
 
     def dataset(self, classes, ids, size, cache_dir="auto") -> Dataset:
         return _NumberedItems(list(ids), size)
@@ -57,7 +66,7 @@ class _NumberedItems(Dataset):
         height, width = self.size
         number = int(self.ids[index][3:])
         mask = torch.zeros(1, height, width)
-        mask[:, height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 1
+        mask[:, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1
         return {"image": torch.full((3, height, width), number / 255), "mask": mask, "id": self.ids[index]}
 
 

@@ -21,7 +21,7 @@ def cga(x, weight, bias, groups, gate="group", eps=1e-5):
     for b in range(batch):
         pooled = torch.empty(groups, dtype=torch.float64)
         for g in range(groups):
-            summed = x[b, g * per_group:(g + 1) * per_group].sum(0).flatten()  # Div + channel sum
+            summed = x[b, g * per_group : (g + 1) * per_group].sum(0).flatten()  # Div + channel sum
             pooled[g] = torch.sigmoid(standardize(summed, eps)).mean()  # sigma(Norm(.)), then GP
         weights = torch.sigmoid(weight.double() @ pooled + bias.double())  # sigma(Conv(GP(Submodule)))
         for c in range(channels):
@@ -47,12 +47,12 @@ def sge(x, weight, bias, groups, eps=1e-5):
     out = torch.empty_like(x)
     for b in range(batch):
         for g in range(groups):
-            group = x[b, g * per_group:(g + 1) * per_group]
+            group = x[b, g * per_group : (g + 1) * per_group]
             flat = group.flatten(1)
             mean = flat.mean(1, keepdim=True)
             similarity = (flat * mean).sum(0)  # materialized x * GP(x), as the authors' code does
             gate = torch.sigmoid(standardize(similarity, eps) * weight[g].double() + bias[g].double())
-            out[b, g * per_group:(g + 1) * per_group] = group * gate.view(group.shape[1:])
+            out[b, g * per_group : (g + 1) * per_group] = group * gate.view(group.shape[1:])
     return out
 
 
@@ -65,13 +65,13 @@ def sgau(low, high, up_weight, up_bias, groups, eps=1e-5):
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[low.dim() - 2]
     for b in range(batch):
         for g in range(groups):
-            group = high[b, g * high_per_group:(g + 1) * high_per_group]
+            group = high[b, g * high_per_group : (g + 1) * high_per_group]
             flat = group.flatten(1)
             dot = (flat * flat.mean(1, keepdim=True)).sum(0)  # F^{n+1} (x) GP(F^{n+1}), summed over the group
             attention = torch.sigmoid(standardize(dot, eps)).view(1, 1, *group.shape[1:])
             attention = F.interpolate(attention, size=low.shape[2:], mode=mode, align_corners=False)[0, 0]
-            chunk = low[b, g * low_per_group:(g + 1) * low_per_group]
-            attended[b, g * low_per_group:(g + 1) * low_per_group] = chunk * attention + chunk  # with residual
+            chunk = low[b, g * low_per_group : (g + 1) * low_per_group]
+            attended[b, g * low_per_group : (g + 1) * low_per_group] = chunk * attention + chunk  # with residual
     conv = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[low.dim() - 2]
     up = conv(high, up_weight.double(), up_bias.double(), stride=2)
     pads = []

@@ -17,8 +17,11 @@ def feature_maps(draw, max_batch: int = 3, max_side: int = 9, spatial_dims: "int
     groups, per_group = draw(GROUPS), draw(PER_GROUP)
     dims = draw(st.sampled_from([1, 2, 3])) if spatial_dims is None else spatial_dims
     side = max_side if dims < 3 else 5
-    shape = (draw(st.integers(1, max_batch)), groups * per_group, *draw(st.lists(st.integers(1, side), min_size=dims,
-                                                                                  max_size=dims)))
+    shape = (
+        draw(st.integers(1, max_batch)),
+        groups * per_group,
+        *draw(st.lists(st.integers(1, side), min_size=dims, max_size=dims)),
+    )
     seed, scale, offset = draw(st.integers(0, 2**31 - 1)), draw(st.floats(0.01, 100)), draw(st.floats(-5, 5))
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * scale + offset
     return groups, x
@@ -51,5 +54,5 @@ def assert_each_sample_on_its_own(module: nn.Module, *inputs: torch.Tensor) -> N
     module = module.eval()
     batched = module(*inputs)
     for index in range(inputs[0].shape[0]):
-        alone = module(*(x[index:index + 1] for x in inputs))
-        torch.testing.assert_close(batched[index:index + 1], alone, rtol=1e-12, atol=1e-12)
+        alone = module(*(x[index : index + 1] for x in inputs))
+        torch.testing.assert_close(batched[index : index + 1], alone, rtol=1e-12, atol=1e-12)

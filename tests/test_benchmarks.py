@@ -51,8 +51,10 @@ def test_bench_layers_quick_writes_every_contender(tmp_path, keep_threads):
     assert run["settings"]["dtype"] == "fp32" and run["settings"]["device"] == "cpu"
     kinds = {case["kind"]: case for case in run["cases"]}
     assert set(kinds) == {"encoder", "skip"}
-    expected = {"encoder": set(bench.ENCODER_CONTENDERS) - (set() if has("timm") else {"timm SE"}),
-                "skip": set(bench.SKIP_CONTENDERS)}
+    expected = {
+        "encoder": set(bench.ENCODER_CONTENDERS) - (set() if has("timm") else {"timm SE"}),
+        "skip": set(bench.SKIP_CONTENDERS),
+    }
     for kind, case in kinds.items():
         for mode in bench.MODES:
             results = case["results"][mode]
@@ -75,8 +77,11 @@ def test_bench_models_quick_writes_every_variant(tmp_path, keep_threads):
     (run,) = payload["runs"]
     results = run["results"]
     assert set(VARIANTS) <= set(results)
-    optional = {"MONAI AttentionUnet": "monai", "MONAI BasicUNet": "monai",
-                "smp Unet (resnet18)": "segmentation_models_pytorch"}
+    optional = {
+        "MONAI AttentionUnet": "monai",
+        "MONAI BasicUNet": "monai",
+        "smp Unet (resnet18)": "segmentation_models_pytorch",
+    }
     for name, package in optional.items():
         assert (name in results) == has(package) or any(name in note for note in run["notes"])
     for name, result in results.items():
@@ -90,15 +95,18 @@ def has(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
-@pytest.mark.parametrize("layer, channels, element_size, forward, total", [
-    # bytes per element of x, hand-derived from docs/benchmarks.md's floor table (N = 1, M = 1 / K maps per element)
-    ("SE", 64, 4, 12, 28),
-    ("CGA", 32, 4, 16, 36),  # one channel per group: maps are x; re-reading x (4) equals keeping them (8 M = 8)
-    ("CGA", 32, 2, 8, 18),  # bf16, one channel per group: re-read x (2 bytes) instead of keeping maps (8)
-    ("CGA", 512, 4, 12 + 8 / 16, 28 + 12 / 16),  # 16 channels per group: keep the maps
-    ("SGE", 64, 4, 16, 32 + 4),  # 2 channels per group: keeping a' and the maps (16 M = 8) vs re-reading x (4)
-    ("SGE", 512, 4, 16, 32 + 16 / 16),
-])
+@pytest.mark.parametrize(
+    "layer, channels, element_size, forward, total",
+    [
+        # bytes per element of x, hand-derived from docs/benchmarks.md's floor table (N = 1, M = 1 / K maps per element)
+        ("SE", 64, 4, 12, 28),
+        ("CGA", 32, 4, 16, 36),  # one channel per group: maps are x; re-reading x (4) equals keeping them (8 M = 8)
+        ("CGA", 32, 2, 8, 18),  # bf16, one channel per group: re-read x (2 bytes) instead of keeping maps (8)
+        ("CGA", 512, 4, 12 + 8 / 16, 28 + 12 / 16),  # 16 channels per group: keep the maps
+        ("SGE", 64, 4, 16, 32 + 4),  # 2 channels per group: keeping a' and the maps (16 M = 8) vs re-reading x (4)
+        ("SGE", 512, 4, 16, 32 + 16 / 16),
+    ],
+)
 def test_floor_bytes_match_the_documented_model(layer, channels, element_size, forward, total):
     bench = load_script("bench_layers")
     features = 16 * channels * 1024
@@ -114,7 +122,8 @@ def test_sgau_floor_leaves_out_what_concat_skip_does_too():
     low, high, maps = 8 * 32 * 64 * 64, 8 * 64 * 32 * 32, 8 * 32 * 32 * 32
     assert bench.floor_bytes("SGAU attention", "fwd", 0, maps, 4, low=low, high=high) == 2 * high * 4 + 8 * maps
     assert bench.floor_bytes("SGAU attention", "fwd+bwd", 0, maps, 4, low=low, high=high) == (
-        2 * high * 4 + 8 * maps + (3 * low + 2 * high) * 4 + 8 * maps)
+        2 * high * 4 + 8 * maps + (3 * low + 2 * high) * 4 + 8 * maps
+    )
 
 
 def test_refloor_recomputes_a_stored_run(tmp_path, keep_threads):
@@ -123,8 +132,9 @@ def test_refloor_recomputes_a_stored_run(tmp_path, keep_threads):
     bench, refloor = load_script("bench_layers"), load_script("refloor")
     bench.main([*QUICK, "--out", str(tmp_path), "--stem", "layers", "--no-skip"])
     stored = json.loads((tmp_path / "layers.json").read_text())
-    again = refloor.refloor(json.loads((tmp_path / "layers.json").read_text()), bandwidth_at_least_largest=False,
-                            date="test")
+    again = refloor.refloor(
+        json.loads((tmp_path / "layers.json").read_text()), bandwidth_at_least_largest=False, date="test"
+    )
     for before, after in zip(stored["runs"][0]["cases"], again["runs"][0]["cases"]):
         for mode in bench.MODES:
             for name, summary in before["results"][mode].items():

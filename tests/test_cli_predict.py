@@ -31,10 +31,19 @@ TRAIN_SIZE = (32, 48)
 def trained(tmp_path_factory):
     """A GANet trained for 2 epochs on 6 synthetic 64 x 96 images at 32 x 48, and 3 held-back 75 x 113 images."""
     root = tmp_path_factory.mktemp("trained")
-    config = quick_synthetic_config(lesions=("EX",), variants=("ganet",), folds=2, only_folds=(0,), epochs=2,
-                                    batch_size=2, checkpoint_seconds=0, size=TRAIN_SIZE, overlays=0,
-                                    synthetic={"n_train": 6, "n_test": 0, "size": (64, 96)},
-                                    cache_dir=str(root / "cache"))
+    config = quick_synthetic_config(
+        lesions=("EX",),
+        variants=("ganet",),
+        folds=2,
+        only_folds=(0,),
+        epochs=2,
+        batch_size=2,
+        checkpoint_seconds=0,
+        size=TRAIN_SIZE,
+        overlays=0,
+        synthetic={"n_train": 6, "n_test": 0, "size": (64, 96)},
+        cache_dir=str(root / "cache"),
+    )
     run_experiment(config, root / "run", progress=False)
     checkpoint = root / "run" / "runs" / "ganet" / "EX" / "fold1" / "checkpoint_best.pt"
     held_back = make_synthetic_idrid(root / "held-back", n_train=3, n_test=0, size=(75, 113), seed=7)
@@ -47,8 +56,10 @@ def predicted(trained, tmp_path_factory):
     """The trained model applied to the held-back images, with their ground truth: one run shared by the tests
     that only read its outputs."""
     out = tmp_path_factory.mktemp("predicted") / "out"
-    assert predict_cli("--checkpoint", trained["checkpoint"], trained["images"], "--out", out,
-                       "--masks", trained["idrid"]) == 0
+    assert (
+        predict_cli("--checkpoint", trained["checkpoint"], trained["images"], "--out", out, "--masks", trained["idrid"])
+        == 0
+    )
     return out
 
 
@@ -63,8 +74,13 @@ def read_rows(path: Path) -> list[dict]:
 
 def test_experiment_checkpoints_describe_themselves(trained):
     spec = read_spec(trained["checkpoint"])
-    assert (spec.variant, spec.lesion, spec.size, spec.crop_fov, spec.threshold) == ("ganet", "EX", TRAIN_SIZE,
-                                                                                      True, 0.5)
+    assert (spec.variant, spec.lesion, spec.size, spec.crop_fov, spec.threshold) == (
+        "ganet",
+        "EX",
+        TRAIN_SIZE,
+        True,
+        0.5,
+    )
     last = read_spec(trained["checkpoint"].with_name("checkpoint_last.pt"))
     assert last == spec
 
@@ -90,8 +106,7 @@ def test_predict_writes_every_output_at_the_original_size(predicted):
         assert int(row["width"]) == 113 and int(row["height"]) == 75
         assert int(row["lesion_pixels"]) == int((mask > 0).sum())
         assert int(row["components"]) == flood_fill_count(mask > 0, 8)
-        assert float(row["fov_share"]) == pytest.approx(int(row["lesion_pixels"]) / int(row["fov_pixels"]),
-                                                        rel=1e-5)
+        assert float(row["fov_share"]) == pytest.approx(int(row["lesion_pixels"]) / int(row["fov_pixels"]), rel=1e-5)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == [] and len(summary["images"]) == 3 and list(summary["metrics"]) == ["EX"]
 
@@ -105,8 +120,10 @@ def test_a_rerun_skips_the_images_already_done_and_new_settings_redo_them(traine
     assert predict_cli(*arguments) == 0
     assert "0 predicted, 3 done earlier" in capsys.readouterr().out
     assert (out / "masks" / "IDRiD_01_EX.png").stat().st_mtime_ns == first
-    assert json.loads((out / "summary.json").read_text())["metrics"] == \
-        json.loads((predicted / "summary.json").read_text())["metrics"]  # pooled over the skipped images too
+    assert (
+        json.loads((out / "summary.json").read_text())["metrics"]
+        == json.loads((predicted / "summary.json").read_text())["metrics"]
+    )  # pooled over the skipped images too
     (out / "overlays" / "IDRiD_02.png").unlink()  # an incomplete image is redone
     predict_cli(*arguments)
     assert "1 predicted, 2 done earlier" in capsys.readouterr().out
@@ -119,16 +136,33 @@ def test_tile_mode_and_two_lesions(trained, tmp_path):
     save_model(tmp_path / "he.pt", he_model, inference_metadata("ganet", "HE", TRAIN_SIZE))
     out = tmp_path / "out"
     image = trained["images"] / "IDRiD_01.jpg"
-    code = predict_cli("--checkpoint", trained["checkpoint"], "--checkpoint", tmp_path / "he.pt", image,
-                       "--out", out, "--tile", "--tile-size", "48", "64", "--overlap", "0.5", "--batch-size", "3")
+    code = predict_cli(
+        "--checkpoint",
+        trained["checkpoint"],
+        "--checkpoint",
+        tmp_path / "he.pt",
+        image,
+        "--out",
+        out,
+        "--tile",
+        "--tile-size",
+        "48",
+        "64",
+        "--overlap",
+        "0.5",
+        "--batch-size",
+        "3",
+    )
     assert code == 0
     rows = read_rows(out / "summary.csv")
     assert [(row["image"], row["lesion"]) for row in rows] == [("IDRiD_01", "EX"), ("IDRiD_01", "HE")]
     for lesion in ("EX", "HE"):
         assert Image.open(out / "masks" / f"IDRiD_01_{lesion}.png").size == (113, 75)
     # the same weights under two lesion names give the same mask
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "masks" / "IDRiD_01_EX.png")),
-                                  np.asarray(Image.open(out / "masks" / "IDRiD_01_HE.png")))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(out / "masks" / "IDRiD_01_EX.png")),
+        np.asarray(Image.open(out / "masks" / "IDRiD_01_HE.png")),
+    )
 
 
 def test_ground_truth_gives_the_papers_metrics_at_full_resolution(trained, predicted):
@@ -140,8 +174,7 @@ def test_ground_truth_gives_the_papers_metrics_at_full_resolution(trained, predi
         prediction = torch.from_numpy(np.asarray(Image.open(out / "masks" / f"{stem}_EX.png")) > 0)
         truth = torch.from_numpy(read_lesion_mask(masks_folder / "3. Hard Exudates" / f"{stem}_EX.tif"))
         assert float(row["dice"]) == pytest.approx(dice(prediction[None], truth[None]).item(), abs=1e-5)
-        assert float(row["sensitivity"]) == pytest.approx(sensitivity(prediction[None], truth[None]).item(),
-                                                          abs=1e-5)
+        assert float(row["sensitivity"]) == pytest.approx(sensitivity(prediction[None], truth[None]).item(), abs=1e-5)
         assert 0 <= float(row["aupr"]) <= 1
         with Image.open(out / "truth_overlays" / f"{stem}_EX.png") as picture:
             pixels = np.asarray(picture)
@@ -165,7 +198,8 @@ def test_ground_truth_from_a_plain_folder_matched_by_stem(trained, tmp_path):
     assert rows["IDRiD_01"]["dice"] == "" and rows["IDRiD_02"]["dice"] != ""
     prediction = torch.from_numpy(np.asarray(Image.open(out / "masks" / "IDRiD_02_EX.png")) > 0)
     assert float(rows["IDRiD_02"]["dice"]) == pytest.approx(
-        dice(prediction[None], torch.from_numpy(truth)[None]).item(), abs=1e-5)
+        dice(prediction[None], torch.from_numpy(truth)[None]).item(), abs=1e-5
+    )
 
 
 def test_bad_inputs_are_reported_and_the_batch_goes_on(trained, tmp_path, capsys):
@@ -181,20 +215,29 @@ def test_bad_inputs_are_reported_and_the_batch_goes_on(trained, tmp_path, capsys
     code = predict_cli("--checkpoint", trained["checkpoint"], folder, tmp_path / "missing.png", "--out", out)
     assert code == 1
     errors = capsys.readouterr().err
-    for name, reason in [("empty.jpg", "cannot read image file"), ("text.jpg", "cannot read image file"),
-                         ("truncated.jpg", "cannot read image file"), ("tiny.png", "16x16 pixels"),
-                         ("missing.png", "does not exist")]:
+    for name, reason in [
+        ("empty.jpg", "cannot read image file"),
+        ("text.jpg", "cannot read image file"),
+        ("truncated.jpg", "cannot read image file"),
+        ("tiny.png", "16x16 pixels"),
+        ("missing.png", "does not exist"),
+    ]:
         assert any(name in line and reason in line for line in errors.splitlines()), (name, errors)
     assert (out / "masks" / "good_EX.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["failed"]) == 5 and [record["stem"] for record in summary["images"]] == ["good"]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_text("hello"), "torch.load cannot read it"),
-    (lambda p: torch.save({"model": torch.nn.Linear(2, 2).state_dict(), "inference": {"format": "x"}}, p),
-     "another kind"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("hello"), "torch.load cannot read it"),
+        (
+            lambda p: torch.save({"model": torch.nn.Linear(2, 2).state_dict(), "inference": {"format": "x"}}, p),
+            "another kind",
+        ),
+    ],
+)
 def test_a_checkpoint_of_another_kind_is_a_clear_error(trained, tmp_path, capsys, make, message):
     path = tmp_path / "other.pt"
     make(path)
@@ -209,15 +252,36 @@ def test_an_old_checkpoint_needs_the_flags_the_error_names(trained, predicted, t
     torch.save({"model": state["model"], "epoch": state["epoch"]}, old)
     assert predict_cli("--checkpoint", old, trained["images"], "--out", tmp_path / "a") == 2
     assert "--variant, --lesion, --size" in capsys.readouterr().err
-    assert predict_cli("--checkpoint", old, trained["images"], "--out", tmp_path / "b", "--variant", "ganet",
-                       "--lesion", "EX", "--size", *TRAIN_SIZE) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b" / "masks" / "IDRiD_01_EX.png")),
-                                  np.asarray(Image.open(predicted / "masks" / "IDRiD_01_EX.png")))
+    assert (
+        predict_cli(
+            "--checkpoint",
+            old,
+            trained["images"],
+            "--out",
+            tmp_path / "b",
+            "--variant",
+            "ganet",
+            "--lesion",
+            "EX",
+            "--size",
+            *TRAIN_SIZE,
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "b" / "masks" / "IDRiD_01_EX.png")),
+        np.asarray(Image.open(predicted / "masks" / "IDRiD_01_EX.png")),
+    )
 
 
 def test_python_dash_m_runs_the_command_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "group_attention", "predict", "--help"], capture_output=True,
-                            text=True, cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "group_attention", "predict", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 0 and "--checkpoint" in result.stdout and "--tile" in result.stdout
 
 
@@ -230,16 +294,18 @@ IDRID_ROOT = os.environ.get("GA_IDRID_ROOT")
 
 
 @pytest.mark.skipif(not IDRID_ROOT, reason="set GA_IDRID_ROOT to an IDRiD root to predict on real images")
-@pytest.mark.parametrize("mode", [[], pytest.param(["--tile", "--tile-size", "384", "512", "--overlap", "0"],
-                                                   marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "mode", [[], pytest.param(["--tile", "--tile-size", "384", "512", "--overlap", "0"], marks=pytest.mark.slow)]
+)
 def test_real_idrid_images_at_full_resolution_are_predicted_and_scored(trained, tmp_path, mode):
     from group_attention.data import discover_idrid
 
     layout = discover_idrid(IDRID_ROOT)
     image_id = layout.ids("all")[0]
     out = tmp_path / "out"
-    code = predict_cli("--checkpoint", trained["checkpoint"], layout.images[image_id], "--out", out,
-                       "--masks", IDRID_ROOT, *mode)
+    code = predict_cli(
+        "--checkpoint", trained["checkpoint"], layout.images[image_id], "--out", out, "--masks", IDRID_ROOT, *mode
+    )
     assert code == 0
     (row,) = read_rows(out / "summary.csv")
     width, height = Image.open(layout.images[image_id]).size

@@ -1,6 +1,5 @@
 """Decoding mask files: every encoding IDRiD and its copies use reads as the same lesion pixels."""
 
-
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,6 +1,5 @@
 """Cross-validation folds: disjoint, covering, balanced, and stable across versions."""
 
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

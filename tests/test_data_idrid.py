@@ -208,6 +208,7 @@ def test_other_settings_or_a_changed_source_file_miss_the_cache(tmp_path, monkey
     os.utime(mask_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     decoded = []
     original = idrid_module.read_lesion_mask
+
     def counting_read(path):
         decoded.append(Path(path).name)
         return original(path)
@@ -265,10 +266,13 @@ ILL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"transform": "flip"}, "transform must be a callable"),
-    ({"cache_dir": 123}, "cache_dir must be 'auto', a folder path or None, got 123"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"transform": "flip"}, "transform must be a callable"),
+        ({"cache_dir": 123}, "cache_dir must be 'auto', a folder path or None, got 123"),
+    ],
+)
 def test_transform_and_cache_dir_are_checked_when_the_dataset_is_built(tmp_path, kwargs, message):
     with pytest.raises(TypeError, match=message):
         IDRiD(_small_tree(tmp_path), **kwargs)
@@ -399,9 +403,7 @@ def test_real_cache_hit_is_identical_and_root_may_be_the_segmentation_folder(
 
 @needs_real_idrid
 def test_real_masks_without_crop_match_the_full_frame_count(real_root, real_ids):
-    dataset = IDRiD(
-        real_root, lesion=["EX", "HE"], ids=real_ids[:1], size=(356, 536), crop_fov=False, cache_dir=None
-    )
+    dataset = IDRiD(real_root, lesion=["EX", "HE"], ids=real_ids[:1], size=(356, 536), crop_fov=False, cache_dir=None)
     mask = dataset[0]["mask"].numpy()
     for channel, code in enumerate(["EX", "HE"]):
         expected = _reference_mask(_source_files(real_root, code)[real_ids[0]]).mean()

@@ -1,6 +1,5 @@
 """Preprocessing: the field-of-view box, mask resizing that keeps small lesions, and checked inputs."""
 
-
 import numpy as np
 import pytest
 
@@ -87,14 +86,20 @@ def test_mask_resize_at_source_size_is_the_identity(method):
     assert np.array_equal(resize_mask(mask, Box(0, 0, 30, 40), (30, 40), method), mask.astype(np.uint8))
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: find_fov_box(np.zeros((10, 10, 3), np.float32)), "uint8 array .* got dtype float32"),
-    (lambda: find_fov_box(np.zeros((10, 10, 1), np.uint8)), r"got dtype uint8 and shape \(10, 10, 1\)"),
-    (lambda: resize_mask(np.zeros((8, 8)), Box(5, 5, 5, 5), (2, 2)), "non-empty crop inside the 8 x 8 image"),
-    (lambda: resize_mask(np.zeros((8, 8)), Box(0, 0, 9, 8), (2, 2)), "inside the 8 x 8 image"),
-    (lambda: resize_mask(np.zeros((8, 8)), [0, 0, 8, 8], (2, 2)), r"box must be a Box\(top, left, bottom, right\)"),
-    (lambda: resize_mask(np.zeros((8, 8, 2)), Box(0, 0, 8, 8), (2, 2)), r"2D \(h, w\) array; got shape \(8, 8, 2\)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: find_fov_box(np.zeros((10, 10, 3), np.float32)), "uint8 array .* got dtype float32"),
+        (lambda: find_fov_box(np.zeros((10, 10, 1), np.uint8)), r"got dtype uint8 and shape \(10, 10, 1\)"),
+        (lambda: resize_mask(np.zeros((8, 8)), Box(5, 5, 5, 5), (2, 2)), "non-empty crop inside the 8 x 8 image"),
+        (lambda: resize_mask(np.zeros((8, 8)), Box(0, 0, 9, 8), (2, 2)), "inside the 8 x 8 image"),
+        (lambda: resize_mask(np.zeros((8, 8)), [0, 0, 8, 8], (2, 2)), r"box must be a Box\(top, left, bottom, right\)"),
+        (
+            lambda: resize_mask(np.zeros((8, 8, 2)), Box(0, 0, 8, 8), (2, 2)),
+            r"2D \(h, w\) array; got shape \(8, 8, 2\)",
+        ),
+    ],
+)
 def test_preprocessing_inputs_are_checked(call, message):
     with pytest.raises(ValueError, match=message):
         call()

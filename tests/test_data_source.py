@@ -22,15 +22,18 @@ def test_idrid_source_names_the_lesions_and_the_official_sets(download):
     source = IDRiDSource(download)
     assert isinstance(source, SegmentationSource) and source.synthetic is False
     assert source.classes == ("MA", "HE", "EX", "SE", "OD")
-    assert source.ids("train") == _ids_in(download, "a. Training Set") == ["IDRiD_01", "IDRiD_02", "IDRiD_03",
-                                                                            "IDRiD_04"]
+    assert (
+        source.ids("train") == _ids_in(download, "a. Training Set") == ["IDRiD_01", "IDRiD_02", "IDRiD_03", "IDRiD_04"]
+    )
     assert source.ids("test") == _ids_in(download, "b. Testing Set") and source.ids("all") == [
-        f"IDRiD_{i:02d}" for i in range(1, 7)]
+        f"IDRiD_{i:02d}" for i in range(1, 7)
+    ]
 
 
 def test_official_folds_train_on_the_training_set_and_test_on_the_testing_set(download):
-    assert IDRiDSource(download).folds("official") == [(_ids_in(download, "a. Training Set"),
-                                                        _ids_in(download, "b. Testing Set"))]
+    assert IDRiDSource(download).folds("official") == [
+        (_ids_in(download, "a. Training Set"), _ids_in(download, "b. Testing Set"))
+    ]
 
 
 @pytest.mark.parametrize("n_folds", [2, 3])
@@ -88,12 +91,15 @@ def test_the_synthetic_source_writes_its_tree_once_when_prepared(tmp_path):
     assert source.ids("train") == ["IDRiD_01", "IDRiD_02"] and source.ids("test") == ["IDRiD_03"]
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(n_train=0), ValueError, "n_train must be an int >= 1, got 0"),
-    (dict(seed=-1), ValueError, "seed must be an int >= 0, got -1"),
-    (dict(n_test=1.5), TypeError, "n_test must be an int >= 0, got 1.5"),
-    (dict(size=(0, 10)), ValueError, "size must be two positive ints"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(n_train=0), ValueError, "n_train must be an int >= 1, got 0"),
+        (dict(seed=-1), ValueError, "seed must be an int >= 0, got -1"),
+        (dict(n_test=1.5), TypeError, "n_test must be an int >= 0, got 1.5"),
+        (dict(size=(0, 10)), ValueError, "size must be two positive ints"),
+    ],
+)
 def test_the_synthetic_source_checks_its_settings_before_writing(tmp_path, kwargs, error, message):
     with pytest.raises(error, match=message):
         SyntheticIDRiDSource(tmp_path / "synthetic", **kwargs)

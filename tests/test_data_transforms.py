@@ -243,10 +243,13 @@ def test_gpu_batch_matches_cpu_for_the_same_draw():
     assert out_mask.device.type == "cuda"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"p_hflip": "0.5"}, "p_hflip must be a real number, got '0.5'"),
-    ({"degrees": None}, "degrees must be a real number, got None"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"p_hflip": "0.5"}, "p_hflip must be a real number, got '0.5'"),
+        ({"degrees": None}, "degrees must be a real number, got None"),
+    ],
+)
 def test_augmentation_settings_must_be_numbers(kwargs, message):
     with pytest.raises(TypeError, match=message):
         RandomFlipRotate(**kwargs)

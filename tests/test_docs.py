@@ -39,7 +39,7 @@ def documented_objects() -> list[object]:
             if module_match:
                 kind, current = module_match.groups()
                 options = []
-                for option in lines[index + 1:]:
+                for option in lines[index + 1 :]:
                     if not option.startswith("   :"):
                         break
                     options.append(option.strip())
@@ -74,8 +74,9 @@ def built_site(tmp_path_factory) -> "tuple[int, Path]":
     from sphinx.cmd.build import build_main
 
     folder = tmp_path_factory.mktemp("docs")
-    status = build_main(["-W", "--keep-going", "-q", "-b", "html", "-d", str(folder / "doctrees"),
-                         str(DOCS), str(folder / "html")])
+    status = build_main(
+        ["-W", "--keep-going", "-q", "-b", "html", "-d", str(folder / "doctrees"), str(DOCS), str(folder / "html")]
+    )
     return status, folder / "html"
 
 
@@ -106,8 +107,9 @@ def test_built_docs_load_nothing_from_another_host(built_site):
         for match in _FETCHED.finditer(text):
             tag = match.group(0).lower()
             # <link rel="next|prev|index|search|canonical"> are navigation, not fetched
-            if tag.startswith("<link") and not re.search(r"rel=[\"'][^\"']*(stylesheet|icon|preload|modulepreload)",
-                                                         tag):
+            if tag.startswith("<link") and not re.search(
+                r"rel=[\"'][^\"']*(stylesheet|icon|preload|modulepreload)", tag
+            ):
                 continue
             if _remote(match.group(1)):
                 remote.append((page.name, match.group(1)))
@@ -124,5 +126,5 @@ def test_docs_configuration_bundles_the_math_renderer():
     conf = (DOCS / "conf.py").read_text()
     assert '"sphinx-mathjax-offline"' in conf and "mathjax_path" not in conf
     pyproject = (DOCS.parent / "pyproject.toml").read_text()
-    docs_extra = pyproject[pyproject.index("\ndocs = ["):]
-    assert "sphinx-mathjax-offline" in docs_extra[:docs_extra.index("]")]
+    docs_extra = pyproject[pyproject.index("\ndocs = [") :]
+    assert "sphinx-mathjax-offline" in docs_extra[: docs_extra.index("]")]

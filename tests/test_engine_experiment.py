@@ -19,11 +19,14 @@ from group_attention.engine import ExperimentConfig, run_experiment
 from group_attention.engine.experiment import run_specs
 
 
-@pytest.mark.parametrize("amp, device", [
-    (False, "cpu"),
-    pytest.param(True, "cpu", marks=pytest.mark.slow),  # the default run trains with --amp in test_example.py
-    pytest.param(True, "cuda", marks=pytest.mark.cuda),
-])
+@pytest.mark.parametrize(
+    "amp, device",
+    [
+        (False, "cpu"),
+        pytest.param(True, "cpu", marks=pytest.mark.slow),  # the default run trains with --amp in test_example.py
+        pytest.param(True, "cuda", marks=pytest.mark.cuda),
+    ],
+)
 def test_interrupted_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(tmp_path, amp, device):
     """With AMP too: the checkpoint carries the loss scaler's state (fp16 on CUDA; on the CPU bf16 needs none)."""
     config = tiny_config(cache_dir=str(tmp_path / "cache"), amp=amp, device=device)
@@ -46,8 +49,7 @@ def test_interrupted_run_resumes_where_it_stopped_and_matches_an_uninterrupted_r
     assert ("scale" in scaler_state) == (amp and device == "cuda")
 
     epochs_trained = []
-    resumed = run_experiment(config, out, on_epoch_end=lambda row: epochs_trained.append(row["epoch"]),
-                             progress=False)
+    resumed = run_experiment(config, out, on_epoch_end=lambda row: epochs_trained.append(row["epoch"]), progress=False)
     assert epochs_trained == [3, 4]  # nothing recomputed from scratch
     log = read_log(run_dir / "log.csv")
     assert [int(r["epoch"]) for r in log] == [1, 2, 3, 4]  # nothing lost
@@ -64,8 +66,9 @@ def test_an_output_folder_of_other_settings_is_refused(tmp_path):
     config = tiny_config(epochs=1, cache_dir=str(tmp_path / "cache"))
     run_experiment(config, tmp_path / "out", progress=False)
     with pytest.raises(ValueError, match="other settings"):
-        run_experiment(tiny_config(epochs=1, lr=0.5, cache_dir=str(tmp_path / "cache")), tmp_path / "out",
-                       progress=False)
+        run_experiment(
+            tiny_config(epochs=1, lr=0.5, cache_dir=str(tmp_path / "cache")), tmp_path / "out", progress=False
+        )
 
 
 def test_a_resumed_experiment_refuses_runs_made_on_other_images(tmp_path):
@@ -93,8 +96,14 @@ def test_a_resumed_experiment_refuses_runs_made_on_other_images(tmp_path):
 
 
 def test_official_protocol_trains_on_the_training_set_and_tests_on_the_testing_set(tmp_path):
-    config = tiny_config(protocol="official", only_folds=None, epochs=1, val_fraction=0.0,
-                         synthetic={"n_train": 4, "n_test": 3, "size": (64, 96)}, cache_dir=str(tmp_path / "cache"))
+    config = tiny_config(
+        protocol="official",
+        only_folds=None,
+        epochs=1,
+        val_fraction=0.0,
+        synthetic={"n_train": 4, "n_test": 3, "size": (64, 96)},
+        cache_dir=str(tmp_path / "cache"),
+    )
     results = run_experiment(config, tmp_path / "out", progress=False)
     (run,) = results["runs"]
     assert run["test_ids"] == ["IDRiD_05", "IDRiD_06", "IDRiD_07"]
@@ -147,11 +156,34 @@ def test_two_cpu_processes_with_torchrun(tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", str(free_port()),
-               str(EXAMPLE), "--no-progress", "--out", str(out), "--variants", "baseline", "--folds", "2",
-               "--only-folds", "1", "--epochs", "2", "--size", "32", "48", "--device", "cpu",
-               "--cache-dir", str(tmp_path / "cache")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(EXAMPLE),
+        "--no-progress",
+        "--out",
+        str(out),
+        "--variants",
+        "baseline",
+        "--folds",
+        "2",
+        "--only-folds",
+        "1",
+        "--epochs",
+        "2",
+        "--size",
+        "32",
+        "48",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -21,8 +21,8 @@ def test_overlay_figure_is_at_least_512_wide_and_keeps_every_pixel_of_the_overla
     factor = figure.shape[1] // 20  # a whole factor, nearest neighbour: each pixel becomes a factor x factor block
     small = np.asarray(overlay(image, prediction, truth))
     assert factor * 20 == figure.shape[1]
-    assert np.array_equal(figure[:12 * factor:factor, ::factor], small)
-    assert np.array_equal(figure[factor - 1:12 * factor:factor, factor - 1::factor], small)
+    assert np.array_equal(figure[: 12 * factor : factor, ::factor], small)
+    assert np.array_equal(figure[factor - 1 : 12 * factor : factor, factor - 1 :: factor], small)
 
 
 def test_overlay_legend_shows_the_three_colours_below_the_picture():

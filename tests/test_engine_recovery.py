@@ -11,9 +11,19 @@ from group_attention.models import build_variant
 
 
 def tiny_config(tmp_path, **overrides):
-    settings = dict(lesions=("EX",), variants=("unet",), folds=2, only_folds=(0,), epochs=2, batch_size=2,
-                    checkpoint_seconds=0, size=(16, 16), synthetic={"n_train": 4, "n_test": 2, "size": (64, 96)},
-                    overlays=0, cache_dir=str(tmp_path / "cache"))
+    settings = dict(
+        lesions=("EX",),
+        variants=("unet",),
+        folds=2,
+        only_folds=(0,),
+        epochs=2,
+        batch_size=2,
+        checkpoint_seconds=0,
+        size=(16, 16),
+        synthetic={"n_train": 4, "n_test": 2, "size": (64, 96)},
+        overlays=0,
+        cache_dir=str(tmp_path / "cache"),
+    )
     settings.update(overrides)
     return quick_synthetic_config(**settings)
 
@@ -26,6 +36,7 @@ def stop_after_epoch(epoch):
     def stop(row):
         if row["epoch"] == epoch:
             raise Interrupt
+
     return stop
 
 
@@ -40,23 +51,23 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("damaged", ["checkpoint_last.pt", "checkpoint_best.pt"])
-def test_a_truncated_checkpoint_is_set_aside_and_the_rerun_matches_an_uninterrupted_run(tmp_path, capsys, damaged,
-                                                                                         uninterrupted):
+def test_a_truncated_checkpoint_is_set_aside_and_the_rerun_matches_an_uninterrupted_run(
+    tmp_path, capsys, damaged, uninterrupted
+):
     config = tiny_config(tmp_path)
     out = tmp_path / "broken"
     with pytest.raises(Interrupt):
         run_experiment(config, out, on_epoch_end=stop_after_epoch(1), progress=False)
     path = out.joinpath(*RUN, damaged)
     content = path.read_bytes()
-    path.write_bytes(content[:len(content) // 2])  # a disk fault, or a copy cut short
+    path.write_bytes(content[: len(content) // 2])  # a disk fault, or a copy cut short
     capsys.readouterr()
 
     epochs_trained = []
-    resumed = run_experiment(config, out, on_epoch_end=lambda row: epochs_trained.append(row["epoch"]),
-                             progress=False)
+    resumed = run_experiment(config, out, on_epoch_end=lambda row: epochs_trained.append(row["epoch"]), progress=False)
     warning = capsys.readouterr().err
     assert str(path) in warning and "moved it aside" in warning and "restarting this run" in warning
-    assert out.joinpath(*RUN, damaged + ".corrupt").read_bytes() == content[:len(content) // 2]
+    assert out.joinpath(*RUN, damaged + ".corrupt").read_bytes() == content[: len(content) // 2]
     assert epochs_trained == [1, 2]  # redone from the start, not mixed with the unreadable state
     assert resumed["runs"][0]["test"] == uninterrupted["runs"][0]["test"]
     assert resumed["runs"][0]["best_epoch"] == uninterrupted["runs"][0]["best_epoch"]

@@ -32,8 +32,9 @@ def test_processes_under_torchrun_draw_disjoint_equal_shares_of_each_epoch():
     spec = train_module.RunSpec("baseline", "EX", 0, [f"img{k}" for k in range(7)], [], [])
     shares = []
     for rank in range(2):
-        process = SimpleNamespace(config=tiny_config(), spec=spec, train_indices=torch.arange(7),
-                                  context=Context(rank, 2))  # what epoch_order reads of a Trainer
+        process = SimpleNamespace(
+            config=tiny_config(), spec=spec, train_indices=torch.arange(7), context=Context(rank, 2)
+        )  # what epoch_order reads of a Trainer
         shares.append(train_module.Trainer.epoch_order(process, epoch=3).tolist())
     assert len(shares[0]) == len(shares[1]) == 4  # 7 images padded to 8, as DistributedSampler does
     assert sorted(set(shares[0]) | set(shares[1])) == list(range(7))

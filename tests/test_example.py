@@ -34,8 +34,14 @@ example = _load_example()
 def run_example(*arguments: str, timeout: int = 400, env: "dict | None" = None) -> subprocess.CompletedProcess:
     """The example in a fresh interpreter, importing this checkout's package."""
     env = dict(os.environ if env is None else env, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, str(EXAMPLE), "--no-progress", *arguments], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), "--no-progress", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+    )
 
 
 def cli(*arguments: str) -> int:
@@ -50,16 +56,51 @@ def tiny_root(tmp_path_factory) -> Path:
 
 
 def tiny_cli_arguments(root: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return ["--data-root", str(root), "--out", str(tmp_path / "out"), "--lesion", "EX", "--variants", "baseline",
-            "--epochs", "1", "--batch-size", "2", "--size", "32", "48", "--folds", "2", "--only-folds", "1",
-            "--overlays", "0", "--cache-dir", str(tmp_path / "cache"), *extra]
+    return [
+        "--data-root",
+        str(root),
+        "--out",
+        str(tmp_path / "out"),
+        "--lesion",
+        "EX",
+        "--variants",
+        "baseline",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--size",
+        "32",
+        "48",
+        "--folds",
+        "2",
+        "--only-folds",
+        "1",
+        "--overlays",
+        "0",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_example_end_to_end_learns_the_synthetic_lesions(tmp_path):
     out = tmp_path / "out"
-    result = run_example("--out", str(out), "--variants", "ganet", "--folds", "3", "--only-folds", "1",
-                         "--epochs", "14", "--cache-dir", str(tmp_path / "cache"))
+    result = run_example(
+        "--out",
+        str(out),
+        "--variants",
+        "ganet",
+        "--folds",
+        "3",
+        "--only-folds",
+        "1",
+        "--epochs",
+        "14",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SYNTHETIC" in result.stdout
     markdown = (out / "results.md").read_text()
@@ -83,34 +124,40 @@ def test_example_end_to_end_learns_the_synthetic_lesions(tmp_path):
     assert run["test"]["aupr"] > 0.3
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--variants", "attention-unet"], "variant must be one of"),
-    (["--lesion", "XX"], "lesion must be one of"),
-    (["--folds", "1"], "folds must be at least 2"),
-    (["--only-folds", "4"], "--only-folds takes folds 1..3, got [4]"),
-    (["--only-folds", "0"], "--only-folds takes folds 1..3, got [0]"),
-    (["--seed", "-1"], "seed must be an int >= 0, got -1"),
-    (["--device", "gpu"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
-    (["--size", "0", "64"], "size must have each side in 16..8192"),
-    (["--lr", "0"], "lr must be positive, got 0.0"),
-    (["--lr", "-0.001"], "lr must be positive, got -0.001"),
-    (["--val-fraction", "1"], "val_fraction must be in [0, 1), got 1.0"),
-    (["--checkpoint-seconds", "-1"], "checkpoint_seconds must be >= 0, got -1.0"),
-    (["--resume"], "--resume given but"),
-    (["--data-root", "/nonexistent/idrid"], "does not exist"),
-    (["--data-root", str(REPO / "docs")], "is not an IDRiD segmentation tree"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--variants", "attention-unet"], "variant must be one of"),
+        (["--lesion", "XX"], "lesion must be one of"),
+        (["--folds", "1"], "folds must be at least 2"),
+        (["--only-folds", "4"], "--only-folds takes folds 1..3, got [4]"),
+        (["--only-folds", "0"], "--only-folds takes folds 1..3, got [0]"),
+        (["--seed", "-1"], "seed must be an int >= 0, got -1"),
+        (["--device", "gpu"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+        (["--size", "0", "64"], "size must have each side in 16..8192"),
+        (["--lr", "0"], "lr must be positive, got 0.0"),
+        (["--lr", "-0.001"], "lr must be positive, got -0.001"),
+        (["--val-fraction", "1"], "val_fraction must be in [0, 1), got 1.0"),
+        (["--checkpoint-seconds", "-1"], "checkpoint_seconds must be >= 0, got -1.0"),
+        (["--resume"], "--resume given but"),
+        (["--data-root", "/nonexistent/idrid"], "does not exist"),
+        (["--data-root", str(REPO / "docs")], "is not an IDRiD segmentation tree"),
+    ],
+)
 def test_example_rejects_bad_options(arguments, message, tmp_path, capsys):
     assert cli(*arguments, "--out", str(tmp_path / "out")) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--protocol", "loo"], "argument --protocol: invalid choice: 'loo'"),
-    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
-    (["--checkpoint-seconds", "often"], "argument --checkpoint-seconds: invalid float value: 'often'"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--protocol", "loo"], "argument --protocol: invalid choice: 'loo'"),
+        (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+        (["--checkpoint-seconds", "often"], "argument --checkpoint-seconds: invalid float value: 'often'"),
+    ],
+)
 def test_example_rejects_malformed_values_with_exit_code_2(arguments, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli(*arguments, "--out", str(tmp_path / "out"))
@@ -133,8 +180,24 @@ def test_example_refuses_other_settings_before_writing_anything(tmp_path, capsys
 def test_example_writes_every_output_of_a_synthetic_run(tmp_path, capsys):
     """The fast counterpart of the slow end-to-end test: the quick demo's files after one epoch at a small size."""
     out = tmp_path / "out"
-    assert cli("--out", str(out), "--variants", "ganet", "--only-folds", "1", "--epochs", "1", "--size", "32", "48",
-               "--cache-dir", str(tmp_path / "cache")) == 0
+    assert (
+        cli(
+            "--out",
+            str(out),
+            "--variants",
+            "ganet",
+            "--only-folds",
+            "1",
+            "--epochs",
+            "1",
+            "--size",
+            "32",
+            "48",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        )
+        == 0
+    )
     assert "SYNTHETIC" in capsys.readouterr().out
     assert "SYNTHETIC DATA" in (out / "results.md").read_text()
     results = json.loads((out / "results.json").read_text())
@@ -182,7 +245,7 @@ def test_example_overlays_minus_one_draws_every_test_image(tiny_root, tmp_path):
 
 def test_example_official_protocol_tests_on_the_testing_set(tiny_root, tmp_path):
     arguments = tiny_cli_arguments(tiny_root, tmp_path, "--protocol", "official", "--val-fraction", "0")
-    del arguments[arguments.index("--only-folds"):arguments.index("--only-folds") + 2]  # one fold only
+    del arguments[arguments.index("--only-folds") : arguments.index("--only-folds") + 2]  # one fold only
     assert cli(*arguments) == 0
     (run,) = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
     assert run["test_ids"] == ["IDRiD_05", "IDRiD_06"] and (run["train_images"], run["val_images"]) == (4, 0)
@@ -229,9 +292,34 @@ def test_example_resume_continues_an_earlier_run(tiny_root, tmp_path, capsys, mo
 @pytest.mark.skipif(not os.environ.get("GA_IDRID_ROOT"), reason="set GA_IDRID_ROOT to a real IDRiD tree")
 def test_example_on_real_idrid_images(tmp_path):
     out = tmp_path / "real"
-    assert cli("--data-root", os.environ["GA_IDRID_ROOT"], "--out", str(out), "--lesion", "EX", "--variants", "ganet",
-               "--epochs", "2", "--batch-size", "4", "--size", "96", "128", "--folds", "3", "--only-folds", "1",
-               "--overlays", "1", "--cache-dir", str(tmp_path / "cache")) == 0
+    assert (
+        cli(
+            "--data-root",
+            os.environ["GA_IDRID_ROOT"],
+            "--out",
+            str(out),
+            "--lesion",
+            "EX",
+            "--variants",
+            "ganet",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--size",
+            "96",
+            "128",
+            "--folds",
+            "3",
+            "--only-folds",
+            "1",
+            "--overlays",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["synthetic_data"] is False and "SYNTHETIC" not in (out / "results.md").read_text()
     (run,) = results["runs"]

@@ -42,9 +42,35 @@ def tree(pristine_tree, tmp_path) -> Path:
 
 def tiny(data: Path, out: Path, tmp_path: Path, *extra: str) -> list[str]:
     """A run of a few seconds: one U-Net fold, one epoch, 16 x 16 images."""
-    return ["--data-root", str(data), "--out", str(out), "--lesion", "EX", "--variants", "unet", "--folds", "2",
-            "--only-folds", "1", "--epochs", "1", "--batch-size", "2", "--size", "16", "16", "--overlays", "0",
-            "--checkpoint-seconds", "0", "--no-progress", "--cache-dir", str(tmp_path / "cache"), *extra]
+    return [
+        "--data-root",
+        str(data),
+        "--out",
+        str(out),
+        "--lesion",
+        "EX",
+        "--variants",
+        "unet",
+        "--folds",
+        "2",
+        "--only-folds",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--size",
+        "16",
+        "16",
+        "--overlays",
+        "0",
+        "--checkpoint-seconds",
+        "0",
+        "--no-progress",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *extra,
+    ]
 
 
 def fails_cleanly(capsys, argv: list[str], *expected: str) -> str:
@@ -81,25 +107,31 @@ def test_too_many_folds_is_one_line_and_leaves_the_folder_free_for_the_corrected
     (out / "config.json").write_text(json.dumps({"fingerprint": "0123456789abcdef", "config": {}}))
     bad = tiny(tree, out, tmp_path)
     bad[bad.index("--folds") + 1] = "100"
-    bad = bad[:bad.index("--only-folds")] + bad[bad.index("--only-folds") + 2:]
+    bad = bad[: bad.index("--only-folds")] + bad[bad.index("--only-folds") + 2 :]
     fails_cleanly(capsys, bad, "--folds", "at most the number of images (6)", "100")
     assert json.loads((out / "config.json").read_text())["fingerprint"] == "0123456789abcdef"  # not rewritten
     runs(capsys, tiny(tree, out, tmp_path))
     assert json.loads((out / "config.json").read_text())["config"]["folds"] == 2
 
 
-@pytest.mark.parametrize("size, nearest", [(("7", "7"), "nearest valid: 16 16"),
-                                           (("100000", "100000"), "nearest valid: 8192 8192"),
-                                           (("8", "64"), "nearest valid: 16 64")])
+@pytest.mark.parametrize(
+    "size, nearest",
+    [
+        (("7", "7"), "nearest valid: 16 16"),
+        (("100000", "100000"), "nearest valid: 8192 8192"),
+        (("8", "64"), "nearest valid: 16 64"),
+    ],
+)
 def test_sizes_the_network_cannot_take_are_refused_with_the_nearest_valid_one(capsys, tree, tmp_path, size, nearest):
     argv = tiny(tree, tmp_path / "out", tmp_path)
-    argv[argv.index("--size") + 1:argv.index("--size") + 3] = size
+    argv[argv.index("--size") + 1 : argv.index("--size") + 3] = size
     fails_cleanly(capsys, argv, "--size", nearest)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("device", ["mps", "meta", pytest.param("cuda:7" if torch.cuda.is_available() else "cuda",
-                                                                  id="nvidia")])
+@pytest.mark.parametrize(
+    "device", ["mps", "meta", pytest.param("cuda:7" if torch.cuda.is_available() else "cuda", id="nvidia")]
+)
 def test_an_unavailable_device_is_one_line(capsys, tree, tmp_path, device):
     fails_cleanly(capsys, tiny(tree, tmp_path / "out", tmp_path, "--device", device), "--device", repr(device))
     assert not (tmp_path / "out").exists()
@@ -116,7 +148,7 @@ def test_an_output_folder_that_is_a_file_is_one_line(capsys, tree, tmp_path):
 def test_a_truncated_jpeg_names_the_file(capsys, tree, tmp_path):
     path = image_path(tree, "train", "IDRiD_02")
     original = path.read_bytes()
-    path.write_bytes(original[:len(original) // 3])
+    path.write_bytes(original[: len(original) // 3])
     fails_cleanly(capsys, tiny(tree, tmp_path / "out", tmp_path), str(path))
 
 
@@ -157,8 +189,11 @@ def test_an_empty_ground_truth_folder_is_an_error_naming_it_not_a_results_table(
 def test_blank_masks_everywhere_are_an_error_naming_the_folders(capsys, tree, tmp_path):
     from PIL import Image
 
-    paths = [mask_path(tree, split, image_id) for split, ids in (("train", range(1, 5)), ("test", range(5, 7)))
-             for image_id in (f"IDRiD_{i:02d}" for i in ids)]
+    paths = [
+        mask_path(tree, split, image_id)
+        for split, ids in (("train", range(1, 5)), ("test", range(5, 7)))
+        for image_id in (f"IDRiD_{i:02d}" for i in ids)
+    ]
     for path in paths:
         with Image.open(path) as mask:
             Image.new(mask.mode, mask.size, 0).save(path)

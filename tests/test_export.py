@@ -18,8 +18,9 @@ from torch.export import Dim
 
 from group_attention import CGA, SE, SGAU, SGE, VARIANTS, ConcatSkip, GANet, build_variant
 
-pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning",
-                                        "ignore::FutureWarning", "ignore::UserWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning"
+)
 
 
 def randomized(module: nn.Module, std: float = 0.5) -> nn.Module:
@@ -39,15 +40,21 @@ LAYERS_2D = {
     "cga-channel-gate": (lambda: CGA(16, 4, gate="channel"), [(2, 16, 12, 10)], [[(3, 16, 7, 9)]]),
     "se": (lambda: SE(16, 4), [(2, 16, 12, 10)], [[(3, 16, 7, 9)]]),
     "sge": (lambda: SGE(16, 4), [(2, 16, 12, 10)], [[(3, 16, 7, 9)], [(1, 16, 1, 5)]]),
-    "sgau": (lambda: SGAU(8, 16, 4), [(2, 8, 12, 10), (2, 16, 6, 5)],
-             [[(3, 8, 14, 18), (3, 16, 7, 9)], [(1, 8, 9, 11), (1, 16, 5, 6)], [(2, 8, 10, 10), (2, 16, 3, 4)]]),
+    "sgau": (
+        lambda: SGAU(8, 16, 4),
+        [(2, 8, 12, 10), (2, 16, 6, 5)],
+        [[(3, 8, 14, 18), (3, 16, 7, 9)], [(1, 8, 9, 11), (1, 16, 5, 6)], [(2, 8, 10, 10), (2, 16, 3, 4)]],
+    ),
     "concat": (lambda: ConcatSkip(8, 16), [(2, 8, 12, 10), (2, 16, 6, 5)], [[(3, 8, 15, 9), (3, 16, 7, 5)]]),
 }
 LAYERS_3D = {
     "cga-3d": (lambda: CGA(8, 4), [(2, 8, 6, 5, 4)], [[(1, 8, 3, 7, 5)]]),
     "sge-3d": (lambda: SGE(8, 4), [(2, 8, 6, 5, 4)], [[(1, 8, 3, 7, 5)]]),
-    "sgau-3d": (lambda: SGAU(4, 8, 4, spatial_dims=3), [(2, 4, 6, 4, 4), (2, 8, 3, 2, 2)],
-                [[(1, 4, 8, 6, 4), (1, 8, 4, 3, 2)]]),
+    "sgau-3d": (
+        lambda: SGAU(4, 8, 4, spatial_dims=3),
+        [(2, 4, 6, 4, 4), (2, 8, 3, 2, 2)],
+        [[(1, 4, 8, 6, 4), (1, 8, 4, 3, 2)]],
+    ),
 }
 LAYERS = {**LAYERS_2D, **LAYERS_3D}
 
@@ -89,8 +96,9 @@ def legacy_onnx(module, args, path):
 def dynamo_onnx(module, args, path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=True, dynamic_shapes=dynamic_shapes([a.shape for a in args]),
-                          verbose=False)
+        torch.onnx.export(
+            module, args, str(path), dynamo=True, dynamic_shapes=dynamic_shapes([a.shape for a in args]), verbose=False
+        )
     return onnxruntime_runner(path)
 
 
@@ -121,8 +129,9 @@ def test_legacy_onnx_export_is_right_at_every_size(name, tmp_path):
     assert_matches_eager(run, module, shapes, others)
 
 
-@pytest.mark.parametrize("name", ["cga", "sgau"] + [pytest.param(n, marks=pytest.mark.slow) for n in LAYERS
-                                                      if n not in ("cga", "sgau")])
+@pytest.mark.parametrize(
+    "name", ["cga", "sgau"] + [pytest.param(n, marks=pytest.mark.slow) for n in LAYERS if n not in ("cga", "sgau")]
+)
 def test_dynamo_onnx_export_is_right_at_every_size(name, tmp_path):
     make, shapes, others = LAYERS[name]
     module = randomized(make())
@@ -137,9 +146,18 @@ def test_a_traced_layer_saves_loads_and_is_right_at_other_sizes(name):
     assert_matches_eager(saved_and_loaded_trace(module, inputs(shapes, 0)), module, shapes, others)
 
 
-@pytest.mark.parametrize("make", [lambda: CGA(8, 4), lambda: SE(8), lambda: SGE(8, 4), lambda: SGAU(8, 8, 4),
-                                  lambda: ConcatSkip(8, 8), lambda: GANet(channels=(8, 16), groups=4)],
-                         ids=["cga", "se", "sge", "sgau", "concat", "ganet"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CGA(8, 4),
+        lambda: SE(8),
+        lambda: SGE(8, 4),
+        lambda: SGAU(8, 8, 4),
+        lambda: ConcatSkip(8, 8),
+        lambda: GANet(channels=(8, 16), groups=4),
+    ],
+    ids=["cga", "se", "sge", "sgau", "concat", "ganet"],
+)
 def test_torchscript_refuses_at_once_naming_torch_export(make):
     with pytest.raises(RuntimeError, match=r"does not support torch.jit.script.*torch\.export\.export"):
         torch.jit.script(make())
@@ -176,7 +194,7 @@ def test_timm_fx_feature_extraction_of_a_model_with_the_layers():
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
-# -- models --------------------------------------------------------------------------------------------------------------
+# -- models ------------------------------------------------------------------------------------------------------------
 MODEL_SHAPES = [(2, 3, 32, 48)]
 MODEL_OTHERS = [[(1, 3, 37, 53)], [(3, 3, 16, 17)], [(1, 3, 8, 8)]]  # sizes the U-Net must pad, and the smallest
 
@@ -185,8 +203,9 @@ def small_variant(name, spatial_dims=2):
     return randomized(build_variant(name, channels=(8, 16, 32), groups=4, spatial_dims=spatial_dims), std=0.2)
 
 
-@pytest.mark.parametrize("variant", ["ganet"] + [pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS
-                                                 if v != "ganet"])
+@pytest.mark.parametrize(
+    "variant", ["ganet"] + [pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS if v != "ganet"]
+)
 def test_every_table_1_variant_exports_right_at_every_size(variant):
     module = small_variant(variant)
     program = torch.export.export(module, inputs(MODEL_SHAPES, 0), dynamic_shapes=dynamic_shapes(MODEL_SHAPES))
@@ -201,8 +220,9 @@ def test_ganet_3d_exports_right_at_every_size():
     assert_matches_eager(program.module(), module, shapes, [[(2, 3, 5, 9, 11)]])
 
 
-@pytest.mark.parametrize("exporter", [legacy_onnx, pytest.param(dynamo_onnx, marks=pytest.mark.slow)],
-                         ids=["legacy", "dynamo"])
+@pytest.mark.parametrize(
+    "exporter", [legacy_onnx, pytest.param(dynamo_onnx, marks=pytest.mark.slow)], ids=["legacy", "dynamo"]
+)
 def test_ganet_onnx_is_right_at_every_size(exporter, tmp_path):
     module = small_variant("ganet")
     run = exporter(module, inputs(MODEL_SHAPES, 0), tmp_path / "ganet.onnx")
@@ -238,11 +258,18 @@ def test_the_onnx_graph_depends_on_its_input():
     """The worst export bug is a constant graph: two different inputs must give two different outputs."""
     module = small_variant("ganet")
     buffer = io.BytesIO()
-    torch.onnx.export(module, inputs(MODEL_SHAPES, 0), buffer, dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}})
+    torch.onnx.export(
+        module,
+        inputs(MODEL_SHAPES, 0),
+        buffer,
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}},
+    )
     import onnxruntime
 
     session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    first, second = (session.run(None, {"x": x.numpy()})[0] for x in (inputs(MODEL_SHAPES, 1)[0],
-                                                                      inputs(MODEL_SHAPES, 2)[0]))
+    first, second = (
+        session.run(None, {"x": x.numpy()})[0] for x in (inputs(MODEL_SHAPES, 1)[0], inputs(MODEL_SHAPES, 2)[0])
+    )
     assert not np.allclose(first, second)

@@ -82,15 +82,20 @@ class _Custom:
     pass
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_text("not a checkpoint"), "torch.load cannot read it"),
-    (lambda p: p.write_bytes(b""), "torch.load cannot read it"),
-    (lambda p: _torch_save(p, [1, 2, 3]), "holds a list"),
-    (lambda p: _torch_save(p, {"optimizer": {"lr": 1.0}}), "no model weights"),
-    (lambda p: _torch_save(p, _Custom()), "torch.load cannot read it"),
-    (lambda p: _torch_save(p, {"model": {"w": torch.ones(1)}, "inference": {"format": "other-tool/classifier"}}),
-     "another kind"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("not a checkpoint"), "torch.load cannot read it"),
+        (lambda p: p.write_bytes(b""), "torch.load cannot read it"),
+        (lambda p: _torch_save(p, [1, 2, 3]), "holds a list"),
+        (lambda p: _torch_save(p, {"optimizer": {"lr": 1.0}}), "no model weights"),
+        (lambda p: _torch_save(p, _Custom()), "torch.load cannot read it"),
+        (
+            lambda p: _torch_save(p, {"model": {"w": torch.ones(1)}, "inference": {"format": "other-tool/classifier"}}),
+            "another kind",
+        ),
+    ],
+)
 def test_a_file_that_is_not_a_model_checkpoint_is_refused_naming_it(tmp_path, make, message):
     path = tmp_path / "file.pt"
     make(path)
@@ -130,13 +135,16 @@ def test_a_missing_checkpoint_is_a_file_not_found_error(tmp_path):
 # ---------------------------------------------------------------------------------------------------- sliding window
 
 
-@pytest.mark.parametrize("length, window, overlap, expected", [
-    (10, 4, 0.25, [0, 3, 6]),
-    (100, 48, 0.25, [0, 36, 52]),  # step int(48 * 0.75) = 36; the last flush with the end
-    (100, 48, 0.0, [0, 48, 52]),
-    (30, 48, 0.25, [0]),
-    (48, 48, 0.5, [0]),
-])
+@pytest.mark.parametrize(
+    "length, window, overlap, expected",
+    [
+        (10, 4, 0.25, [0, 3, 6]),
+        (100, 48, 0.25, [0, 36, 52]),  # step int(48 * 0.75) = 36; the last flush with the end
+        (100, 48, 0.0, [0, 48, 52]),
+        (30, 48, 0.25, [0]),
+        (48, 48, 0.5, [0]),
+    ],
+)
 def test_window_starts(length, window, overlap, expected):
     assert window_starts(length, window, overlap) == expected
 
@@ -145,8 +153,8 @@ def test_gaussian_weight_is_the_written_out_gaussian_with_a_floor():
     weight = gaussian_weight((9, 16)).double()
     for row, col in [(0, 0), (4, 7), (2, 13), (8, 15)]:
         dy, dx = row - 4, col - 7.5
-        value = math.exp(-dy ** 2 / (2 * (0.125 * 9) ** 2)) * math.exp(-dx ** 2 / (2 * (0.125 * 16) ** 2))
-        value /= math.exp(-0.25 / (2 * 2.0 ** 2))  # the maximum: centre row, columns 7 and 8 at distance 0.5
+        value = math.exp(-(dy**2) / (2 * (0.125 * 9) ** 2)) * math.exp(-(dx**2) / (2 * (0.125 * 16) ** 2))
+        value /= math.exp(-0.25 / (2 * 2.0**2))  # the maximum: centre row, columns 7 and 8 at distance 0.5
         assert weight[row, col].item() == pytest.approx(max(value, 1e-3), rel=1e-6)
 
 
@@ -178,8 +186,10 @@ class TileMean(nn.Module):
         return torch.cat([torch.zeros_like(logit), logit], 1) + self.anchor
 
 
-@pytest.mark.parametrize("size, tile, overlap, batch_size", [
-    ((37, 53), (16, 24), 0.25, 3), ((64, 64), (32, 32), 0.0, 1), ((33, 101), (20, 20), 0.5, 4)])
+@pytest.mark.parametrize(
+    "size, tile, overlap, batch_size",
+    [((37, 53), (16, 24), 0.25, 3), ((64, 64), (32, 32), 0.0, 1), ((33, 101), (20, 20), 0.5, 4)],
+)
 def test_sliding_window_of_a_pointwise_model_equals_the_model_on_the_whole_image(size, tile, overlap, batch_size):
     image = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
     model = RedThreshold()
@@ -197,13 +207,13 @@ def test_sliding_window_blends_overlapping_tiles_with_the_gaussian_weights():
     rows = [0, 11, 14]  # step int(16 * 0.7) = 11, last at 30 - 16
     cols = [0, 14, 21]  # step int(20 * 0.7) = 14, last at 41 - 20
     ys, xs = torch.arange(16, dtype=torch.float64), torch.arange(20, dtype=torch.float64)
-    gauss = torch.exp(-(ys - 7.5)[:, None] ** 2 / (2 * 2.0 ** 2)) * torch.exp(-(xs - 9.5)[None] ** 2 / (2 * 2.5 ** 2))
+    gauss = torch.exp(-((ys - 7.5)[:, None] ** 2) / (2 * 2.0**2)) * torch.exp(-((xs - 9.5)[None] ** 2) / (2 * 2.5**2))
     gauss = (gauss / gauss.max()).clamp_min(1e-3)
     for top in rows:
         for left in cols:
-            mean = image[:, top:top + 16, left:left + 20].double().div(255).mean()
-            numerator[top:top + 16, left:left + 20] += gauss * mean
-            denominator[top:top + 16, left:left + 20] += gauss
+            mean = image[:, top : top + 16, left : left + 20].double().div(255).mean()
+            numerator[top : top + 16, left : left + 20] += gauss * mean
+            denominator[top : top + 16, left : left + 20] += gauss
     torch.testing.assert_close(result, numerator / denominator, rtol=0, atol=1e-5)
 
 
@@ -239,14 +249,17 @@ def flood_fill_count(mask: np.ndarray, connectivity: int) -> int:
 
 
 def test_components_of_a_hand_made_mask():
-    mask = np.array([
-        [1, 1, 0, 0, 0, 0, 1, 0, 1],  # a U whose arms meet only in the last row; a lone pixel top right
-        [0, 0, 1, 0, 0, 0, 1, 0, 1],  # (0, 1)-(1, 2): diagonal touch
-        [0, 0, 0, 0, 0, 0, 1, 0, 1],
-        [0, 1, 0, 0, 0, 0, 1, 1, 1],
-        [0, 0, 0, 0, 0, 0, 0, 0, 0],
-        [1, 0, 1, 0, 1, 0, 0, 0, 0],  # three pixels touching nothing
-    ], dtype=bool)
+    mask = np.array(
+        [
+            [1, 1, 0, 0, 0, 0, 1, 0, 1],  # a U whose arms meet only in the last row; a lone pixel top right
+            [0, 0, 1, 0, 0, 0, 1, 0, 1],  # (0, 1)-(1, 2): diagonal touch
+            [0, 0, 0, 0, 0, 0, 1, 0, 1],
+            [0, 1, 0, 0, 0, 0, 1, 1, 1],
+            [0, 0, 0, 0, 0, 0, 0, 0, 0],
+            [1, 0, 1, 0, 1, 0, 0, 0, 0],  # three pixels touching nothing
+        ],
+        dtype=bool,
+    )
     # 8-connected: {(0,0),(0,1),(1,2)}, the U, (3,1), and the three in the last row = 6
     assert count_components(mask, 8) == 6
     # 4-connected: the diagonal pair splits into {(0,0),(0,1)} and {(1,2)} = 7
@@ -277,6 +290,7 @@ def test_the_experiments_evaluation_runs_the_prediction_forward_pass(monkeypatch
     import importlib
 
     from group_attention.engine import LesionArrays, evaluate
+
     evaluate_module = importlib.import_module("group_attention.engine.evaluate")
     from group_attention.inference import lesion_probabilities
 
@@ -287,7 +301,10 @@ def test_the_experiments_evaluation_runs_the_prediction_forward_pass(monkeypatch
         return lesion_probabilities(model, images, **kwargs)
 
     monkeypatch.setattr(evaluate_module, "lesion_probabilities", spy)
-    arrays = LesionArrays(["a", "b"], torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8),
-                          torch.zeros(2, 1, 16, 16, dtype=torch.uint8))
+    arrays = LesionArrays(
+        ["a", "b"],
+        torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8),
+        torch.zeros(2, 1, 16, 16, dtype=torch.uint8),
+    )
     evaluate(RedThreshold(), arrays, torch.arange(2), 2, torch.device("cpu"))
     assert calls == [torch.Size([2, 3, 16, 16])]

@@ -30,11 +30,11 @@ def fundus_like(height, width, top, left, bottom, right, seed) -> tuple[Image.Im
     inner_h, inner_w = box[2] - box[0], box[3] - box[1]
     blocks = rng.random((math.ceil(inner_h / 7), math.ceil(inner_w / 9))) < 0.5
     red = np.where(np.kron(blocks, np.ones((7, 9), bool))[:inner_h, :inner_w], 200, 60)
-    pixels[box[0]:box[2], box[1]:box[3], 0] = red
-    pixels[box[0]:box[2], box[1]:box[3], 1] = rng.integers(40, 120, (inner_h, inner_w))
-    pixels[box[0]:box[2], box[1]:box[3], 2] = 50
+    pixels[box[0] : box[2], box[1] : box[3], 0] = red
+    pixels[box[0] : box[2], box[1] : box[3], 1] = rng.integers(40, 120, (inner_h, inner_w))
+    pixels[box[0] : box[2], box[1] : box[3], 2] = 50
     expected = np.zeros((height, width), dtype=bool)
-    expected[box[0]:box[2], box[1]:box[3]] = pixels[box[0]:box[2], box[1]:box[3], 0] > 127.5
+    expected[box[0] : box[2], box[1] : box[3]] = pixels[box[0] : box[2], box[1] : box[3], 0] > 127.5
     return Image.fromarray(pixels), expected, box
 
 
@@ -52,13 +52,14 @@ def test_the_field_of_view_box_of_the_test_images_is_their_drawn_box(case):
 @pytest.mark.parametrize("tile_size, overlap", [((32, 48), 0.25), ((40, 40), 0.5), ((512, 512), 0.25)])
 def test_tile_mode_mask_equals_the_function_on_the_original_image(case, tile_size, overlap):
     image, expected, box = fundus_like(*IMAGES[case], seed=case)
-    probability, found = predict_probability(RedThreshold(), image, spec=spec_for((32, 48)), tile=True,
-                                             tile_size=tile_size, overlap=overlap, batch_size=3)
+    probability, found = predict_probability(
+        RedThreshold(), image, spec=spec_for((32, 48)), tile=True, tile_size=tile_size, overlap=overlap, batch_size=3
+    )
     assert tuple(found) == box and probability.shape == expected.shape
     np.testing.assert_array_equal(probability >= 0.5, expected)
     red = np.asarray(image)[..., 0].astype(np.float64) / 255
     reference = np.zeros(expected.shape)
-    reference[box[0]:box[2], box[1]:box[3]] = 1 / (1 + np.exp(-40 * (red[box[0]:box[2], box[1]:box[3]] - 0.5)))
+    reference[box[0] : box[2], box[1] : box[3]] = 1 / (1 + np.exp(-40 * (red[box[0] : box[2], box[1] : box[3]] - 0.5)))
     np.testing.assert_allclose(probability, reference, rtol=0, atol=2e-6)
 
 
@@ -77,7 +78,7 @@ def _near_an_edge(mask: np.ndarray, radius: int) -> np.ndarray:
     h, w = mask.shape
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            near |= padded[dy:dy + h, dx:dx + w] != mask
+            near |= padded[dy : dy + h, dx : dx + w] != mask
     return near
 
 
@@ -91,8 +92,12 @@ def test_training_scale_mask_differs_from_the_function_only_at_edges(case, size)
     allowed = _near_an_edge(expected, math.ceil(scale) + 1)
     wrong = (probability >= 0.5) != expected
     assert not (wrong & ~allowed).any(), np.argwhere(wrong & ~allowed)[:5]
-    assert not (probability[:box[0]].any() or probability[box[2]:].any() or probability[:, :box[1]].any()
-                or probability[:, box[3]:].any())  # zero outside the field of view
+    assert not (
+        probability[: box[0]].any()
+        or probability[box[2] :].any()
+        or probability[:, : box[1]].any()
+        or probability[:, box[3] :].any()
+    )  # zero outside the field of view
 
 
 def test_a_mask_shifted_by_the_crop_would_fail_the_edge_test():
@@ -113,16 +118,16 @@ def test_greyscale_and_alpha_images_are_read_as_in_training(mode, tmp_path):
     read = read_image(tmp_path / "x.png")
     assert read.mode == "RGB" and read.size == image.size
     probability, _ = predict_probability(RedThreshold(), read, spec=spec_for((32, 48)), tile=True)
-    torch.testing.assert_close(torch.from_numpy(probability >= 0.5),
-                               torch.from_numpy(np.asarray(converted.convert("RGB"))[..., 0] > 127.5)
-                               & torch.from_numpy(probability > 0))
+    torch.testing.assert_close(
+        torch.from_numpy(probability >= 0.5),
+        torch.from_numpy(np.asarray(converted.convert("RGB"))[..., 0] > 127.5) & torch.from_numpy(probability > 0),
+    )
 
 
 @pytest.mark.parametrize("tile", [False, True])
 def test_amp_gives_finite_probabilities_and_the_same_mask(tile):
     image, expected, box = fundus_like(*IMAGES[1], seed=1)
     size = (box[2] - box[0], box[3] - box[1])
-    probability, _ = predict_probability(RedThreshold(), image, spec=spec_for(size), tile=tile, amp=True,
-                                         batch_size=1)
+    probability, _ = predict_probability(RedThreshold(), image, spec=spec_for(size), tile=tile, amp=True, batch_size=1)
     assert probability.dtype == np.float32 and np.isfinite(probability).all()
     np.testing.assert_array_equal(probability >= 0.5, expected)

@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from references import standardize
 from torch import nn
 
 from group_attention import CGA, SE, SGE, add_attention, remove_attention, sgau_skips
 from group_attention.integrations import AttentionAfter, GatedSkip, SkipAttention
-from references import standardize
 
 torchvision = pytest.importorskip("torchvision")
 smp = pytest.importorskip("segmentation_models_pytorch")
@@ -39,18 +39,19 @@ def reference_skip_gate(low, high, groups, eps=1e-5):
     out = torch.empty_like(low)
     for b in range(low.shape[0]):
         for g in range(groups):
-            group = high[b, g * high_per_group:(g + 1) * high_per_group].flatten(1)
+            group = high[b, g * high_per_group : (g + 1) * high_per_group].flatten(1)
             dot = (group * group.mean(1, keepdim=True)).sum(0)
             attention = torch.sigmoid(standardize(dot, eps)).view(1, 1, *high.shape[2:])
             attention = F.interpolate(attention, size=low.shape[2:], mode=mode, align_corners=False)[0, 0]
-            chunk = low[b, g * low_per_group:(g + 1) * low_per_group]
-            out[b, g * low_per_group:(g + 1) * low_per_group] = chunk * (1 + attention)
+            chunk = low[b, g * low_per_group : (g + 1) * low_per_group]
+            out[b, g * low_per_group : (g + 1) * low_per_group] = chunk * (1 + attention)
     return out
 
 
 def small_basic_unet(spatial_dims=2):
-    return monai_nets.BasicUNet(spatial_dims=spatial_dims, in_channels=1, out_channels=2,
-                                features=(8, 8, 16, 16, 32, 8))
+    return monai_nets.BasicUNet(
+        spatial_dims=spatial_dims, in_channels=1, out_channels=2, features=(8, 8, 16, 16, 32, 8)
+    )
 
 
 class Stem(nn.Module):
@@ -82,8 +83,9 @@ def test_cga_after_each_resnet18_block_adds_the_layers_parameters_and_runs_them(
     inserted = add_attention(model, "cga", after=BasicBlock, groups=32)
     widths = [64, 64, 128, 128, 256, 256, 512, 512]
     assert [(i.name, i.channels) for i in inserted] == [
-        (f"layer{stage}.{block}", width) for (stage, block), width in zip(
-            [(s, b) for s in (1, 2, 3, 4) for b in (0, 1)], widths)]
+        (f"layer{stage}.{block}", width)
+        for (stage, block), width in zip([(s, b) for s in (1, 2, 3, 4) for b in (0, 1)], widths)
+    ]
     # CGA with group gates: m * m + m = 1056 parameters per layer (the paper's count, eq. 2), whatever the width.
     assert count_parameters(model) - before == 8 * (32 * 32 + 32)
     calls = []
@@ -181,6 +183,7 @@ def test_predicate_and_class_tuple_select_submodules():
     assert [(i.name, i.channels) for i in inserted] == [("layer1.1", 64), ("layer3.0", 256)]
     unet = small_basic_unet()
     from monai.networks.nets.basic_unet import Down, TwoConv
+
     inserted = add_attention(unet, "se", after=(TwoConv, Down), reduction=4)
     # A TwoConv inside a selected Down is selected too: both get a layer.
     assert {i.name for i in inserted} >= {"conv_0", "down_1", "down_1.convs", "upcat_1.convs"}
@@ -267,6 +270,7 @@ def test_timm_resnet_blocks_get_their_width_from_bn3():
     timm = pytest.importorskip("timm")
     model = timm.create_model("resnet26", pretrained=False, num_classes=2)
     from timm.models.resnet import Bottleneck as TimmBottleneck
+
     inserted = add_attention(model, SGE, after=TimmBottleneck, groups=16)
     assert [i.channels for i in inserted] == [256] * 2 + [512] * 2 + [1024] * 2 + [2048] * 2
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 2)
@@ -282,8 +286,10 @@ def test_converted_model_is_finite_under_bf16_autocast_and_for_constant_input():
 
 
 # -- sgau_skips -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("shape_low, shape_high", [((2, 8, 12, 10), (2, 16, 6, 5)), ((1, 8, 6, 4, 8), (1, 8, 3, 2, 4)),
-                                                   ((2, 8, 9, 7), (2, 8, 5, 4))])
+@pytest.mark.parametrize(
+    "shape_low, shape_high",
+    [((2, 8, 12, 10), (2, 16, 6, 5)), ((1, 8, 6, 4, 8), (1, 8, 3, 2, 4)), ((2, 8, 9, 7), (2, 8, 5, 4))],
+)
 def test_skip_attention_is_eq3_gating(shape_low, shape_high):
     low, high = torch.randn(shape_low), torch.randn(shape_high)
     out = SkipAttention(8, groups=4)(low, high)
@@ -299,7 +305,9 @@ def test_skip_attention_is_finite_for_constant_high_features_and_batch_one():
 
 
 def test_skip_attention_rejects_groups_that_do_not_divide_the_channels():
-    with pytest.raises(ValueError, match=r"channels=12 is not divisible by groups=8; valid groups: \[1, 2, 3, 4, 6, 12\]"):
+    with pytest.raises(
+        ValueError, match=r"channels=12 is not divisible by groups=8; valid groups: \[1, 2, 3, 4, 6, 12\]"
+    ):
         SkipAttention(12, groups=8)
 
 
@@ -309,7 +317,11 @@ def test_smp_unet_sgau_skips_keep_parameters_shape_and_keys():
     keys = list(model.state_dict())
     inserted = sgau_skips(model, groups=32)
     assert [(i.name, i.channels) for i in inserted] == [
-        ("decoder.blocks.0", 256), ("decoder.blocks.1", 128), ("decoder.blocks.2", 64), ("decoder.blocks.3", 64)]
+        ("decoder.blocks.0", 256),
+        ("decoder.blocks.1", 128),
+        ("decoder.blocks.2", 64),
+        ("decoder.blocks.3", 64),
+    ]
     assert count_parameters(model) == 14_328_354
     assert list(model.state_dict()) == keys
     calls = []
@@ -327,8 +339,9 @@ def test_smp_decoder_block_receives_the_gated_skip():
     sgau_skips(model, groups=32)
     high, skip = torch.randn(2, 256, 8, 8), torch.randn(2, 128, 16, 16)
     expected = block(high, 16, 16, skip_connection=reference_skip_gate(skip, high, 32).float())
-    torch.testing.assert_close(model.decoder.blocks[1](high, 16, 16, skip_connection=skip), expected,
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        model.decoder.blocks[1](high, 16, 16, skip_connection=skip), expected, rtol=1e-4, atol=1e-4
+    )
     torch.testing.assert_close(model.decoder.blocks[1](high, 16, 16, skip), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -341,7 +354,8 @@ def test_smp_unet_with_cga_encoder_and_sgau_skips_restores_to_the_original():
     sgau_skips(model, groups=32)
     result = model.load_state_dict(state, strict=False)
     assert sorted(result.missing_keys) == sorted(
-        f"encoder.{i.name}.group_attention.{k}" for i in inserted for k in i.layer.state_dict())
+        f"encoder.{i.name}.group_attention.{k}" for i in inserted for k in i.layer.state_dict()
+    )
     assert not torch.allclose(model(x), expected)
     assert len(remove_attention(model)) == 8 + 4
     assert list(model.state_dict()) == list(state)
@@ -355,8 +369,12 @@ def test_monai_basic_unet_sgau_skips(spatial_dims, size):
     x = torch.randn(2, 1, *size)
     expected = model(x)
     inserted = sgau_skips(model, groups=8)
-    assert [(i.name, i.channels) for i in inserted] == [("upcat_4", 16), ("upcat_3", 16), ("upcat_2", 8),
-                                                        ("upcat_1", 8)]
+    assert [(i.name, i.channels) for i in inserted] == [
+        ("upcat_4", 16),
+        ("upcat_3", 16),
+        ("upcat_2", 8),
+        ("upcat_1", 8),
+    ]
     assert count_parameters(model) == parameters
     model.train()
     out = model(x)
@@ -371,26 +389,34 @@ def test_monai_upcat_receives_the_gated_skip():
     upcat = model.upcat_3
     sgau_skips(model, groups=8)
     high, skip = torch.randn(2, 16, 4, 4), torch.randn(2, 16, 8, 8)
-    torch.testing.assert_close(model.upcat_3(high, skip), upcat(high, reference_skip_gate(skip, high, 8).float()),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        model.upcat_3(high, skip), upcat(high, reference_skip_gate(skip, high, 8).float()), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_groups_not_dividing_a_skip_lists_valid_groups_and_changes_nothing():
     model = small_basic_unet()
-    with pytest.raises(ValueError, match=r"groups=16 .*'upcat_2' joins 8 skip .*valid for every skip of this model: "
-                                         r"\[1, 2, 4, 8\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"groups=16 .*'upcat_2' joins 8 skip .*valid for every skip of this model: "
+        r"\[1, 2, 4, 8\]",
+    ):
         sgau_skips(model, groups=16)
     assert not inserted_layers(model)
 
 
 def test_unsupported_models_get_an_error_listing_the_supported_kinds_and_stay_unchanged():
     model = resnet18(weights=None)
-    with pytest.raises(TypeError, match=r"supports \['segmentation_models_pytorch.Unet', "
-                                        r"'monai.networks.nets.BasicUNet'\], got torchvision"):
+    with pytest.raises(
+        TypeError,
+        match=r"supports \['segmentation_models_pytorch.Unet', "
+        r"'monai.networks.nets.BasicUNet'\], got torchvision",
+    ):
         sgau_skips(model)
     assert not inserted_layers(model)
     from group_attention import UNet
-    with pytest.raises(TypeError, match="skip=\"sgau\""):
+
+    with pytest.raises(TypeError, match='skip="sgau"'):
         sgau_skips(UNet(in_channels=3, num_classes=2))
 
 
@@ -405,6 +431,7 @@ def test_sgau_skips_twice_is_an_error():
 def converted_small_unet():
     model = small_basic_unet()
     from monai.networks.nets.basic_unet import TwoConv
+
     add_attention(model, "cga", after=TwoConv, groups=8)
     sgau_skips(model, groups=8)
     return model.eval()
@@ -474,7 +501,9 @@ def test_converted_models_run_forward_and_backward_on_cuda():
 
 
 def test_importing_the_library_imports_no_framework():
-    code = ("import sys, group_attention, group_attention.integrations; "
-            "print([m for m in ('torchvision', 'segmentation_models_pytorch', 'monai') if m in sys.modules])")
+    code = (
+        "import sys, group_attention, group_attention.integrations; "
+        "print([m for m in ('torchvision', 'segmentation_models_pytorch', 'monai') if m in sys.modules])"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

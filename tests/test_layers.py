@@ -91,8 +91,11 @@ def test_channels_last_gives_the_same_result(layer):
 
 # -- numerics --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("make", [lambda: CGA(8, 4), lambda: SGE(8, 4), lambda: SE(8, 2)], ids=["cga", "sge", "se"])
-@pytest.mark.parametrize("x", [torch.zeros(1, 8, 4, 4), torch.full((1, 8, 4, 4), 7.0), torch.randn(1, 8, 1, 1)],
-                         ids=["zeros", "constant", "1x1"])
+@pytest.mark.parametrize(
+    "x",
+    [torch.zeros(1, 8, 4, 4), torch.full((1, 8, 4, 4), 7.0), torch.randn(1, 8, 1, 1)],
+    ids=["zeros", "constant", "1x1"],
+)
 def test_no_nan_for_constant_inputs_batch_1_and_1x1_maps(make, x):
     layer = make()
     x = x.clone().requires_grad_()
@@ -140,15 +143,22 @@ def test_half_precision_module_on_half_input(name):
 # -- batch independence, gradients, compile --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [lambda: CGA(6, 3), lambda: CGA(6, 3, gate="channel"), lambda: SGE(6, 3),
-                                  lambda: SE(6, 2)], ids=["cga", "cga-channel", "sge", "se"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: CGA(6, 3), lambda: CGA(6, 3, gate="channel"), lambda: SGE(6, 3), lambda: SE(6, 2)],
+    ids=["cga", "cga-channel", "sge", "se"],
+)
 def test_gradcheck(make):
     layer = randomize(make()).double()
     x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
     params = tuple(layer.parameters())
-    assert torch.autograd.gradcheck(lambda *p: torch.func.functional_call(
-        layer, dict(zip([n for n, _ in layer.named_parameters()], p)), (x.detach(),)), params)
+    assert torch.autograd.gradcheck(
+        lambda *p: torch.func.functional_call(
+            layer, dict(zip([n for n, _ in layer.named_parameters()], p)), (x.detach(),)
+        ),
+        params,
+    )
 
 
 def test_sgau_gradcheck():
@@ -158,8 +168,11 @@ def test_sgau_gradcheck():
     assert torch.autograd.gradcheck(sgau, (low, high))
 
 
-@pytest.mark.parametrize("layer, backend", [(CGA(21, 7), "inductor"), (SGE(21, 3), "inductor"),
-                                            (SE(21, 4), "aot_eager")], ids=["cga", "sge", "se"])
+@pytest.mark.parametrize(
+    "layer, backend",
+    [(CGA(21, 7), "inductor"), (SGE(21, 3), "inductor"), (SE(21, 4), "aot_eager")],
+    ids=["cga", "sge", "se"],
+)
 def test_torch_compile_matches_eager_on_odd_channel_counts(layer, backend):
     layer = randomize(layer)
     x = torch.randn(2, 21, 7, 5, requires_grad=True)
@@ -251,9 +264,15 @@ def test_sgau_cuda_matches_cpu():
 def _layer_cases():
     torch.manual_seed(0)
     x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
-    return [(CGA(8, 4).double(), [x]), (SE(8).double(), [x]), (SGE(8, 4).double(), [x]),
-            (SGAU(8, 16, 4).double(), [torch.randn(2, 8, 4, 4, dtype=torch.float64),
-                                       torch.randn(2, 16, 2, 2, dtype=torch.float64)])]
+    return [
+        (CGA(8, 4).double(), [x]),
+        (SE(8).double(), [x]),
+        (SGE(8, 4).double(), [x]),
+        (
+            SGAU(8, 16, 4).double(),
+            [torch.randn(2, 8, 4, 4, dtype=torch.float64), torch.randn(2, 16, 2, 2, dtype=torch.float64)],
+        ),
+    ]
 
 
 def test_second_derivatives_are_refused_not_wrong():

@@ -4,14 +4,14 @@ and its fused path against its own readable functional form."""
 from __future__ import annotations
 
 import pytest
+import references as ref
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import assert_each_sample_on_its_own, feature_maps, fused_and_readable_agree, randomized
 
-import references as ref
 from group_attention import CGA
 from group_attention.layers import channel_group_attention
-from strategies import assert_each_sample_on_its_own, feature_maps, fused_and_readable_agree, randomized
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 5, 7), (1, 12, 4, 3, 5), (3, 6, 9), (2, 8, 1, 1)])

@@ -20,7 +20,6 @@ from group_attention.layers import (
     spatial_group_enhance,
     squeeze_excite,
 )
-from group_attention.layers.group_ops import spatial_standardize
 from group_attention.layers.fused import common as group_ops
 from group_attention.layers.fused.common import (
     LOOP_MAX_CHANNELS_PER_GROUP,
@@ -28,6 +27,7 @@ from group_attention.layers.fused.common import (
     resize_to_backward,
     standardize_maps,
 )
+from group_attention.layers.group_ops import spatial_standardize
 
 
 # -- the library's readable functional forms, which the fused paths must equal ---------------------------------------
@@ -92,8 +92,9 @@ def test_cga_fused_matches_autograd(per_group, size, channels_last, gate):
     groups = 3
     layer = randomize(CGA(groups * per_group, groups, gate=gate)).double()
     x = to_memory_format(torch.randn(2, groups * per_group, *size, dtype=torch.float64) * 2 + 1, channels_last)
-    assert_same_forward_and_gradients(layer, lambda x: plain_cga(layer, x), (x.requires_grad_(),),
-                                      tuple(layer.parameters()))
+    assert_same_forward_and_gradients(
+        layer, lambda x: plain_cga(layer, x), (x.requires_grad_(),), tuple(layer.parameters())
+    )
 
 
 @pytest.mark.parametrize("per_group", PER_GROUP)
@@ -102,40 +103,62 @@ def test_sge_fused_matches_autograd(per_group, size, channels_last):
     groups = 3
     layer = randomize(SGE(groups * per_group, groups)).double()
     x = to_memory_format(torch.randn(2, groups * per_group, *size, dtype=torch.float64), channels_last)
-    assert_same_forward_and_gradients(layer, lambda x: plain_sge(layer, x), (x.requires_grad_(),),
-                                      tuple(layer.parameters()))
+    assert_same_forward_and_gradients(
+        layer, lambda x: plain_sge(layer, x), (x.requires_grad_(),), tuple(layer.parameters())
+    )
 
 
 @pytest.mark.parametrize("size, channels_last", LAYOUTS, ids=LAYOUT_IDS)
 def test_se_fused_matches_autograd(size, channels_last):
     layer = randomize(SE(12, reduction=4)).double()
     x = to_memory_format(torch.randn(2, 12, *size, dtype=torch.float64), channels_last)
-    assert_same_forward_and_gradients(layer, lambda x: plain_se(layer, x), (x.requires_grad_(),),
-                                      tuple(layer.parameters()))
+    assert_same_forward_and_gradients(
+        layer, lambda x: plain_se(layer, x), (x.requires_grad_(),), tuple(layer.parameters())
+    )
 
 
 def test_se_with_other_activations_uses_autograd():
     layer = randomize(SE(12, reduction=4, act_layer=nn.GELU, gate_layer=nn.Hardsigmoid)).double()
     x = torch.randn(2, 12, 5, 6, dtype=torch.float64, requires_grad=True)
-    readable = lambda x: squeeze_excite(x, layer.fc1.weight, layer.fc1.bias, layer.fc2.weight,  # noqa: E731
-                                        layer.fc2.bias, act=layer.act, gate=layer.gate)
+    readable = lambda x: squeeze_excite(
+        x,
+        layer.fc1.weight,
+        layer.fc1.bias,
+        layer.fc2.weight,  # noqa: E731
+        layer.fc2.bias,
+        act=layer.act,
+        gate=layer.gate,
+    )
     assert_same_forward_and_gradients(layer, readable, (x,), tuple(layer.parameters()))
     assert torch.autograd.gradcheck(layer, (x,))
 
 
 @pytest.mark.parametrize("per_group", PER_GROUP)
-@pytest.mark.parametrize("low_size, high_size, channels_last", [
-    ((10, 12), (5, 6), False), ((10, 12), (5, 6), True), ((11, 9), (5, 4), False), ((6, 8, 4), (3, 4, 2), False),
-    ((6, 8, 4), (3, 4, 2), True), ((12,), (6,), False), ((4, 4), (4, 4), False),
-], ids=["2d", "2d-channels-last", "2d-odd", "3d", "3d-channels-last", "1d", "same-size"])
+@pytest.mark.parametrize(
+    "low_size, high_size, channels_last",
+    [
+        ((10, 12), (5, 6), False),
+        ((10, 12), (5, 6), True),
+        ((11, 9), (5, 4), False),
+        ((6, 8, 4), (3, 4, 2), False),
+        ((6, 8, 4), (3, 4, 2), True),
+        ((12,), (6,), False),
+        ((4, 4), (4, 4), False),
+    ],
+    ids=["2d", "2d-channels-last", "2d-odd", "3d", "3d-channels-last", "1d", "same-size"],
+)
 def test_sgau_fused_matches_autograd(per_group, low_size, high_size, channels_last):
     groups = 2
     low_channels = groups * per_group
     layer = randomize(SGAU(low_channels, 2 * low_channels, groups, spatial_dims=len(low_size))).double()
     low = to_memory_format(torch.randn(2, low_channels, *low_size, dtype=torch.float64), channels_last)
     high = to_memory_format(torch.randn(2, 2 * low_channels, *high_size, dtype=torch.float64), channels_last)
-    assert_same_forward_and_gradients(layer, lambda low, high: plain_sgau(layer, low, high),
-                                      (low.requires_grad_(), high.requires_grad_()), tuple(layer.parameters()))
+    assert_same_forward_and_gradients(
+        layer,
+        lambda low, high: plain_sgau(layer, low, high),
+        (low.requires_grad_(), high.requires_grad_()),
+        tuple(layer.parameters()),
+    )
 
 
 def test_sgau_output_keeps_the_input_memory_format():
@@ -147,9 +170,15 @@ def test_sgau_output_keeps_the_input_memory_format():
 
 
 # -- partial requires_grad -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("make, plain", [
-    (lambda: CGA(8, 4), plain_cga), (lambda: SGE(8, 4), plain_sge), (lambda: SE(8, 2), plain_se),
-], ids=["cga", "sge", "se"])
+@pytest.mark.parametrize(
+    "make, plain",
+    [
+        (lambda: CGA(8, 4), plain_cga),
+        (lambda: SGE(8, 4), plain_sge),
+        (lambda: SE(8, 2), plain_se),
+    ],
+    ids=["cga", "sge", "se"],
+)
 @pytest.mark.parametrize("trainable", ["input-only", "parameters-only"])
 def test_gradients_of_a_subset_of_inputs(make, plain, trainable):
     layer = randomize(make()).double()
@@ -184,10 +213,16 @@ def test_sgau_output_modified_in_place_raises_in_backward():
 
 # -- reduced precision -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("make, plain", [
-    (lambda: CGA(16, 4), plain_cga), (lambda: CGA(16, 16), plain_cga), (lambda: SGE(16, 4), plain_sge),
-    (lambda: SE(16, 4), plain_se),
-], ids=["cga", "cga-one-channel-per-group", "sge", "se"])
+@pytest.mark.parametrize(
+    "make, plain",
+    [
+        (lambda: CGA(16, 4), plain_cga),
+        (lambda: CGA(16, 16), plain_cga),
+        (lambda: SGE(16, 4), plain_sge),
+        (lambda: SE(16, 4), plain_se),
+    ],
+    ids=["cga", "cga-one-channel-per-group", "sge", "se"],
+)
 def test_half_precision_inputs_match_float64(dtype, make, plain):
     layer = randomize(make())
     x = (torch.randn(2, 16, 6, 7) * 3).to(dtype).requires_grad_()
@@ -314,10 +349,16 @@ def test_other_sizes_use_interpolate_and_its_gradient(shape, size):
 
 
 # -- the CUDA code paths, taken on CPU ------------------------------------------------------------------------------
-@pytest.mark.parametrize("make, plain", [
-    (lambda: CGA(8, 4), plain_cga), (lambda: CGA(8, 8), plain_cga), (lambda: SE(8, 2), plain_se),
-    (lambda: SGE(8, 4), plain_sge),
-], ids=["cga", "cga-one-channel-per-group", "se", "sge"])
+@pytest.mark.parametrize(
+    "make, plain",
+    [
+        (lambda: CGA(8, 4), plain_cga),
+        (lambda: CGA(8, 8), plain_cga),
+        (lambda: SE(8, 2), plain_se),
+        (lambda: SGE(8, 4), plain_sge),
+    ],
+    ids=["cga", "cga-one-channel-per-group", "se", "sge"],
+)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_batched_dot_path_matches_autograd(monkeypatch, make, plain, channels_last):
     """On CUDA the sums of ``gy * x`` over space are batched matrix products; force that path here."""

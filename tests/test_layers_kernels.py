@@ -13,13 +13,13 @@ import copy
 import importlib.util
 import os
 import subprocess
-import warnings
 import sys
+import warnings
 
 import pytest
+import references
 import torch
 
-import references
 from group_attention import CGA, SE, SGAU, SGE
 from group_attention.layers import get_kernels, kernels, set_kernels
 
@@ -35,15 +35,30 @@ else:
 needs_kernels = pytest.mark.skipif(DEVICE is None, reason="run by test_kernels_in_triton_interpreter (no CUDA)")
 
 
-def test_kernels_in_triton_interpreter():
+# A quick cross-section of the kernel tests for the default run; the whole file runs in the slow one.
+INTERPRETER_QUICK = "test_trial_kernel or (cga_kernels_match and 32-4) or sgau_kernels_match or constant_inputs"
+
+
+@pytest.mark.parametrize(
+    "selection", [pytest.param(INTERPRETER_QUICK, id="quick"), pytest.param(None, id="all", marks=pytest.mark.slow)]
+)
+def test_kernels_in_triton_interpreter(selection):
     if DEVICE is not None:
         pytest.skip("the kernels are tested directly in this process")
     if not HAVE_TRITON:
         pytest.skip("Triton is not installed: the layers use PyTorch operations only")
     env = {**os.environ, "TRITON_INTERPRET": "1", "GROUP_ATTENTION_KERNELS": "triton"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                            env=env, capture_output=True, text=True, timeout=900,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+    if selection is not None:
+        command += ["-k", selection]
+    result = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and " failed" not in result.stdout
 
@@ -86,8 +101,9 @@ def _compare(module, reference, inputs, *, dtype=torch.float32, tolerance=2e-5, 
     assert out.dtype == dtype and torch.isfinite(out).all()
     with _no_tf32():
         grads = torch.autograd.grad(out, device_inputs + list(module.parameters()), grad.to(DEVICE, dtype))
-    for name, actual, wanted in zip(["output", *(f"grad {i}" for i in range(len(grads)))], (out, *grads),
-                                    (expected, *expected_grads)):
+    for name, actual, wanted in zip(
+        ["output", *(f"grad {i}" for i in range(len(grads)))], (out, *grads), (expected, *expected_grads)
+    ):
         assert torch.isfinite(actual).all(), name
         error = ((actual.detach().double().cpu() - wanted).abs().max() / wanted.abs().max().clamp_min(1e-12)).item()
         assert error < tolerance, f"{name}: relative error {error:.2e}"
@@ -137,8 +153,9 @@ def test_cga_kernels_gate_output_and_its_gradient(gate):
             assert type(y.grad_fn).__name__ == "_ChannelGroupAttentionKernelsBackward"
         grad_w = torch.linspace(-1, 1, weights.numel(), dtype=dtype, device=device).view_as(weights)
         loss = (y * grad_y.to(device, dtype)).sum() + (weights * grad_w).sum()
-        results[name] = [t.detach().double().cpu() for t in
-                         (y, weights, *torch.autograd.grad(loss, [inputs, *module.parameters()]))]
+        results[name] = [
+            t.detach().double().cpu() for t in (y, weights, *torch.autograd.grad(loss, [inputs, *module.parameters()]))
+        ]
     for actual, wanted in zip(results[get_kernels()], results["torch"]):
         assert ((actual - wanted).abs().max() / wanted.abs().max()).item() < 2e-5
 
@@ -152,8 +169,10 @@ def test_se_kernels_match_the_equations(channels, shape):
 
 
 @needs_kernels
-@pytest.mark.parametrize("channels,groups,shape", [(32, 32, (2, 32, 9, 13)), (64, 16, (1, 64, 70, 50)),
-                                                   (64, 2, (2, 64, 5, 7)), (96, 32, (2, 96, 5, 6, 7))])
+@pytest.mark.parametrize(
+    "channels,groups,shape",
+    [(32, 32, (2, 32, 9, 13)), (64, 16, (1, 64, 70, 50)), (64, 2, (2, 64, 5, 7)), (96, 32, (2, 96, 5, 6, 7))],
+)
 def test_sge_kernels_match_the_equations(channels, groups, shape):
     layer = _randomize(SGE(channels, groups), std=0.7)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3 + 1
@@ -191,14 +210,32 @@ def test_sgau_kernels_match_the_equations(low_channels, high_channels, groups, l
 @needs_kernels
 def test_kernels_under_bfloat16():
     x = torch.randn(2, 64, 12, 16, generator=torch.Generator().manual_seed(0))
-    _compare(_randomize(CGA(64, 32)), lambda x, w, b: references.cga(x, w, b, 32), [x], dtype=torch.bfloat16,
-             tolerance=3e-2, kernel_function="_ChannelGroupAttentionKernels")
+    _compare(
+        _randomize(CGA(64, 32)),
+        lambda x, w, b: references.cga(x, w, b, 32),
+        [x],
+        dtype=torch.bfloat16,
+        tolerance=3e-2,
+        kernel_function="_ChannelGroupAttentionKernels",
+    )
     _compare(_randomize(SE(64, 8)), references.se, [x], dtype=torch.bfloat16, tolerance=3e-2)
-    _compare(_randomize(SGE(64, 32), std=0.7), lambda x, w, b: references.sge(x, w, b, 32), [x],
-             dtype=torch.bfloat16, tolerance=5e-2, kernel_function="_SpatialGroupEnhanceKernels")
+    _compare(
+        _randomize(SGE(64, 32), std=0.7),
+        lambda x, w, b: references.sge(x, w, b, 32),
+        [x],
+        dtype=torch.bfloat16,
+        tolerance=5e-2,
+        kernel_function="_SpatialGroupEnhanceKernels",
+    )
     high = torch.randn(2, 128, 6, 8, generator=torch.Generator().manual_seed(1))
-    _compare(_randomize(SGAU(64, 128, 32), std=0.2), lambda l, h, w, b: references.sgau(l, h, w, b, 32),
-             [x, high], dtype=torch.bfloat16, tolerance=3e-2, kernel_function="_SpatialGroupAttentionSkipKernels")
+    _compare(
+        _randomize(SGAU(64, 128, 32), std=0.2),
+        lambda low, high, w, b: references.sgau(low, high, w, b, 32),
+        [x, high],
+        dtype=torch.bfloat16,
+        tolerance=3e-2,
+        kernel_function="_SpatialGroupAttentionSkipKernels",
+    )
 
 
 @needs_kernels
@@ -212,8 +249,11 @@ def test_kernels_on_constant_inputs(value):
         ("cga", _randomize(CGA(32, 32)), [torch.full((1, 32, 5, 6), value)]),
         ("cga", _randomize(CGA(64, 32)), [torch.full((2, 64, 5, 6), value)]),
         ("sge", _randomize(SGE(64, 32)), [torch.full((2, 64, 5, 6), value)]),
-        ("sgau", _randomize(SGAU(32, 64, 32), std=0.2),
-         [torch.full((1, 32, 8, 10), value), torch.full((1, 64, 4, 5), value)]),
+        (
+            "sgau",
+            _randomize(SGAU(32, 64, 32), std=0.2),
+            [torch.full((1, 32, 8, 10), value), torch.full((1, 64, 4, 5), value)],
+        ),
     ]
     for kind, layer, inputs in cases:
         layer = layer.to(DEVICE)
@@ -225,7 +265,7 @@ def test_kernels_on_constant_inputs(value):
                 grads = torch.autograd.grad(out, device_inputs + list(layer.parameters()), torch.ones_like(out))
             results[name] = (out, *grads)
         torch.testing.assert_close(results[get_kernels()][0], results["torch"][0], rtol=1e-6, atol=1e-6)
-        for name, (out, grad_x, *_) in results.items():  # both paths
+        for name, (_out, grad_x, *_) in results.items():  # both paths
             assert all(torch.isfinite(t).all() for t in results[name]), name
             if kind == "cga":
                 weights = layer.channel_weights(device_inputs[0].detach())
@@ -283,15 +323,27 @@ def test_layouts_for_very_large_inputs(monkeypatch):
     monkeypatch.setattr(sgau, "MAX_INLINE_SUM_TILES", 1)
     x = torch.randn(1, 64, 50, 61, generator=torch.Generator().manual_seed(0)) * 3 + 1
     assert common._launch(x, 32).tiles <= 3
-    _compare(_randomize(CGA(64, 4)), lambda x, w, b: references.cga(x, w, b, 4), [x],
-             kernel_function="_ChannelGroupAttentionKernels")
+    _compare(
+        _randomize(CGA(64, 4)),
+        lambda x, w, b: references.cga(x, w, b, 4),
+        [x],
+        kernel_function="_ChannelGroupAttentionKernels",
+    )
     _compare(_randomize(SE(64, 8)), references.se, [x])
-    _compare(_randomize(SGE(64, 4), std=0.7), lambda x, w, b: references.sge(x, w, b, 4), [x],
-             kernel_function="_SpatialGroupEnhanceKernels")
+    _compare(
+        _randomize(SGE(64, 4), std=0.7),
+        lambda x, w, b: references.sge(x, w, b, 4),
+        [x],
+        kernel_function="_SpatialGroupEnhanceKernels",
+    )
     low = torch.randn(1, 16, 100, 122, generator=torch.Generator().manual_seed(1))
     high = torch.randn(1, 32, 50, 61, generator=torch.Generator().manual_seed(2)) + 0.5
-    _compare(_randomize(SGAU(16, 32, 4), std=0.2), lambda l, h, w, b: references.sgau(l, h, w, b, 4), [low, high],
-             kernel_function="_SpatialGroupAttentionSkipKernels")
+    _compare(
+        _randomize(SGAU(16, 32, 4), std=0.2),
+        lambda low, high, w, b: references.sgau(low, high, w, b, 4),
+        [low, high],
+        kernel_function="_SpatialGroupAttentionSkipKernels",
+    )
 
 
 @needs_kernels
@@ -355,13 +407,16 @@ def fake_gpu(monkeypatch):
         yield state
 
 
-@pytest.mark.parametrize("capability,dtype,expected", [
-    ((6, 1), torch.float32, False),  # Pascal: below Triton's floor
-    ((7, 0), torch.float32, True),
-    ((7, 5), torch.float16, True),
-    ((7, 5), torch.bfloat16, False),  # Turing: no bfloat16 in PTX
-    ((8, 0), torch.bfloat16, True),
-])
+@pytest.mark.parametrize(
+    "capability,dtype,expected",
+    [
+        ((6, 1), torch.float32, False),  # Pascal: below Triton's floor
+        ((7, 0), torch.float32, True),
+        ((7, 5), torch.float16, True),
+        ((7, 5), torch.bfloat16, False),  # Turing: no bfloat16 in PTX
+        ((8, 0), torch.bfloat16, True),
+    ],
+)
 def test_auto_uses_the_kernels_only_on_gpus_triton_serves(fake_gpu, capability, dtype, expected):
     from group_attention.layers import dispatch as _kernels
 
@@ -453,8 +508,12 @@ def test_traced_layers_record_pytorch_operations():
     operations, so the trace computes the layer on new inputs too."""
     torch.manual_seed(0)
     x = torch.randn(2, 64, 6, 8)
-    cases = [(_randomize(CGA(64, 32)), [x]), (_randomize(SE(64, 8)), [x]), (_randomize(SGE(64, 32), std=0.7), [x]),
-             (_randomize(SGAU(32, 64, 32), std=0.2), [torch.randn(2, 32, 8, 10), torch.randn(2, 64, 4, 5)])]
+    cases = [
+        (_randomize(CGA(64, 32)), [x]),
+        (_randomize(SE(64, 8)), [x]),
+        (_randomize(SGE(64, 32), std=0.7), [x]),
+        (_randomize(SGAU(32, 64, 32), std=0.2), [torch.randn(2, 32, 8, 10), torch.randn(2, 64, 4, 5)]),
+    ]
     for layer, inputs in cases:
         layer = layer.to(DEVICE)
         inputs = [x.to(DEVICE) for x in inputs]
@@ -481,7 +540,7 @@ def test_sgau_copies_up_right_past_two_billion_elements(monkeypatch):
     stats = torch.zeros(channels, 4)  # scale 0: A = sigmoid(0) = 1/2
     arena = torch.empty(3 * channels * positions, dtype=torch.float16)  # channels * positions of slack first
     arena[:8].zero_()
-    out = arena[channels * positions:].view(1, 2 * channels, size, size)
+    out = arena[channels * positions :].view(1, 2 * channels, size, size)
     monkeypatch.setattr(common._Launch, "grid", property(lambda self: (1, 1)))
     sgau.attend(low, up, maps, stats, out)
     assert out[0, 0, 0, :4].tolist() == [1.5] * 4

@@ -4,20 +4,24 @@ its fused path against its own readable functional form."""
 from __future__ import annotations
 
 import pytest
+import references as ref
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import GROUPS, PER_GROUP, assert_each_sample_on_its_own, fused_and_readable_agree, randomized
 
-import references as ref
 from group_attention import SGAU
 from group_attention.layers import spatial_group_attention
-from strategies import GROUPS, PER_GROUP, assert_each_sample_on_its_own, fused_and_readable_agree, randomized
 
 
 @pytest.mark.parametrize(
     "low_shape, high_shape",
-    [((2, 8, 10, 12), (2, 16, 5, 6)), ((1, 4, 11, 9), (1, 8, 5, 4)), ((1, 4, 6, 8, 4), (1, 8, 3, 4, 2)),
-     ((2, 4, 2, 2), (2, 4, 1, 1))],
+    [
+        ((2, 8, 10, 12), (2, 16, 5, 6)),
+        ((1, 4, 11, 9), (1, 8, 5, 4)),
+        ((1, 4, 6, 8, 4), (1, 8, 3, 4, 2)),
+        ((2, 4, 2, 2), (2, 4, 1, 1)),
+    ],
 )
 def test_sgau_matches_equation_3(low_shape, high_shape):
     groups = 4
@@ -52,7 +56,7 @@ def test_sgau_attended_half_lies_between_low_and_twice_low(case, seed):
     """low * (1 + A) with A in (0, 1): the same sign as low, between |low| and 2 |low|."""
     groups, low, high = case
     sgau = randomized(SGAU(low.shape[1], high.shape[1], groups, spatial_dims=low.dim() - 2), seed)
-    attended = sgau(low, high)[:, :low.shape[1]]
+    attended = sgau(low, high)[:, : low.shape[1]]
     assert (attended * low >= 0).all()
     assert (attended.abs() >= low.abs()).all() and (attended.abs() <= 2 * low.abs()).all()
 

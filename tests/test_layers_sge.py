@@ -4,14 +4,14 @@ and parameters, and its fused path against its own readable functional form."""
 from __future__ import annotations
 
 import pytest
+import references as ref
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import assert_each_sample_on_its_own, feature_maps, fused_and_readable_agree, randomized
 
-import references as ref
 from group_attention import SGE
 from group_attention.layers import spatial_group_enhance
-from strategies import assert_each_sample_on_its_own, feature_maps, fused_and_readable_agree, randomized
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 5, 7), (1, 12, 3, 4, 5), (2, 6, 11), (1, 4, 1, 1)])

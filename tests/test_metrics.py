@@ -159,8 +159,11 @@ def test_empty_denominator_conventions(pred, target, expected):
 
 
 @FAST
-@given(dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32]),
-       values=st.lists(st.floats(0, 1), min_size=1, max_size=40), threshold=st.floats(0, 1))
+@given(
+    dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32]),
+    values=st.lists(st.floats(0, 1), min_size=1, max_size=40),
+    threshold=st.floats(0, 1),
+)
 def test_threshold_is_compared_with_the_stored_values_exactly(dtype, values, threshold):
     """``pred >= threshold`` for the values ``pred`` holds, not for a threshold rounded to its dtype: in bfloat16
     0.501 would round to 0.5 and count a stored 0.5 positive. The loop compares Python floats (float64)."""
@@ -171,8 +174,11 @@ def test_threshold_is_compared_with_the_stored_values_exactly(dtype, values, thr
 
 
 def test_threshold_just_above_a_stored_value():
-    for dtype, value, threshold in ((torch.bfloat16, 0.5, 0.501), (torch.float16, 0.3001, 0.3001),
-                                    (torch.float32, 0.7, 0.7)):
+    for dtype, value, threshold in (
+        (torch.bfloat16, 0.5, 0.501),
+        (torch.float16, 0.3001, 0.3001),
+        (torch.float32, 0.7, 0.7),
+    ):
         pred = torch.tensor([[value]], dtype=dtype)  # stored just below the threshold
         assert pred.item() < threshold
         assert confusion_counts(pred, torch.tensor([[1]]), threshold) == (0, 0, 1, 0), dtype
@@ -457,77 +463,145 @@ def test_functional_metrics_on_cuda():
 
 ILL_CASES = [
     pytest.param(
-        dice, (torch.rand(2, 4), torch.zeros(2, 5)), {},
-        ValueError, r"pred and target.*\(2, 4\).*\(2, 5\)", id="shape-mismatch",
+        dice,
+        (torch.rand(2, 4), torch.zeros(2, 5)),
+        {},
+        ValueError,
+        r"pred and target.*\(2, 4\).*\(2, 5\)",
+        id="shape-mismatch",
     ),
     pytest.param(
-        dice, (torch.rand(4), torch.zeros(4)), {},
-        ValueError, r"pred.*\(B, \*spatial\).*\(4,\)", id="no-batch-dim",
+        dice,
+        (torch.rand(4), torch.zeros(4)),
+        {},
+        ValueError,
+        r"pred.*\(B, \*spatial\).*\(4,\)",
+        id="no-batch-dim",
     ),
     pytest.param(dice, (torch.rand(0, 4), torch.zeros(0, 4)), {}, ValueError, r"pred.*empty.*\(0, 4\)", id="empty"),
     pytest.param(
-        dice, (torch.rand(1, 4), torch.zeros(1, 4)), dict(threshold=1.5),
-        ValueError, r"threshold.*\[0, 1\].*1\.5", id="threshold-above-one",
+        dice,
+        (torch.rand(1, 4), torch.zeros(1, 4)),
+        dict(threshold=1.5),
+        ValueError,
+        r"threshold.*\[0, 1\].*1\.5",
+        id="threshold-above-one",
     ),
     pytest.param(
-        sensitivity, (torch.rand(1, 4), torch.zeros(1, 4)), dict(threshold=-0.1),
-        ValueError, r"threshold.*-0\.1", id="threshold-negative",
+        sensitivity,
+        (torch.rand(1, 4), torch.zeros(1, 4)),
+        dict(threshold=-0.1),
+        ValueError,
+        r"threshold.*-0\.1",
+        id="threshold-negative",
     ),
     pytest.param(
-        dice, (torch.rand(1, 4), torch.zeros(1, 4)), dict(threshold="0.5"),
-        TypeError, r"threshold.*str", id="threshold-string",
+        dice,
+        (torch.rand(1, 4), torch.zeros(1, 4)),
+        dict(threshold="0.5"),
+        TypeError,
+        r"threshold.*str",
+        id="threshold-string",
     ),
     pytest.param(
-        dice, (torch.rand(1, 4), torch.zeros(1, 4)), dict(threshold=True),
-        TypeError, r"threshold.*bool", id="threshold-bool",
+        dice,
+        (torch.rand(1, 4), torch.zeros(1, 4)),
+        dict(threshold=True),
+        TypeError,
+        r"threshold.*bool",
+        id="threshold-bool",
     ),
     pytest.param(
-        dice, (torch.tensor([[0.2, -3.0]]), torch.zeros(1, 2)), {},
-        ValueError, r"pred.*probabilities.*-3\.0.*sigmoid", id="logits",
+        dice,
+        (torch.tensor([[0.2, -3.0]]), torch.zeros(1, 2)),
+        {},
+        ValueError,
+        r"pred.*probabilities.*-3\.0.*sigmoid",
+        id="logits",
     ),
     pytest.param(
-        aupr, (torch.tensor([[0.2, float("nan")]]), torch.zeros(1, 2)), {},
-        ValueError, r"pred.*probabilities.*nan", id="nan-prob",
+        aupr,
+        (torch.tensor([[0.2, float("nan")]]), torch.zeros(1, 2)),
+        {},
+        ValueError,
+        r"pred.*probabilities.*nan",
+        id="nan-prob",
     ),
     pytest.param(
-        dice, (torch.rand(1, 2), torch.tensor([[0, 2]])), {},
-        ValueError, r"target.*binary.*2", id="target-label-2",
+        dice,
+        (torch.rand(1, 2), torch.tensor([[0, 2]])),
+        {},
+        ValueError,
+        r"target.*binary.*2",
+        id="target-label-2",
     ),
     pytest.param(
-        specificity, (torch.rand(1, 2), torch.tensor([[0.0, 0.5]])), {},
-        ValueError, r"target.*binary.*0\.5", id="soft-target",
+        specificity,
+        (torch.rand(1, 2), torch.tensor([[0.0, 0.5]])),
+        {},
+        ValueError,
+        r"target.*binary.*0\.5",
+        id="soft-target",
     ),
     pytest.param(
-        dice, (torch.tensor([[0, 3]]), torch.zeros(1, 2)), {},
-        ValueError, r"pred.*binary.*3", id="pred-label-3",
+        dice,
+        (torch.tensor([[0, 3]]), torch.zeros(1, 2)),
+        {},
+        ValueError,
+        r"pred.*binary.*3",
+        id="pred-label-3",
     ),
     pytest.param(dice, ([[0.1, 0.2]], torch.zeros(1, 2)), {}, TypeError, r"pred.*list", id="pred-not-tensor"),
     pytest.param(accuracy, (torch.rand(1, 2), None), {}, TypeError, r"target.*NoneType", id="target-not-tensor"),
     pytest.param(
-        dice, (torch.rand(1, 2, dtype=torch.complex64), torch.zeros(1, 2)), {},
-        TypeError, r"pred.*complex64", id="complex",
+        dice,
+        (torch.rand(1, 2, dtype=torch.complex64), torch.zeros(1, 2)),
+        {},
+        TypeError,
+        r"pred.*complex64",
+        id="complex",
     ),
     pytest.param(
-        aupr, (torch.rand(1, 4), torch.zeros(1, 4)), dict(num_bins=0),
-        ValueError, r"num_bins.*0", id="zero-bins",
+        aupr,
+        (torch.rand(1, 4), torch.zeros(1, 4)),
+        dict(num_bins=0),
+        ValueError,
+        r"num_bins.*0",
+        id="zero-bins",
     ),
     pytest.param(
-        roc_auc, (torch.rand(1, 4), torch.zeros(1, 4)), dict(num_bins=2.5),
-        TypeError, r"num_bins.*2\.5", id="float-bins",
+        roc_auc,
+        (torch.rand(1, 4), torch.zeros(1, 4)),
+        dict(num_bins=2.5),
+        TypeError,
+        r"num_bins.*2\.5",
+        id="float-bins",
     ),
     pytest.param(
-        aupr_from_histogram, (torch.zeros(3, 10, dtype=torch.int64),), {},
-        ValueError, r"histogram.*\(3, 10\)", id="histogram-shape",
+        aupr_from_histogram,
+        (torch.zeros(3, 10, dtype=torch.int64),),
+        {},
+        ValueError,
+        r"histogram.*\(3, 10\)",
+        id="histogram-shape",
     ),
     pytest.param(SegmentationMetrics, (), dict(threshold=2), ValueError, r"threshold.*2", id="accumulator-threshold"),
     pytest.param(SegmentationMetrics, (), dict(num_bins=-5), ValueError, r"num_bins.*-5", id="accumulator-bins"),
     pytest.param(
-        lambda *a: SegmentationMetrics().update(*a), (torch.rand(2, 3), torch.zeros(3, 2)), {},
-        ValueError, r"prob and target.*\(2, 3\).*\(3, 2\)", id="update-shape",
+        lambda *a: SegmentationMetrics().update(*a),
+        (torch.rand(2, 3), torch.zeros(3, 2)),
+        {},
+        ValueError,
+        r"prob and target.*\(2, 3\).*\(3, 2\)",
+        id="update-shape",
     ),
     pytest.param(
-        lambda *a: SegmentationMetrics().update(*a), (torch.randn(2, 3) * 5, torch.zeros(2, 3)), {},
-        ValueError, r"prob.*probabilities", id="update-logits",
+        lambda *a: SegmentationMetrics().update(*a),
+        (torch.randn(2, 3) * 5, torch.zeros(2, 3)),
+        {},
+        ValueError,
+        r"prob.*probabilities",
+        id="update-logits",
     ),
 ]
 
@@ -538,11 +612,14 @@ def test_ill_arguments_raise_naming_the_argument(function, args, kwargs, error, 
         function(*args, **kwargs)
 
 
-@pytest.mark.parametrize("histogram, error, message", [
-    (torch.tensor([[5, -3], [-2, 4]]), ValueError, r"counts >= 0.*-3"),
-    (torch.tensor([[1.5, 2.0], [3.0, 1.0]]), TypeError, r"integer counts.*float32"),
-    (torch.zeros(2, 0, dtype=torch.long), ValueError, r"at least one bin"),
-])
+@pytest.mark.parametrize(
+    "histogram, error, message",
+    [
+        (torch.tensor([[5, -3], [-2, 4]]), ValueError, r"counts >= 0.*-3"),
+        (torch.tensor([[1.5, 2.0], [3.0, 1.0]]), TypeError, r"integer counts.*float32"),
+        (torch.zeros(2, 0, dtype=torch.long), ValueError, r"at least one bin"),
+    ],
+)
 def test_histogram_functions_reject_what_score_histogram_cannot_return(histogram, error, message):
     for function in (aupr_from_histogram, roc_auc_from_histogram, aupr_error_bound, roc_auc_error_bound):
         with pytest.raises(error, match=message):

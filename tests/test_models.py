@@ -33,6 +33,7 @@ def test_parameter_counts_match_table_1(name):
 
 def test_parameter_count_by_hand():
     """U-Net with conv biases and batch norm, counted layer by layer."""
+
     def conv(c_in, c_out, k=3):
         return k * k * c_in * c_out + c_out
 
@@ -136,8 +137,9 @@ def test_groups_reach_cga_sge_and_sgau():
     assert {m.groups for m in model.modules() if isinstance(m, (SGE, SGAU))} == {8}
 
 
-@pytest.mark.parametrize("norm, act", [("instance", "leaky_relu"), ("group", "gelu"), (None, "silu"),
-                                       (nn.BatchNorm2d, nn.ReLU)])
+@pytest.mark.parametrize(
+    "norm, act", [("instance", "leaky_relu"), ("group", "gelu"), (None, "silu"), (nn.BatchNorm2d, nn.ReLU)]
+)
 def test_norm_and_activation_choices(norm, act):
     model = UNet(channels=(16, 32), norm=norm, act=act)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 2, 16, 16)
@@ -171,8 +173,11 @@ def test_pretrained_weights_missing_locally_fail_at_once_without_network(monkeyp
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    kwargs = {} if source == "hf-hub" else {"pretrained_cfg_overlay": {
-        "hf_hub_id": None, "url": "https://example.invalid/resnet18-5c106cde.pth"}}
+    kwargs = (
+        {}
+        if source == "hf-hub"
+        else {"pretrained_cfg_overlay": {"hf_hub_id": None, "url": "https://example.invalid/resnet18-5c106cde.pth"}}
+    )
     with pytest.raises(RuntimeError, match="pretrained=False") as raised:
         UNet(encoder="resnet18", pretrained=True, encoder_kwargs=kwargs)
     assert "the network was used" not in str(raised.value)
@@ -230,6 +235,7 @@ def test_ganet_overfits_one_synthetic_image():
 
 def test_encoder_attention_sits_inside_the_contracting_path():
     """The next encoder stage sees the attended features: a gate that zeroes the first stage zeroes the bottleneck."""
+
     class ZeroGate(nn.Module):
         def __init__(self, channels, **kwargs):
             super().__init__()
@@ -273,8 +279,9 @@ def test_pooling_before_the_channel_gate_equals_pooling_the_attended_features(sp
     for got, want in zip(fused, expected):
         torch.testing.assert_close(got, want)
     grads = torch.autograd.grad(sum((f * w).sum() for f, w in zip(fused, weights)), [x, *attention_parameters])
-    grads_expected = torch.autograd.grad(sum((f * w).sum() for f, w in zip(expected, weights)),
-                                         [x, *attention_parameters])
+    grads_expected = torch.autograd.grad(
+        sum((f * w).sum() for f, w in zip(expected, weights)), [x, *attention_parameters]
+    )
     for got, want in zip(grads, grads_expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 

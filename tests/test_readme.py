@@ -35,7 +35,7 @@ def example_command_lines() -> list[list[str]]:
             for part in re.split(r"&&|;", line.split(" #")[0]):
                 words = shlex.split(part)
                 if "examples/idrid_ganet.py" in words:
-                    commands.append(words[words.index("examples/idrid_ganet.py") + 1:])
+                    commands.append(words[words.index("examples/idrid_ganet.py") + 1 :])
     return commands
 
 

@@ -19,8 +19,14 @@ CONFIG = {"folds": 3, "protocol": "cv", "epochs": 1, "batch_size": 2, "lr": 1e-3
 
 
 def fake_run(variant: str, fold: int, aupr: float, bound: float) -> dict:
-    test = {"dice": 0.5, "accuracy": 0.9, "sensitivity": 0.5, "specificity": 0.95, "aupr": aupr,
-            "aupr_error_bound": bound}
+    test = {
+        "dice": 0.5,
+        "accuracy": 0.9,
+        "sensitivity": 0.5,
+        "specificity": 0.95,
+        "aupr": aupr,
+        "aupr_error_bound": bound,
+    }
     return {"variant": variant, "lesion": "EX", "fold": fold, "parameters": 1000, "test": test}
 
 
@@ -35,22 +41,28 @@ def aupr_cells(markdown: str) -> dict[str, str]:
 def test_every_aupr_in_results_md_has_no_more_digits_than_its_bound_allows(tmp_path):
     # Bounds (absolute) per variant, three folds each: exact, tiny, 0.03 %, 0.3 %, 44 % (as once seen).
     bounds = {"unet": 0.0, "baseline": 2e-7, "baseline+se": 3e-4, "baseline+cga": 3e-3, "ganet": 0.44}
-    runs = [fake_run(variant, fold, 0.4 + 0.0123456 * fold, bound)
-            for variant, bound in bounds.items() for fold in range(3)]
+    runs = [
+        fake_run(variant, fold, 0.4 + 0.0123456 * fold, bound) for variant, bound in bounds.items() for fold in range(3)
+    ]
     write_results(tmp_path, runs, CONFIG, synthetic=True, complete=True)
     cells = aupr_cells((tmp_path / "results.md").read_text())
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]
     assert len(cells) == len(summary) == 5
-    labels = {"unet": "Unet", "baseline": "Baseline", "baseline+se": "Baseline + SE", "baseline+cga": "Baseline + CGA",
-              "ganet": "Baseline + SGAU+CGA"}
+    labels = {
+        "unet": "Unet",
+        "baseline": "Baseline",
+        "baseline+se": "Baseline + SE",
+        "baseline+cga": "Baseline + CGA",
+        "ganet": "Baseline + SGAU+CGA",
+    }
     for row in summary:
         cell = cells[labels[row["variant"]]]
         value = re.match(r"(\d+(?:\.(\d+))?) ± \d+(?:\.\d+)?", cell)
         decimals = len(value.group(2) or "")
         bound_percent = 100 * row["aupr_error_bound"]
         # the printed value's last digit must be one the bound cannot change by half a unit, or the bound is shown
-        assert bound_percent <= 0.5 * 10.0 ** -decimals or "binning error ≤" in cell, (cell, bound_percent)
-        assert decimals == max(d for d in (0, 1, 2) if bound_percent <= 0.5 * 10.0 ** -d or d == 0)
+        assert bound_percent <= 0.5 * 10.0**-decimals or "binning error ≤" in cell, (cell, bound_percent)
+        assert decimals == max(d for d in (0, 1, 2) if bound_percent <= 0.5 * 10.0**-d or d == 0)
     assert cells["Unet"].startswith("41.23 ± 1.23")  # mean of 0.4, 0.4123456, 0.4246912 in percent
     assert cells["Baseline + SE"].startswith("41.2 ± 1.2") and "binning" not in cells["Baseline + SE"]
     assert cells["Baseline + CGA"].startswith("41 ± 1 ") or cells["Baseline + CGA"] == "41 ± 1"
@@ -77,8 +89,7 @@ def test_the_test_aupr_is_exact_when_the_bins_cannot_give_the_printed_precision(
     assert binned["aupr_error_bound"] > 1e-3  # the case that needs the exact pass
     exact = evaluate(CrowdedScores(), arrays, indices, batch_size=2, device=torch.device("cpu"), exact_aupr=True)
     probabilities = torch.softmax(CrowdedScores()(images.float() / 255), dim=1)[:, 1]
-    reference = sklearn_metrics.average_precision_score(masks[:, 0].flatten().numpy(),
-                                                        probabilities.flatten().numpy())
+    reference = sklearn_metrics.average_precision_score(masks[:, 0].flatten().numpy(), probabilities.flatten().numpy())
     assert exact["aupr_error_bound"] == 0.0
     assert exact["aupr"] == pytest.approx(reference, abs=1e-12)
     assert abs(binned["aupr"] - reference) > 1e-3  # the binned value really was off

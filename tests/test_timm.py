@@ -85,9 +85,13 @@ def test_cspnet_attn_layer_with_act_layer(name):
 @pytest.mark.parametrize("name", ["cga", "sge"])
 def test_repvgg_widths_that_32_groups_do_not_divide_name_the_fix(name):
     layer = LAYERS[name]
-    with pytest.raises(ValueError, match=rf"channels=48 is not divisible by groups=32.*functools.partial\({layer.__name__}, groups=24\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"channels=48 is not divisible by groups=32.*functools.partial\({layer.__name__}, groups=24\)",
+    ):
         timm.create_model("repvgg_a0", pretrained=False, attn_layer=layer)
-    model = timm.create_model("repvgg_a0", pretrained=False, num_classes=3,
-                              attn_layer=functools.partial(layer, groups=16))
+    model = timm.create_model(
+        "repvgg_a0", pretrained=False, num_classes=3, attn_layer=functools.partial(layer, groups=16)
+    )
     assert count(model, layer) > 0
     train_step(model, size=32)

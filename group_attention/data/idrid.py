@@ -28,15 +28,19 @@ from torch.utils.data import Dataset
 from .decode import header_size, read_fundus_image, read_lesion_mask
 from .idrid_layout import (  # the folder names are re-exported (``as``) for code that reads them from here
     IMAGES_FOLDER as IMAGES_FOLDER,
+)
+from .idrid_layout import (
     LESIONS,
     MASKS_FOLDER,
     SET_FOLDERS,
     SPLITS,
-    TOP_FOLDER as TOP_FOLDER,
     IDRiDLayout,
     check_split,
     discover_idrid,
     id_order,
+)
+from .idrid_layout import (
+    TOP_FOLDER as TOP_FOLDER,
 )
 from .preprocess import (
     ArrayCache,
@@ -69,9 +73,7 @@ def _check_lesions(lesion: str | Sequence[str]) -> tuple[str, ...]:
     requested = (lesion,) if isinstance(lesion, str) else tuple(lesion) if isinstance(lesion, Sequence) else ()
     codes = tuple(str(code).upper() for code in requested)
     if not codes or any(code not in LESIONS for code in codes) or len(set(codes)) != len(codes):
-        raise ValueError(
-            f"lesion must be one or several distinct codes of {list(LESIONS)}; got {lesion!r}"
-        )
+        raise ValueError(f"lesion must be one or several distinct codes of {list(LESIONS)}; got {lesion!r}")
     return codes
 
 
@@ -362,14 +364,29 @@ class IDRiDSource(SegmentationSource):
             for split in ("train", "test"):
                 ids = layout.ids(split)
                 if ids and split in layout.lesion_folders[name] and not any(i in layout.masks[name] for i in ids):
-                    raise ValueError(f"lesion {name!r}: {self.mask_location(name, split)} holds no mask for the "
-                                     f"{len(ids)} {split} images; put the masks there, or choose other lesions with "
-                                     "--lesion")
+                    raise ValueError(
+                        f"lesion {name!r}: {self.mask_location(name, split)} holds no mask for the "
+                        f"{len(ids)} {split} images; put the masks there, or choose other lesions with "
+                        "--lesion"
+                    )
 
-    def dataset(self, classes: Sequence[str], ids: Sequence[str], size: tuple[int, int],
-                cache_dir: str | os.PathLike | None = "auto") -> IDRiD:
-        return IDRiD(self.root, lesion=list(classes), split="all", size=size, ids=list(ids), cache_dir=cache_dir,
-                     crop_fov=self.crop_fov, mask_resize=self.mask_resize)
+    def dataset(
+        self,
+        classes: Sequence[str],
+        ids: Sequence[str],
+        size: tuple[int, int],
+        cache_dir: str | os.PathLike | None = "auto",
+    ) -> IDRiD:
+        return IDRiD(
+            self.root,
+            lesion=list(classes),
+            split="all",
+            size=size,
+            ids=list(ids),
+            cache_dir=cache_dir,
+            crop_fov=self.crop_fov,
+            mask_resize=self.mask_resize,
+        )
 
     def summary(self) -> str:
         return self.layout.summary()

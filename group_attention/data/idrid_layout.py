@@ -95,9 +95,7 @@ class IDRiDLayout:
     def ids(self, split: str = "all") -> list[str]:
         """Sorted image ids of ``split`` (``"train"``, ``"test"`` or ``"all"``)."""
         check_split(split)
-        return sorted(
-            (i for i, s in self.split_of.items() if split in ("all", s)), key=id_order
-        )
+        return sorted((i for i, s in self.split_of.items() if split in ("all", s)), key=id_order)
 
     def counts(self, split: str = "all") -> dict[str, int]:
         """Number of images (``"images"``) and of masks per lesion code among the images of ``split``."""

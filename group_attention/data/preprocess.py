@@ -113,9 +113,7 @@ def check_size(size: object, name: str = "size") -> tuple[int, int]:
         and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size)
     )
     if not valid:
-        raise ValueError(
-            f"{name} must be two positive ints (H, W), e.g. (384, 512); got {size!r}"
-        )
+        raise ValueError(f"{name} must be two positive ints (H, W), e.g. (384, 512); got {size!r}")
     return (int(size[0]), int(size[1]))
 
 
@@ -137,12 +135,11 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", check_size(self.size))
         if not isinstance(self.crop_fov, bool):
-            raise TypeError(f"crop_fov must be True or False; got {self.crop_fov!r} of type "
-                            f"{type(self.crop_fov).__name__}")
-        if self.mask_resize not in MASK_RESIZE_METHODS:
-            raise ValueError(
-                f"mask_resize must be one of {MASK_RESIZE_METHODS}; got {self.mask_resize!r}"
+            raise TypeError(
+                f"crop_fov must be True or False; got {self.crop_fov!r} of type {type(self.crop_fov).__name__}"
             )
+        if self.mask_resize not in MASK_RESIZE_METHODS:
+            raise ValueError(f"mask_resize must be one of {MASK_RESIZE_METHODS}; got {self.mask_resize!r}")
 
 
 def find_fov_box(image: Image.Image | np.ndarray) -> Box:
@@ -222,9 +219,7 @@ def resize_image(image: Image.Image, box: Box, size: tuple[int, int]) -> np.ndar
     box = _checked_box(box, image.size[::-1])
     if image.mode != "RGB":
         image = image.convert("RGB")
-    resized = image.resize(
-        (width, height), Image.Resampling.BILINEAR, box=box.as_pillow_box()
-    )
+    resized = image.resize((width, height), Image.Resampling.BILINEAR, box=box.as_pillow_box())
     return np.array(resized, dtype=np.uint8)
 
 

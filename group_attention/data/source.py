@@ -78,8 +78,13 @@ class SegmentationSource(ABC):
         """Sorted image ids of ``split`` (one of :data:`SOURCE_SPLITS`)."""
 
     @abstractmethod
-    def dataset(self, classes: Sequence[str], ids: Sequence[str], size: tuple[int, int],
-                cache_dir: str | os.PathLike | None = "auto") -> Dataset:
+    def dataset(
+        self,
+        classes: Sequence[str],
+        ids: Sequence[str],
+        size: tuple[int, int],
+        cache_dir: str | os.PathLike | None = "auto",
+    ) -> Dataset:
         """A Dataset over ``ids`` with one mask channel per name of ``classes``, images and masks at ``size``.
 
         Args:
@@ -93,10 +98,10 @@ class SegmentationSource(ABC):
         """What the source holds, for a person."""
         return f"{type(self).__name__}: {len(self.ids('all'))} images; classes {list(self.classes)}"
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - optional hook: most sources have nothing to write
         """Make the files exist; called once, on process 0 only, before any other method."""
 
-    def check_masks(self, names: Sequence[str]) -> None:
+    def check_masks(self, names: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Raise ``ValueError`` naming the folder if a class of ``names`` has no mask file for a split's images."""
 
     def mask_location(self, name: str, split: str) -> str:

@@ -415,8 +415,14 @@ class SyntheticIDRiDSource(IDRiDSource):
 
     synthetic = True
 
-    def __init__(self, root: str | os.PathLike, n_train: int = 54, n_test: int = 27,
-                 size: tuple[int, int] = (426, 640), seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        n_train: int = 54,
+        n_test: int = 27,
+        size: tuple[int, int] = (426, 640),
+        seed: int = 0,
+    ) -> None:
         _check_arguments(n_train, n_test, "mixed", seed)
         self.n_train, self.n_test, self.size, self.seed = n_train, n_test, check_size(size), seed
         super().__init__(root)
@@ -430,8 +436,9 @@ class SyntheticIDRiDSource(IDRiDSource):
         current = json.loads(marker.read_text()) if marker.exists() else None
         if (self.root / TOP_FOLDER).exists() and current == wanted:
             return
-        make_synthetic_idrid(self.root, n_train=self.n_train, n_test=self.n_test, size=self.size, seed=self.seed,
-                             overwrite=True)
+        make_synthetic_idrid(
+            self.root, n_train=self.n_train, n_test=self.n_test, size=self.size, seed=self.seed, overwrite=True
+        )
         atomic_write_text(marker, json.dumps(wanted))
         self._layout = None  # searched again on first use
 
@@ -439,5 +446,7 @@ class SyntheticIDRiDSource(IDRiDSource):
         return "synthetic look-alike " + super().summary()
 
     def __repr__(self) -> str:
-        return (f"SyntheticIDRiDSource(root={str(self.root)!r}, n_train={self.n_train}, n_test={self.n_test}, "
-                f"size={self.size}, seed={self.seed})")
+        return (
+            f"SyntheticIDRiDSource(root={str(self.root)!r}, n_train={self.n_train}, n_test={self.n_test}, "
+            f"size={self.size}, seed={self.seed})"
+        )

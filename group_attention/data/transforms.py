@@ -230,4 +230,3 @@ class RandomFlipRotate:
             f"RandomFlipRotate(p_hflip={self.p_hflip}, p_vflip={self.p_vflip}, "
             f"degrees={self.degrees}, seed={self.seed})"
         )
-

@@ -3,8 +3,8 @@ variants on any :class:`~group_attention.data.SegmentationSource` (images, masks
 
 from .arrays import LesionArrays, load_class_arrays, load_lesion_arrays
 from .config import PROTOCOLS, ExperimentConfig, quick_synthetic_config
-from .evaluate import evaluate, lesion_probability
 from .distributed import resolve_device
+from .evaluate import evaluate, lesion_probability
 from .experiment import check_resumable, run_experiment
 from .results import summarize, write_results
 from .train import RunSpec, Trainer

@@ -7,8 +7,8 @@ Files are decoded once, through the source's Dataset and its on-disk cache (IDRi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -45,8 +45,14 @@ class LesionArrays:
         return self.images[indices].float().div_(255), self.masks[indices].float()
 
 
-def load_class_arrays(source: SegmentationSource, name: str, ids: Sequence[str], size: tuple[int, int],
-                      cache_dir: "str | None" = "auto", workers: int = 0) -> LesionArrays:
+def load_class_arrays(
+    source: SegmentationSource,
+    name: str,
+    ids: Sequence[str],
+    size: tuple[int, int],
+    cache_dir: "str | None" = "auto",
+    workers: int = 0,
+) -> LesionArrays:
     """Read (or take from the cache) the images ``ids`` of ``source`` with their ``name`` masks, in ``workers``
     DataLoader processes (0: in this one); the result's ``ids`` are in the order the Dataset gave them."""
     dataset = source.dataset([name], list(ids), size, cache_dir)
@@ -59,8 +65,9 @@ def load_class_arrays(source: SegmentationSource, name: str, ids: Sequence[str],
     return LesionArrays(loaded_ids, torch.stack(images), torch.stack(masks))
 
 
-def load_lesion_arrays(root: str, lesion: str, split: str, size: tuple[int, int], cache_dir: "str | None" = "auto",
-                       workers: int = 0) -> LesionArrays:
+def load_lesion_arrays(
+    root: str, lesion: str, split: str, size: tuple[int, int], cache_dir: "str | None" = "auto", workers: int = 0
+) -> LesionArrays:
     """Every image of ``split`` of the IDRiD download at ``root`` with its ``lesion`` mask (see
     :func:`load_class_arrays`)."""
     source = IDRiDSource(root)

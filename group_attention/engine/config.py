@@ -21,6 +21,7 @@ MIN_SIDE = 16
 # IDRiD photographs are 4288 x 2848; a larger side only upsamples, and the cached arrays would not fit in memory.
 MAX_SIDE = 8192
 
+
 @dataclass
 class ExperimentConfig:
     """Everything that defines an IDRiD experiment run; defaults are the paper's protocol (section 3.1).
@@ -94,8 +95,11 @@ class ExperimentConfig:
             raise ValueError(f"folds must be at least 2 for cross-validation, got {self.folds}")
         if self.only_folds is not None:
             self.only_folds = tuple(dict.fromkeys(self.only_folds))
-            bad = [f for f in self.only_folds
-                   if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < self.num_folds]
+            bad = [
+                f
+                for f in self.only_folds
+                if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < self.num_folds
+            ]
             if bad:
                 raise ValueError(f"only_folds must be fold indices in 0..{self.num_folds - 1}, got {list(bad)}")
         check_image_size(self.size)
@@ -128,17 +132,35 @@ class ExperimentConfig:
         if self.data_root is not None:
             return IDRiDSource(self.data_root)
         synthetic = self.synthetic
-        return SyntheticIDRiDSource(Path(out_dir) / "synthetic-idrid", n_train=synthetic["n_train"],
-                                    n_test=synthetic["n_test"], size=tuple(synthetic["size"]), seed=self.seed)
+        return SyntheticIDRiDSource(
+            Path(out_dir) / "synthetic-idrid",
+            n_train=synthetic["n_train"],
+            n_test=synthetic["n_test"],
+            size=tuple(synthetic["size"]),
+            seed=self.seed,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def fingerprint(self) -> str:
         """A hash of the settings that change results: a rerun with another fingerprint must not resume."""
-        relevant = {k: v for k, v in self.to_dict().items()
-                    if k not in ("device", "workers", "overlays", "cache_dir", "variants", "lesions", "only_folds",
-                                 "checkpoint_seconds", "keep_checkpoints")}
+        relevant = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k
+            not in (
+                "device",
+                "workers",
+                "overlays",
+                "cache_dir",
+                "variants",
+                "lesions",
+                "only_folds",
+                "checkpoint_seconds",
+                "keep_checkpoints",
+            )
+        }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -60,11 +60,14 @@ def resolve_device(name: str, context_local_rank: int = 0) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", context_local_rank % torch.cuda.device_count())
         elif device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
-                             f"device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
+            raise ValueError(
+                f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
     elif device.type != "cpu" and not _backend_available(device.type):
-        raise ValueError(f"device {name!r} asked for, but {device.type} is not available on this machine; "
-                         "use --device cpu")
+        raise ValueError(
+            f"device {name!r} asked for, but {device.type} is not available on this machine; use --device cpu"
+        )
     return device
 
 

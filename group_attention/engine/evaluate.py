@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -26,9 +26,9 @@ def lesion_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1)[:, 1:2]
 
 
-def predict_batches(model: nn.Module, arrays: LesionArrays, indices: torch.Tensor, batch_size: int,
-                    device: torch.device, amp: bool
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+def predict_batches(
+    model: nn.Module, arrays: LesionArrays, indices: torch.Tensor, batch_size: int, device: torch.device, amp: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(indices, images (B, 3, H, W), probabilities (B, 1, H, W), masks (B, 1, H, W))`` in eval mode
     without gradients."""
     was_training = model.training
@@ -36,7 +36,7 @@ def predict_batches(model: nn.Module, arrays: LesionArrays, indices: torch.Tenso
     try:
         with torch.no_grad():
             for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
+                chunk = indices[start : start + batch_size]
                 images, masks = arrays.batch(chunk)
                 images = images.to(device, non_blocking=True)
                 # the forward pass of group-attention predict: one inference path for evaluation and prediction
@@ -49,8 +49,16 @@ def predict_batches(model: nn.Module, arrays: LesionArrays, indices: torch.Tenso
 AUPR_TOLERANCE = 0.5e-4
 
 
-def evaluate(model: nn.Module, arrays: LesionArrays, indices: torch.Tensor, batch_size: int, device: torch.device,
-             amp: bool = False, threshold: float = 0.5, exact_aupr: bool = False) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    arrays: LesionArrays,
+    indices: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+    threshold: float = 0.5,
+    exact_aupr: bool = False,
+) -> dict[str, float]:
     """Dice, accuracy, sensitivity, specificity (pooled over all pixels), mean per-image Dice, AUPR and ROC AUC.
 
     AUPR comes from score histograms, within ``aupr_error_bound`` of the exact value. With ``exact_aupr``, a bound
@@ -67,8 +75,14 @@ def evaluate(model: nn.Module, arrays: LesionArrays, indices: torch.Tensor, batc
     return result
 
 
-def exact_pooled_aupr(model: nn.Module, arrays: LesionArrays, indices: torch.Tensor, batch_size: int,
-                      device: torch.device, amp: bool = False) -> float:
+def exact_pooled_aupr(
+    model: nn.Module,
+    arrays: LesionArrays,
+    indices: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+) -> float:
     """AUPR over all pixels of ``indices`` by sorting their scores (4 bytes a pixel held at once: 21 MB for an
     IDRiD test fold of 27 images at 384 x 512)."""
     scores, truth = [], []

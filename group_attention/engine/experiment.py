@@ -23,7 +23,6 @@ from .train import EpochCallback, RunSpec, Trainer, run_seed
 from .visualize import attention_panels, save_overlays
 
 
-
 def prepare_source(source: SegmentationSource, context: Context) -> None:
     """Let process 0 make the source's files exist (e.g. write the synthetic tree) while the others wait."""
     if context.is_main:
@@ -31,8 +30,9 @@ def prepare_source(source: SegmentationSource, context: Context) -> None:
     context.barrier()
 
 
-def check_class_present(arrays: LesionArrays, source: SegmentationSource, lesion: str, split: str,
-                        ids: list[str]) -> None:
+def check_class_present(
+    arrays: LesionArrays, source: SegmentationSource, lesion: str, split: str, ids: list[str]
+) -> None:
     """Raise ``ValueError`` naming where the masks live if no image of ``ids`` shows ``lesion``: Dice and
     sensitivity of an empty class are conventions, not measurements, and training on it teaches nothing."""
     if not bool(arrays.masks[arrays.indices_of(ids)].any()):
@@ -43,8 +43,9 @@ def check_class_present(arrays: LesionArrays, source: SegmentationSource, lesion
         )
 
 
-def load_arrays(config: ExperimentConfig, source: SegmentationSource, lesion: str,
-                folds: list[list[list[str]]]) -> LesionArrays:
+def load_arrays(
+    config: ExperimentConfig, source: SegmentationSource, lesion: str, folds: list[list[list[str]]]
+) -> LesionArrays:
     """Every image the ``folds`` use (``[train_ids, test_ids]`` pairs), with ``lesion``'s masks, in one set of
     tensors; a split with no mask pixel of ``lesion`` is an error (the official sets each, or every image)."""
     ids = list(dict.fromkeys(image_id for train_ids, test_ids in folds for image_id in train_ids + test_ids))
@@ -80,8 +81,9 @@ def run_specs(config: ExperimentConfig, folds: list[list[str]], lesion: str) -> 
     return specs
 
 
-def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig, run_dir: Path,
-               device: torch.device) -> dict[str, Any]:
+def finish_run(
+    trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig, run_dir: Path, device: torch.device
+) -> dict[str, Any]:
     """Test the best checkpoint on the fold's test images; write overlays, the attention figure, metrics.json."""
     spec = trainer.spec
     best_epoch = trainer.load_best()
@@ -89,20 +91,29 @@ def finish_run(trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig,
     metrics = evaluate(trainer.model, arrays, test_indices, config.batch_size, device, config.amp, exact_aupr=True)
     wanted = len(test_indices) if config.overlays < 0 else min(config.overlays, len(test_indices))
     if wanted:
-        for chunk, images, probabilities, masks in predict_batches(trainer.model, arrays, test_indices[:wanted],
-                                                                   config.batch_size, device, config.amp):
-            save_overlays(run_dir / "overlays", [arrays.ids[i] for i in chunk.tolist()], images,
-                          probabilities >= 0.5, masks)
+        for chunk, images, probabilities, masks in predict_batches(
+            trainer.model, arrays, test_indices[:wanted], config.batch_size, device, config.amp
+        ):
+            save_overlays(
+                run_dir / "overlays", [arrays.ids[i] for i in chunk.tolist()], images, probabilities >= 0.5, masks
+            )
             if chunk[0] == test_indices[0]:
                 figure = attention_panels(trainer.model, images[0], masks[0])
                 if figure is not None:
                     save_png(run_dir / "attention.png", figure)
     result = {
-        "variant": spec.variant, "lesion": spec.lesion, "fold": spec.fold,
+        "variant": spec.variant,
+        "lesion": spec.lesion,
+        "fold": spec.fold,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "best_epoch": best_epoch,
-        "train_images": len(spec.train_ids), "val_images": len(spec.val_ids), "test_images": len(spec.test_ids),
-        "test_ids": spec.test_ids, "test": metrics, "fingerprint": config.fingerprint(), "spec": vars(spec),
+        "train_images": len(spec.train_ids),
+        "val_images": len(spec.val_ids),
+        "test_images": len(spec.test_ids),
+        "test_ids": spec.test_ids,
+        "test": metrics,
+        "fingerprint": config.fingerprint(),
+        "spec": vars(spec),
     }
     write_json(run_dir / "metrics.json", result)
     return result
@@ -119,7 +130,8 @@ def has_work(out_dir: "str | Path") -> bool:
     runs = Path(out_dir) / "runs"
     return runs.is_dir() and any(
         next(runs.rglob(name), None) is not None
-        for name in ("metrics.json", "checkpoint_last.pt", "checkpoint_best.pt"))
+        for name in ("metrics.json", "checkpoint_last.pt", "checkpoint_best.pt")
+    )
 
 
 def check_writable_folder(out_dir: "str | Path") -> None:
@@ -133,8 +145,7 @@ def check_writable_folder(out_dir: "str | Path") -> None:
     if not existing.is_dir():
         raise ValueError(f"cannot create output folder {str(out_dir)!r}: {str(existing)!r} is a file (--out)")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to output folder {str(out_dir)!r}: {str(existing)!r} is not writable "
-                         "(--out)")
+        raise ValueError(f"cannot write to output folder {str(out_dir)!r}: {str(existing)!r} is not writable (--out)")
 
 
 def count_images(config: ExperimentConfig, source: SegmentationSource) -> "dict[str, int]":
@@ -188,8 +199,13 @@ def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
             )
 
 
-def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end: "EpochCallback | None" = None,
-                   progress: bool = True, source: "SegmentationSource | None" = None) -> "dict[str, Any] | None":
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: "str | Path",
+    on_epoch_end: "EpochCallback | None" = None,
+    progress: bool = True,
+    source: "SegmentationSource | None" = None,
+) -> "dict[str, Any] | None":
     """Run (or resume) every run of ``config`` into ``out_dir`` and write the results table.
 
     Finished runs (a ``metrics.json`` with the same settings) are skipped; an interrupted run continues from its
@@ -218,11 +234,14 @@ def run_experiment(config: ExperimentConfig, out_dir: "str | Path", on_epoch_end
             out_dir.mkdir(parents=True, exist_ok=True)
         context.barrier()
         prepare_source(source, context)
-        folds = [[list(train_ids), list(test_ids)]
-                 for train_ids, test_ids in source.folds(config.protocol, n_folds=config.folds, seed=config.seed)]
+        folds = [
+            [list(train_ids), list(test_ids)]
+            for train_ids, test_ids in source.folds(config.protocol, n_folds=config.folds, seed=config.seed)
+        ]
         finished: list[dict[str, Any]] = []
         runs_per_lesion = len(config.variants) * (
-            len(config.only_folds) if config.only_folds is not None else config.num_folds)
+            len(config.only_folds) if config.only_folds is not None else config.num_folds
+        )
         clock = ProgressClock(config.epochs, runs_per_lesion * len(config.lesions))
         settings_recorded = False
         for lesion in config.lesions:
@@ -276,6 +295,7 @@ def chain_callbacks(*callbacks: "EpochCallback | None") -> EpochCallback:
         for callback in callbacks:
             if callback is not None:
                 callback(row)
+
     return call_all
 
 
@@ -320,8 +340,10 @@ class ProgressClock:
 
     def run_line(self) -> str:
         spec = self.spec
-        return (f"run {self.run_number} of {self.total_runs} ({spec.variant}, {spec.lesion}, fold {spec.fold + 1}); "
-                f"{self.time_left()}")
+        return (
+            f"run {self.run_number} of {self.total_runs} ({spec.variant}, {spec.lesion}, fold {spec.fold + 1}); "
+            f"{self.time_left()}"
+        )
 
 
 def format_duration(seconds: float) -> str:

@@ -10,8 +10,13 @@ from typing import Any
 from ..models.variants import VARIANT_LABELS
 from .io import write_json, write_text
 
-TABLE_METRICS = (("dice", "Dice(%)"), ("accuracy", "Acc(%)"), ("sensitivity", "Sensitivity(%)"),
-                 ("specificity", "Specificity(%)"), ("aupr", "AUPR(%)"))
+TABLE_METRICS = (
+    ("dice", "Dice(%)"),
+    ("accuracy", "Acc(%)"),
+    ("sensitivity", "Sensitivity(%)"),
+    ("specificity", "Specificity(%)"),
+    ("aupr", "AUPR(%)"),
+)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -23,9 +28,16 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (variant, lesion) with the mean and std over its folds of every table metric."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for run in runs:
-        row = rows.setdefault((run["variant"], run["lesion"]), {
-            "variant": run["variant"], "lesion": run["lesion"], "parameters": run["parameters"], "folds": [],
-            "per_fold": {key: [] for key, _ in TABLE_METRICS}})
+        row = rows.setdefault(
+            (run["variant"], run["lesion"]),
+            {
+                "variant": run["variant"],
+                "lesion": run["lesion"],
+                "parameters": run["parameters"],
+                "folds": [],
+                "per_fold": {key: [] for key, _ in TABLE_METRICS},
+            },
+        )
         row["folds"].append(run["fold"])
         for key, _ in TABLE_METRICS:
             row["per_fold"][key].append(run["test"][key])
@@ -43,7 +55,7 @@ def decimals_allowed(bound: float, most: int = 2) -> int:
     """Decimals of a percentage that an absolute error ``bound`` leaves meaningful: the largest ``d <= most`` with
     the bound at most half a unit of the last digit (``100 * bound <= 0.5 * 10**-d``), and 0 if none."""
     for decimals in range(most, 0, -1):
-        if 100 * bound <= 0.5 * 10.0 ** -decimals:
+        if 100 * bound <= 0.5 * 10.0**-decimals:
             return decimals
     return 0
 
@@ -65,37 +77,54 @@ def aupr_cell(row: dict[str, Any]) -> str:
 def markdown_table(summary: list[dict[str, Any]], synthetic: bool, description: str) -> str:
     lines = []
     if synthetic:
-        lines += ["**SYNTHETIC DATA**: these numbers come from the synthetic IDRiD look-alike, not from IDRiD, "
-                  "and say nothing about the paper's results.", ""]
+        lines += [
+            "**SYNTHETIC DATA**: these numbers come from the synthetic IDRiD look-alike, not from IDRiD, "
+            "and say nothing about the paper's results.",
+            "",
+        ]
     lines += [description, ""]
     lines.append("| Methods | | " + " | ".join(label for _, label in TABLE_METRICS) + " | # para | folds |")
     lines.append("|---|---|" + "---|" * (len(TABLE_METRICS) + 2))
     for row in summary:
-        cells = [aupr_cell(row) if key == "aupr" else percent_cell(row["mean"][key], row["std"][key])
-                 for key, _ in TABLE_METRICS]
+        cells = [
+            aupr_cell(row) if key == "aupr" else percent_cell(row["mean"][key], row["std"][key])
+            for key, _ in TABLE_METRICS
+        ]
         label = VARIANT_LABELS.get(row["variant"], row["variant"])
-        lines.append(f"| {label} | {row['lesion']} | " + " | ".join(cells)
-                     + f" | {row['parameters'] / 1e6:.3f}M | {len(row['folds'])} |")
+        lines.append(
+            f"| {label} | {row['lesion']} | "
+            + " | ".join(cells)
+            + f" | {row['parameters'] / 1e6:.3f}M | {len(row['folds'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_results(out_dir: Path, runs: list[dict[str, Any]], config: dict[str, Any], synthetic: bool,
-                  complete: bool) -> tuple[Path, Path]:
+def write_results(
+    out_dir: Path, runs: list[dict[str, Any]], config: dict[str, Any], synthetic: bool, complete: bool
+) -> tuple[Path, Path]:
     """Write ``results.md`` and ``results.json`` (atomically) from the finished runs."""
     summary = summarize(runs)
-    protocol = (f"{config['folds']}-fold cross-validation over all images" if config["protocol"] == "cv"
-                else "official training/testing split")
-    description = (f"Mean ± standard deviation over folds ({protocol}; {config['epochs']} epochs, batch "
-                   f"{config['batch_size']}, Adam lr {config['lr']}, {config['size'][1]}x{config['size'][0]}). "
-                   "Dice, accuracy, sensitivity and specificity pool every pixel of a fold's test images "
-                   "(eqs 4-7 at threshold 0.5); AUPR is the area under the pixel-level precision-recall curve, "
-                   "printed with no more digits than its binning error bound allows.")
+    protocol = (
+        f"{config['folds']}-fold cross-validation over all images"
+        if config["protocol"] == "cv"
+        else "official training/testing split"
+    )
+    description = (
+        f"Mean ± standard deviation over folds ({protocol}; {config['epochs']} epochs, batch "
+        f"{config['batch_size']}, Adam lr {config['lr']}, {config['size'][1]}x{config['size'][0]}). "
+        "Dice, accuracy, sensitivity and specificity pool every pixel of a fold's test images "
+        "(eqs 4-7 at threshold 0.5); AUPR is the area under the pixel-level precision-recall curve, "
+        "printed with no more digits than its binning error bound allows."
+    )
     if not complete:
         description += " **Incomplete: some runs have not finished yet.**"
     for run in runs:
-        run["test"] = {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None)
-                       for k, v in run["test"].items()}
+        run["test"] = {
+            k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in run["test"].items()
+        }
     markdown = write_text(out_dir / "results.md", markdown_table(summary, synthetic, description))
-    data = write_json(out_dir / "results.json", {
-        "synthetic_data": synthetic, "complete": complete, "config": config, "summary": summary, "runs": runs})
+    data = write_json(
+        out_dir / "results.json",
+        {"synthetic_data": synthetic, "complete": complete, "config": config, "summary": summary, "runs": runs},
+    )
     return markdown, data

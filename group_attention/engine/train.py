@@ -11,9 +11,9 @@ import pickle
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -93,8 +93,17 @@ def batch_dice(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 # What torch.load raises on a truncated or overwritten file: zip reader errors, a cut pickle stream, bad bytes.
-CORRUPT_CHECKPOINT_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-                             AttributeError, IndexError, KeyError, UnicodeDecodeError)
+CORRUPT_CHECKPOINT_ERRORS = (
+    RuntimeError,
+    EOFError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    ValueError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    UnicodeDecodeError,
+)
 
 
 def warn(message: str) -> None:
@@ -138,8 +147,16 @@ class Trainer:
     most that much training, from exactly the state it had (data order and augmentation follow the epoch number).
     """
 
-    def __init__(self, spec: RunSpec, arrays: LesionArrays, config: ExperimentConfig, run_dir: Path,
-                 device: torch.device, context: Context = Context(), progress: bool = True) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        arrays: LesionArrays,
+        config: ExperimentConfig,
+        run_dir: Path,
+        device: torch.device,
+        context: Context = Context(),  # noqa: B008 - an immutable default: one process, no group
+        progress: bool = True,
+    ) -> None:
         self.spec, self.arrays, self.config, self.run_dir = spec, arrays, config, run_dir
         self.device, self.context, self.progress = device, context, progress
         torch.manual_seed(run_seed(config.seed, spec.fold))
@@ -147,7 +164,8 @@ class Trainer:
         self.parallel_model: nn.Module = self.model
         if context.enabled:
             self.parallel_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
         self.loss = GeneralizedDiceLoss("multiclass", validate_args=False)  # our masks are 0/1: skip the sync
@@ -177,8 +195,10 @@ class Trainer:
             if read_checkpoint_or_set_aside(self.best_path) is None:
                 aside = set_aside_path(self.last_path)
                 self.last_path.replace(aside)
-                warn(f"[{self.spec.name}] {str(self.best_path)!r} is missing or unreadable; the last checkpoint "
-                     f"cannot finish this run without it and was moved aside to {str(aside)!r}")
+                warn(
+                    f"[{self.spec.name}] {str(self.best_path)!r} is missing or unreadable; the last checkpoint "
+                    f"cannot finish this run without it and was moved aside to {str(aside)!r}"
+                )
                 state = None
         if state is None:
             self.best_path.unlink(missing_ok=True)  # belongs to the discarded run; the restart writes its own
@@ -198,23 +218,28 @@ class Trainer:
         order = self.train_indices[torch.randperm(len(self.train_indices), generator=generator)]
         world = self.context.world_size
         if world > 1:  # every process must run the same number of steps: wrap around, as DistributedSampler does
-            order = torch.cat([order, order[:(-len(order)) % world]])
-        return order[self.context.rank::world]
+            order = torch.cat([order, order[: (-len(order)) % world]])
+        return order[self.context.rank :: world]
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         self.parallel_model.train()
         order = self.epoch_order(epoch)
-        augment_generator = torch.Generator().manual_seed(run_seed(self.config.seed, self.spec.fold, epoch, 7,
-                                                                   self.context.rank))
+        augment_generator = torch.Generator().manual_seed(
+            run_seed(self.config.seed, self.spec.fold, epoch, 7, self.context.rank)
+        )
         batches = range(0, len(order), self.config.batch_size)
-        bar = tqdm(batches, desc=f"{self.spec.name} epoch {epoch + 1}/{self.config.epochs}", leave=False,
-                   disable=not (self.progress and self.context.is_main) or None, unit="batch")
+        bar = tqdm(
+            batches,
+            desc=f"{self.spec.name} epoch {epoch + 1}/{self.config.epochs}",
+            leave=False,
+            disable=not (self.progress and self.context.is_main) or None,
+            unit="batch",
+        )
         loss_sum, dice_sum, steps = 0.0, 0.0, 0
         for start in bar:
-            images, masks = self.arrays.batch(order[start:start + self.config.batch_size])
+            images, masks = self.arrays.batch(order[start : start + self.config.batch_size])
             images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
-            images, masks = random_flip_rotate(images, masks, degrees=self.config.degrees,
-                                               generator=augment_generator)
+            images, masks = random_flip_rotate(images, masks, degrees=self.config.degrees, generator=augment_generator)
             with autocast(self.device, self.config.amp):
                 logits = self.parallel_model(images)
                 loss = self.loss(logits, masks[:, 0].long())
@@ -238,12 +263,21 @@ class Trainer:
         for epoch in range(self.start_epoch, self.config.epochs):
             started = time.perf_counter()
             train_loss, train_dice = self.train_epoch(epoch)
-            row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_dice": round(train_dice, 6),
-                   "val_dice": "", "val_aupr": "", "seconds": 0.0}
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": round(train_loss, 6),
+                "train_dice": round(train_dice, 6),
+                "val_dice": "",
+                "val_aupr": "",
+                "seconds": 0.0,
+            }
             if self.context.is_main:
                 if self.validate(row):
-                    self.best_state = {"model": _cpu_copy(self.model.state_dict()), "epoch": epoch + 1,
-                                       "val_dice": self.best_dice}
+                    self.best_state = {
+                        "model": _cpu_copy(self.model.state_dict()),
+                        "epoch": epoch + 1,
+                        "val_dice": self.best_dice,
+                    }
                 row["seconds"] = round(time.perf_counter() - started, 3)
                 self.history.append(row)
                 final = epoch + 1 == self.config.epochs
@@ -257,8 +291,11 @@ class Trainer:
             if self.context.is_main and self.progress:
                 val_dice = "-" if row["val_dice"] == "" else f"{row['val_dice']:.4f}"
                 status = f"; {self.status()}" if self.status is not None else ""
-                print(f"[{self.spec.name}] epoch {epoch + 1}/{self.config.epochs} loss {train_loss:.4f} "
-                      f"train dice {train_dice:.3f} val dice {val_dice} ({row['seconds']:.1f} s{status})", flush=True)
+                print(
+                    f"[{self.spec.name}] epoch {epoch + 1}/{self.config.epochs} loss {train_loss:.4f} "
+                    f"train dice {train_dice:.3f} val dice {val_dice} ({row['seconds']:.1f} s{status})",
+                    flush=True,
+                )
 
     def save(self, epochs_done: int) -> None:
         """Write the best checkpoint (if it changed) and then the last one, each atomically: a crash between the
@@ -267,19 +304,28 @@ class Trainer:
         if self.best_state is not None and self.best_state["epoch"] != self.saved_best_epoch:
             save_checkpoint(self.best_path, {**self.best_state, "inference": inference})
             self.saved_best_epoch = self.best_state["epoch"]
-        save_checkpoint(self.last_path, {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "epoch": epochs_done, "best_dice": self.best_dice,
-            "best_epoch": self.saved_best_epoch, "history": self.history, "spec": vars(self.spec),
-            "inference": inference,
-        })
+        save_checkpoint(
+            self.last_path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": epochs_done,
+                "best_dice": self.best_dice,
+                "best_epoch": self.saved_best_epoch,
+                "history": self.history,
+                "spec": vars(self.spec),
+                "inference": inference,
+            },
+        )
 
     def validate(self, row: dict) -> bool:
         """Fill the validation columns of ``row``; True if this epoch is the best so far."""
         if len(self.val_indices) == 0:
             return True  # no validation image: the best checkpoint is the last one
-        metrics = evaluate(self.model, self.arrays, self.val_indices, self.config.batch_size, self.device,
-                           self.config.amp)
+        metrics = evaluate(
+            self.model, self.arrays, self.val_indices, self.config.batch_size, self.device, self.config.amp
+        )
         row["val_dice"], row["val_aupr"] = round(metrics["dice"], 6), round(metrics["aupr"], 6)
         if metrics["dice"] > self.best_dice:
             self.best_dice = metrics["dice"]

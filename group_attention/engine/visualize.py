@@ -54,8 +54,9 @@ def overlay(image: torch.Tensor, prediction: torch.Tensor, truth: torch.Tensor) 
     return Image.fromarray(canvas)
 
 
-def overlay_figure(image: torch.Tensor, prediction: torch.Tensor, truth: torch.Tensor,
-                   min_width: int = MIN_FIGURE_WIDTH) -> Image.Image:
+def overlay_figure(
+    image: torch.Tensor, prediction: torch.Tensor, truth: torch.Tensor, min_width: int = MIN_FIGURE_WIDTH
+) -> Image.Image:
     """The Fig. 5 picture enlarged to at least ``min_width`` pixels, with a legend of its three colours below."""
     picture = _upscaled(overlay(image, prediction, truth), min_width)
     font, swatch, pad = _font(), 14, 8
@@ -134,26 +135,31 @@ def attention_panels(model: torch.nn.Module, image: torch.Tensor, truth: torch.T
     gate = attention[group].float()
     attended = low * gate
     # The feature and the attended feature share one scale, so what the attention removes shows as darker.
-    feature_low, feature_high = float(torch.minimum(low.min(), attended.min())), float(torch.maximum(low.max(),
-                                                                                                       attended.max()))
+    feature_low, feature_high = (
+        float(torch.minimum(low.min(), attended.min())),
+        float(torch.maximum(low.max(), attended.max())),
+    )
     panels = [
-        np.repeat(truth.detach().reshape(truth.shape[-2:]).cpu().numpy()[..., None] * 255, 3, axis=2)
-        .astype(np.uint8),
+        np.repeat(truth.detach().reshape(truth.shape[-2:]).cpu().numpy()[..., None] * 255, 3, axis=2).astype(np.uint8),
         _heatmap(low, feature_low, feature_high),
         _heatmap(gate, 0.0, 1.0),
         _heatmap(attended, feature_low, feature_high),
     ]
-    return _panel_figure(panels, [(feature_low, feature_high, "feature value (b, d)"),
-                                  (0.0, 1.0, "attention (c)")])
+    return _panel_figure(panels, [(feature_low, feature_high, "feature value (b, d)"), (0.0, 1.0, "attention (c)")])
 
 
-def _panel_figure(panels: "list[np.ndarray]", bars: "list[tuple[float, float, str]]",
-                  min_panel_width: int = 256) -> Image.Image:
+def _panel_figure(
+    panels: "list[np.ndarray]", bars: "list[tuple[float, float, str]]", min_panel_width: int = 256
+) -> Image.Image:
     """Panels side by side under their titles (a)-(d), each at least ``min_panel_width`` wide, colour bars below."""
     font, gap, title_height = _font(), 12, 24
     height = max(p.shape[0] for p in panels)
-    pictures = [_upscaled(Image.fromarray(p).resize((p.shape[1] * height // p.shape[0], height), Image.NEAREST),
-                          min_panel_width) for p in panels]
+    pictures = [
+        _upscaled(
+            Image.fromarray(p).resize((p.shape[1] * height // p.shape[0], height), Image.NEAREST), min_panel_width
+        )
+        for p in panels
+    ]
     width = sum(p.width for p in pictures) + gap * (len(pictures) + 1)
     bar_width = (width - gap * (len(bars) + 1)) // len(bars)
     bar_images = [_colour_bar(bar_width, *bar, font) for bar in bars]
@@ -161,8 +167,7 @@ def _panel_figure(panels: "list[np.ndarray]", bars: "list[tuple[float, float, st
     canvas = Image.new("RGB", (width, title_height + panel_height + gap + bar_images[0].height + gap), BACKGROUND)
     draw, x = ImageDraw.Draw(canvas), gap
     for letter, title, picture in zip("abcd", PANEL_TITLES, pictures):
-        draw.text((x + picture.width // 2, title_height // 2), f"({letter}) {title}", fill=INK, font=font,
-                  anchor="mm")
+        draw.text((x + picture.width // 2, title_height // 2), f"({letter}) {title}", fill=INK, font=font, anchor="mm")
         canvas.paste(picture, (x, title_height))
         x += picture.width + gap
     x = gap
@@ -172,8 +177,11 @@ def _panel_figure(panels: "list[np.ndarray]", bars: "list[tuple[float, float, st
     return canvas
 
 
-def save_overlays(folder: Path, ids: list[str], images: torch.Tensor, predictions: torch.Tensor,
-                  truths: torch.Tensor) -> list[Path]:
+def save_overlays(
+    folder: Path, ids: list[str], images: torch.Tensor, predictions: torch.Tensor, truths: torch.Tensor
+) -> list[Path]:
     """Write ``<folder>/<id>.png`` overlays (:func:`overlay_figure`) for a batch; returns the paths."""
-    return [save_png(folder / f"{image_id}.png", overlay_figure(image, prediction, truth))
-            for image_id, image, prediction, truth in zip(ids, images, predictions, truths)]
+    return [
+        save_png(folder / f"{image_id}.png", overlay_figure(image, prediction, truth))
+        for image_id, image, prediction, truth in zip(ids, images, predictions, truths)
+    ]

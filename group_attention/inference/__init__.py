@@ -1,8 +1,17 @@
 """Applying trained models to new fundus photographs: self-describing checkpoints and :func:`load_model`,
 full-resolution prediction (training scale or sliding window) and the outputs of ``group-attention predict``."""
 
-from .checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, InferenceSpec, experiment_metadata,
-                         inference_metadata, load_model, read_spec, save_model)
+from .checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    InferenceSpec,
+    experiment_metadata,
+    inference_metadata,
+    load_model,
+    read_spec,
+    save_model,
+)
 from .components import count_components
 from .forward import autocast, lesion_probabilities
 from .predict import IMAGE_SUFFIXES, PredictionReport, find_images, predict, predict_probability, read_image

@@ -23,8 +23,17 @@ from ..data.idrid import LESIONS
 from ..data.preprocess import PREPROCESS_VERSION, check_size
 from ..models import VARIANTS, UNet
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "InferenceSpec", "inference_metadata", "experiment_metadata", "read_spec",
-           "load_model", "save_model", "CheckpointError"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "InferenceSpec",
+    "inference_metadata",
+    "experiment_metadata",
+    "read_spec",
+    "load_model",
+    "save_model",
+    "CheckpointError",
+]
 
 #: The ``"format"`` of the metadata: a checkpoint holding another format is of another kind.
 FORMAT = "group-attention/segmentation-model"
@@ -78,9 +87,17 @@ def _library_version() -> str:
     return __version__
 
 
-def inference_metadata(variant: "str | None", lesion: str, size: "tuple[int, int]", *, in_channels: int = 3,
-                       num_classes: int = 2, unet_kwargs: "dict[str, Any] | None" = None, crop_fov: bool = True,
-                       threshold: float = 0.5) -> dict[str, Any]:
+def inference_metadata(
+    variant: "str | None",
+    lesion: str,
+    size: "tuple[int, int]",
+    *,
+    in_channels: int = 3,
+    num_classes: int = 2,
+    unet_kwargs: "dict[str, Any] | None" = None,
+    crop_fov: bool = True,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
     """The ``"inference"`` entry of a checkpoint (plain Python values, so ``torch.load(weights_only=True)`` reads it).
 
     Args:
@@ -108,13 +125,22 @@ def inference_metadata(variant: "str | None", lesion: str, size: "tuple[int, int
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library_version": _library_version(),
-        "model": {"variant": variant, "in_channels": int(in_channels), "num_classes": int(num_classes),
-                  "unet_kwargs": dict(unet_kwargs)},
+        "model": {
+            "variant": variant,
+            "in_channels": int(in_channels),
+            "num_classes": int(num_classes),
+            "unet_kwargs": dict(unet_kwargs),
+        },
         "lesion": lesion,
         "lesion_channel": 1 if num_classes > 1 else 0,
-        "preprocessing": {"size": [height, width], "crop_fov": bool(crop_fov), "fov_box": "find_fov_box",
-                          "image_resize": "pillow-bilinear-antialiased", "scale": "uint8 / 255",
-                          "preprocess_version": PREPROCESS_VERSION},
+        "preprocessing": {
+            "size": [height, width],
+            "crop_fov": bool(crop_fov),
+            "fov_box": "find_fov_box",
+            "image_resize": "pillow-bilinear-antialiased",
+            "scale": "uint8 / 255",
+            "preprocess_version": PREPROCESS_VERSION,
+        },
         "threshold": float(threshold),
     }
 
@@ -128,28 +154,43 @@ def experiment_metadata(variant: str, lesion: str, config: Any) -> dict[str, Any
 def _spec_from_metadata(metadata: Any, path: Path) -> InferenceSpec:
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         kind = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
-        raise CheckpointError(f"{path} is a checkpoint of another kind (inference format {kind!r}); "
-                              f"expected {FORMAT!r}")
+        raise CheckpointError(
+            f"{path} is a checkpoint of another kind (inference format {kind!r}); expected {FORMAT!r}"
+        )
     version = metadata.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise CheckpointError(
             f"{path} was written by group-attention {metadata.get('library_version')} in checkpoint format version "
             f"{version!r}; this group-attention ({_library_version()}) reads format versions 1 to {FORMAT_VERSION}: "
-            "upgrade group-attention to apply it")
+            "upgrade group-attention to apply it"
+        )
     try:
         model, preprocessing = metadata["model"], metadata["preprocessing"]
         return InferenceSpec(
-            variant=model["variant"], unet_kwargs=dict(model["unet_kwargs"]), in_channels=int(model["in_channels"]),
-            num_classes=int(model["num_classes"]), lesion=metadata["lesion"],
-            lesion_channel=int(metadata["lesion_channel"]), size=check_size(tuple(preprocessing["size"])),
-            crop_fov=bool(preprocessing["crop_fov"]), threshold=float(metadata["threshold"]),
-            library_version=metadata.get("library_version"), format_version=version)
+            variant=model["variant"],
+            unet_kwargs=dict(model["unet_kwargs"]),
+            in_channels=int(model["in_channels"]),
+            num_classes=int(model["num_classes"]),
+            lesion=metadata["lesion"],
+            lesion_channel=int(metadata["lesion_channel"]),
+            size=check_size(tuple(preprocessing["size"])),
+            crop_fov=bool(preprocessing["crop_fov"]),
+            threshold=float(metadata["threshold"]),
+            library_version=metadata.get("library_version"),
+            format_version=version,
+        )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: the inference metadata is incomplete or malformed ({err!r})") from err
 
 
-def _spec_from_arguments(state: dict, path: Path, variant: "str | None", lesion: "str | None",
-                         size: "tuple[int, int] | None", threshold: "float | None") -> InferenceSpec:
+def _spec_from_arguments(
+    state: dict,
+    path: Path,
+    variant: "str | None",
+    lesion: "str | None",
+    size: "tuple[int, int] | None",
+    threshold: "float | None",
+) -> InferenceSpec:
     recorded = state.get("spec") if isinstance(state.get("spec"), dict) else {}  # checkpoint_last.pt has the run
     variant = variant if variant is not None else recorded.get("variant")
     lesion = lesion if lesion is not None else recorded.get("lesion")
@@ -159,7 +200,8 @@ def _spec_from_arguments(state: dict, path: Path, variant: "str | None", lesion:
             f"{path} has no inference metadata (written before group-attention's self-describing checkpoints); "
             f"pass {', '.join(f'{name}=' for name in missing)} to load_model (command line: "
             f"{', '.join('--' + name for name in missing)}): variant one of {list(VARIANTS)}, lesion one of "
-            f"{list(LESIONS)}, size the (H, W) it was trained at (the experiment's default: 384 512)")
+            f"{list(LESIONS)}, size the (H, W) it was trained at (the experiment's default: 384 512)"
+        )
     metadata = inference_metadata(variant, lesion, size, threshold=0.5 if threshold is None else threshold)
     spec = _spec_from_metadata(metadata, path)
     return InferenceSpec(**{**spec.to_dict(), "library_version": None, "format_version": None})
@@ -167,31 +209,43 @@ def _spec_from_arguments(state: dict, path: Path, variant: "str | None", lesion:
 
 def _read(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist" if not path.exists()
-                                else f"checkpoint {path} is not a file")
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist" if not path.exists() else f"checkpoint {path} is not a file"
+        )
     try:
         # Only tensors and plain containers: a checkpoint from elsewhere cannot run code while loading.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types (EOFError, UnpicklingError, RuntimeError...)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a group-attention model checkpoint: torch.load cannot read it "
-                              f"({type(err).__name__}: {reason[:200]})") from err
+        raise CheckpointError(
+            f"{path} is not a group-attention model checkpoint: torch.load cannot read it "
+            f"({type(err).__name__}: {reason[:200]})"
+        ) from err
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a group-attention model checkpoint: it holds a "
-                              f"{type(state).__name__}, not a dict")
+        raise CheckpointError(
+            f"{path} is not a group-attention model checkpoint: it holds a {type(state).__name__}, not a dict"
+        )
     return state
 
 
 def _weights(state: dict, path: Path) -> dict:
     weights = state.get("model", state)  # the experiment's checkpoints, or a bare state_dict
     if not (isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values())):
-        raise CheckpointError(f"{path} is not a group-attention model checkpoint: no model weights (expected a "
-                              f"'model' state_dict); top-level keys: {sorted(map(str, state))[:10]}")
+        raise CheckpointError(
+            f"{path} is not a group-attention model checkpoint: no model weights (expected a "
+            f"'model' state_dict); top-level keys: {sorted(map(str, state))[:10]}"
+        )
     return weights
 
 
-def read_spec(path: "str | os.PathLike", *, variant: "str | None" = None, lesion: "str | None" = None,
-              size: "tuple[int, int] | None" = None, threshold: "float | None" = None) -> InferenceSpec:
+def read_spec(
+    path: "str | os.PathLike",
+    *,
+    variant: "str | None" = None,
+    lesion: "str | None" = None,
+    size: "tuple[int, int] | None" = None,
+    threshold: "float | None" = None,
+) -> InferenceSpec:
     """The :class:`InferenceSpec` of a checkpoint (arguments as for :func:`load_model`), without building it."""
     path = Path(path)
     state = _read(path)
@@ -201,14 +255,15 @@ def read_spec(path: "str | os.PathLike", *, variant: "str | None" = None, lesion
 
 def _resolve_spec(state: dict, path: Path, variant, lesion, size, threshold) -> InferenceSpec:
     if "inference" not in state:
-        return _spec_from_arguments(state, path, variant, lesion, None if size is None else check_size(size),
-                                    threshold)
+        return _spec_from_arguments(state, path, variant, lesion, None if size is None else check_size(size), threshold)
     spec = _spec_from_metadata(state["inference"], path)
     given = {"variant": variant, "lesion": lesion, "size": None if size is None else check_size(size)}
     for name, value in given.items():
         if value is not None and value != getattr(spec, name):
-            raise CheckpointError(f"{path} describes itself as {name}={getattr(spec, name)!r}, but {name}={value!r} "
-                                  f"was passed; leave {name} out for a self-describing checkpoint")
+            raise CheckpointError(
+                f"{path} describes itself as {name}={getattr(spec, name)!r}, but {name}={value!r} "
+                f"was passed; leave {name} out for a self-describing checkpoint"
+            )
     if threshold is not None:
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
@@ -216,9 +271,15 @@ def _resolve_spec(state: dict, path: Path, variant, lesion, size, threshold) -> 
     return spec
 
 
-def load_model(path: "str | os.PathLike", *, device: "str | torch.device" = "cpu", variant: "str | None" = None,
-               lesion: "str | None" = None, size: "tuple[int, int] | None" = None,
-               threshold: "float | None" = None) -> UNet:
+def load_model(
+    path: "str | os.PathLike",
+    *,
+    device: "str | torch.device" = "cpu",
+    variant: "str | None" = None,
+    lesion: "str | None" = None,
+    size: "tuple[int, int] | None" = None,
+    threshold: "float | None" = None,
+) -> UNet:
     """Rebuild the model of a checkpoint, load its weights and put it in eval mode on ``device``.
 
     The returned model carries its :class:`InferenceSpec` as ``model.inference_spec`` (lesion, training size,
@@ -252,9 +313,11 @@ def load_model(path: "str | os.PathLike", *, device: "str | torch.device" = "cpu
         model.load_state_dict(weights)
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise CheckpointError(f"{path}: the weights do not fit {spec.variant or 'the recorded UNet'} "
-                              f"({lines[1][:300] if len(lines) > 1 else lines[0][:300]}); is it a checkpoint of "
-                              "another variant or another kind of model?") from err
+        raise CheckpointError(
+            f"{path}: the weights do not fit {spec.variant or 'the recorded UNet'} "
+            f"({lines[1][:300] if len(lines) > 1 else lines[0][:300]}); is it a checkpoint of "
+            "another variant or another kind of model?"
+        ) from err
     model.inference_spec = spec
     return model.to(device).eval()
 

@@ -19,8 +19,9 @@ def autocast(device: "torch.device | str", enabled: bool) -> contextlib.Abstract
     return torch.autocast(device.type, dtype=dtype)
 
 
-def lesion_probabilities(model: nn.Module, images: torch.Tensor, *, amp: bool = False,
-                         lesion_channel: int = 1) -> torch.Tensor:
+def lesion_probabilities(
+    model: nn.Module, images: torch.Tensor, *, amp: bool = False, lesion_channel: int = 1
+) -> torch.Tensor:
     """The lesion probability of every pixel, in float32.
 
     Softmax over the logit channels (or a sigmoid when the model has one), taken in float32 so AMP logits give no
@@ -40,4 +41,4 @@ def lesion_probabilities(model: nn.Module, images: torch.Tensor, *, amp: bool = 
     logits = logits.float()
     if logits.shape[1] == 1:
         return torch.sigmoid(logits)
-    return torch.softmax(logits, dim=1)[:, lesion_channel:lesion_channel + 1]
+    return torch.softmax(logits, dim=1)[:, lesion_channel : lesion_channel + 1]

@@ -68,7 +68,8 @@ class GroundTruth:
             return np.zeros(size[::-1], dtype=bool)
         truth = read_lesion_mask(path)
         if truth.shape != size[::-1]:
-            raise ValueError(f"ground-truth mask {path} is {truth.shape[1]}x{truth.shape[0]} (W x H) but the image "
-                             f"is {size[0]}x{size[1]}; a mask must have its image's size")
+            raise ValueError(
+                f"ground-truth mask {path} is {truth.shape[1]}x{truth.shape[0]} (W x H) but the image "
+                f"is {size[0]}x{size[1]}; a mask must have its image's size"
+            )
         return truth
-

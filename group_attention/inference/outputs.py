@@ -12,8 +12,14 @@ from PIL import Image
 
 from ..atomic import atomic_write
 
-__all__ = ["LESION_COLOURS", "write_mask", "write_probability", "write_overlay", "write_truth_overlay",
-           "read_probability"]
+__all__ = [
+    "LESION_COLOURS",
+    "write_mask",
+    "write_probability",
+    "write_overlay",
+    "write_truth_overlay",
+    "read_probability",
+]
 
 #: One colour per lesion in the prediction overlay (RGB).
 LESION_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -29,8 +35,9 @@ PNG_COMPRESS_LEVEL = 1
 
 
 def _save_png(path: "str | os.PathLike", image: Image.Image) -> Path:
-    return atomic_write(path, lambda stream: image.save(stream, format="PNG", compress_level=PNG_COMPRESS_LEVEL),
-                        durable=False)
+    return atomic_write(
+        path, lambda stream: image.save(stream, format="PNG", compress_level=PNG_COMPRESS_LEVEL), durable=False
+    )
 
 
 def write_mask(path: "str | os.PathLike", mask: np.ndarray) -> Path:
@@ -47,7 +54,7 @@ def write_probability(path: "str | os.PathLike", probability: np.ndarray) -> Pat
 def read_probability(path: "str | os.PathLike") -> np.ndarray:
     """Read a map written by :func:`write_probability` back as float32 in [0, 1]."""
     with Image.open(path) as opened:
-        return (np.asarray(opened).astype(np.float32) / 65535.0)
+        return np.asarray(opened).astype(np.float32) / 65535.0
 
 
 def write_overlay(path: "str | os.PathLike", image: Image.Image, masks: dict[str, np.ndarray]) -> Path:
@@ -60,8 +67,9 @@ def write_overlay(path: "str | os.PathLike", image: Image.Image, masks: dict[str
     return _save_png(path, Image.fromarray(np.round(canvas).astype(np.uint8)))
 
 
-def write_truth_overlay(path: "str | os.PathLike", image: Image.Image, prediction: np.ndarray,
-                        truth: np.ndarray) -> Path:
+def write_truth_overlay(
+    path: "str | os.PathLike", image: Image.Image, prediction: np.ndarray, truth: np.ndarray
+) -> Path:
     """The Fig. 5 picture at full resolution (the experiment's colours, :mod:`group_attention.engine.visualize`)."""
     from ..engine.visualize import FALSE_NEGATIVE, FALSE_POSITIVE, TRUE_POSITIVE  # engine imports this package
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +35,15 @@ from .outputs import write_mask, write_overlay, write_probability, write_truth_o
 from .sliding_window import sliding_window_probabilities
 from .summary import lesion_statistics, pooled_metrics, truth_metrics, write_summary
 
-__all__ = ["IMAGE_SUFFIXES", "MIN_IMAGE_SIDE", "read_image", "predict_probability", "find_images", "predict",
-           "PredictionReport"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MIN_IMAGE_SIDE",
+    "read_image",
+    "predict_probability",
+    "find_images",
+    "predict",
+    "PredictionReport",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 #: Smaller images are refused: no field of view can be found in them, nor a lesion seen.
@@ -51,8 +59,10 @@ def read_image(path: "str | os.PathLike") -> Image.Image:
     """
     image = read_fundus_image(path)
     if min(image.size) < MIN_IMAGE_SIDE:
-        raise ValueError(f"image file {str(path)!r} is {image.size[0]}x{image.size[1]} pixels; a fundus photograph "
-                         f"must be at least {MIN_IMAGE_SIDE} pixels on each side")
+        raise ValueError(
+            f"image file {str(path)!r} is {image.size[0]}x{image.size[1]} pixels; a fundus photograph "
+            f"must be at least {MIN_IMAGE_SIDE} pixels on each side"
+        )
     return image
 
 
@@ -68,9 +78,17 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict_probability(model: nn.Module, image: Image.Image, *, spec: "InferenceSpec | None" = None,
-                        tile: bool = False, tile_size: "tuple[int, int] | None" = None, overlap: float = 0.25,
-                        batch_size: int = 4, amp: bool = False) -> tuple[np.ndarray, Box]:
+def predict_probability(
+    model: nn.Module,
+    image: Image.Image,
+    *,
+    spec: "InferenceSpec | None" = None,
+    tile: bool = False,
+    tile_size: "tuple[int, int] | None" = None,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    amp: bool = False,
+) -> tuple[np.ndarray, Box]:
     """The lesion probability of every pixel of ``image``, at its original size.
 
     Args:
@@ -87,8 +105,10 @@ def predict_probability(model: nn.Module, image: Image.Image, *, spec: "Inferenc
     """
     spec = spec if spec is not None else getattr(model, "inference_spec", None)
     if spec is None:
-        raise ValueError("predict_probability needs spec= for a model that has no inference_spec "
-                         "(models from group_attention.load_model carry theirs)")
+        raise ValueError(
+            "predict_probability needs spec= for a model that has no inference_spec "
+            "(models from group_attention.load_model carry theirs)"
+        )
     width, height = image.size
     box = fov_box(image, spec)
     device = _model_device(model)
@@ -96,22 +116,30 @@ def predict_probability(model: nn.Module, image: Image.Image, *, spec: "Inferenc
     model.eval()
     try:
         if tile:
-            crop = np.asarray(image)[box.top:box.bottom, box.left:box.right]
+            crop = np.asarray(image)[box.top : box.bottom, box.left : box.right]
             pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)  # uint8 (3, h, w), on the CPU
             cropped = sliding_window_probabilities(
-                model, pixels, tile_size or spec.size, overlap=overlap, batch_size=batch_size, amp=amp,
-                lesion_channel=spec.lesion_channel)
+                model,
+                pixels,
+                tile_size or spec.size,
+                overlap=overlap,
+                batch_size=batch_size,
+                amp=amp,
+                lesion_channel=spec.lesion_channel,
+            )
         else:
             resized = torch.from_numpy(resize_image(image, box, spec.size)).permute(2, 0, 1)[None]
-            probability = lesion_probabilities(model, resized.to(device).float().div_(255), amp=amp,
-                                               lesion_channel=spec.lesion_channel)
+            probability = lesion_probabilities(
+                model, resized.to(device).float().div_(255), amp=amp, lesion_channel=spec.lesion_channel
+            )
             # align_corners=False maps pixel centres as Pillow's crop-and-resize did: the inverse transform.
-            cropped = F.interpolate(probability, size=(box.height, box.width), mode="bilinear",
-                                    align_corners=False)[0, 0]
+            cropped = F.interpolate(probability, size=(box.height, box.width), mode="bilinear", align_corners=False)[
+                0, 0
+            ]
     finally:
         model.train(was_training)
     full = np.zeros((height, width), dtype=np.float32)
-    full[box.top:box.bottom, box.left:box.right] = cropped.clamp_(0, 1).cpu().numpy()
+    full[box.top : box.bottom, box.left : box.right] = cropped.clamp_(0, 1).cpu().numpy()
     return full, box
 
 
@@ -135,8 +163,10 @@ def find_images(inputs: Sequence["str | os.PathLike"]) -> tuple[list[Path], list
     by_stem: dict[str, Path] = {}
     for path in unique:
         if path.stem in by_stem:
-            raise ValueError(f"two inputs share the name {path.stem!r}: {by_stem[path.stem]} and {path}; their "
-                             "outputs would overwrite each other: predict them into separate --out folders")
+            raise ValueError(
+                f"two inputs share the name {path.stem!r}: {by_stem[path.stem]} and {path}; their "
+                "outputs would overwrite each other: predict them into separate --out folders"
+            )
         by_stem[path.stem] = path
     return unique, missing
 
@@ -183,20 +213,34 @@ def _finished_record(out_dir: Path, stem: str, key: str) -> "dict | None":
         return None
     if not all((out_dir / name).is_file() for name in record.get("outputs", {}).values()):
         return None
-    if any(entry.get("metrics") for entry in record["lesions"].values()) and \
-            not (out_dir / "records" / f"{stem}.npz").is_file():
+    if (
+        any(entry.get("metrics") for entry in record["lesions"].values())
+        and not (out_dir / "records" / f"{stem}.npz").is_file()
+    ):
         return None
     return record
 
 
-def _predict_one(path: Path, models: Sequence[nn.Module], out_dir: Path, key: str, truth: "GroundTruth | None",
-                 options: dict[str, Any]) -> dict:
+def _predict_one(
+    path: Path,
+    models: Sequence[nn.Module],
+    out_dir: Path,
+    key: str,
+    truth: "GroundTruth | None",
+    options: dict[str, Any],
+) -> dict:
     image = read_image(path)
     width, height = image.size
     stem = path.stem
     lesions = [model.inference_spec.lesion for model in models]
-    record: dict[str, Any] = {"image": str(path), "stem": stem, "width": width, "height": height,
-                              "settings_key": key, "lesions": {}}
+    record: dict[str, Any] = {
+        "image": str(path),
+        "stem": stem,
+        "width": width,
+        "height": height,
+        "settings_key": key,
+        "lesions": {},
+    }
     histograms: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     truths: dict[str, np.ndarray] = {}
@@ -243,10 +287,20 @@ def _pooled(out_dir: Path, records: list[dict]) -> dict[str, dict]:
     return {lesion: pooled_metrics(counts[lesion], histograms[lesion], images[lesion]) for lesion in counts}
 
 
-def predict(models: Sequence[nn.Module], inputs: Sequence["str | os.PathLike"], out_dir: "str | os.PathLike", *,
-            tile: bool = False, tile_size: "tuple[int, int] | None" = None, overlap: float = 0.25,
-            batch_size: int = 4, amp: bool = False, masks: "str | os.PathLike | None" = None,
-            progress: bool = True, settings: "dict[str, Any] | None" = None) -> PredictionReport:
+def predict(
+    models: Sequence[nn.Module],
+    inputs: Sequence["str | os.PathLike"],
+    out_dir: "str | os.PathLike",
+    *,
+    tile: bool = False,
+    tile_size: "tuple[int, int] | None" = None,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    amp: bool = False,
+    masks: "str | os.PathLike | None" = None,
+    progress: bool = True,
+    settings: "dict[str, Any] | None" = None,
+) -> PredictionReport:
     """Predict every image of ``inputs`` with every model (one per lesion) into ``out_dir``.
 
     Writes, per image ``<stem>`` and lesion ``<L>``: ``masks/<stem>_<L>.png`` (0/255, original size),
@@ -281,10 +335,19 @@ def predict(models: Sequence[nn.Module], inputs: Sequence["str | os.PathLike"], 
     if tile_size is not None and not (len(tile_size) == 2 and all(int(s) >= MIN_IMAGE_SIDE for s in tile_size)):
         raise ValueError(f"tile_size must be two ints (H, W) of at least {MIN_IMAGE_SIDE}, got {tile_size!r}")
     truth = GroundTruth(masks, lesions) if masks is not None else None
-    options = {"tile": tile, "tile_size": None if tile_size is None else tuple(map(int, tile_size)),
-               "overlap": overlap, "batch_size": batch_size, "amp": amp}
-    run_settings = {**(settings or {}), **options, "masks": None if masks is None else str(Path(masks).resolve()),
-                    "specs": [model.inference_spec.to_dict() for model in models]}
+    options = {
+        "tile": tile,
+        "tile_size": None if tile_size is None else tuple(map(int, tile_size)),
+        "overlap": overlap,
+        "batch_size": batch_size,
+        "amp": amp,
+    }
+    run_settings = {
+        **(settings or {}),
+        **options,
+        "masks": None if masks is None else str(Path(masks).resolve()),
+        "specs": [model.inference_spec.to_dict() for model in models],
+    }
     key = _settings_key(run_settings)
     images, failures = find_images(inputs)
     report = PredictionReport(out_dir, failures=failures)
@@ -305,6 +368,7 @@ def predict(models: Sequence[nn.Module], inputs: Sequence["str | os.PathLike"], 
         report.records.append(record)
     pooled = _pooled(out_dir, report.records)
     run_settings["settings_key"] = key
-    report.summary_csv, report.summary_json = write_summary(out_dir, report.records, report.failures,
-                                                            run_settings, pooled)
+    report.summary_csv, report.summary_json = write_summary(
+        out_dir, report.records, report.failures, run_settings, pooled
+    )
     return report

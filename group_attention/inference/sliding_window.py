@@ -50,15 +50,23 @@ def gaussian_weight(size: tuple[int, int], sigma_scale: float = 0.125) -> torch.
     for side in size:
         offsets = torch.arange(side, dtype=torch.float64) - (side - 1) / 2
         sigma = sigma_scale * side
-        axes.append(torch.exp(-offsets ** 2 / (2 * sigma ** 2)))
+        axes.append(torch.exp(-(offsets**2) / (2 * sigma**2)))
     weight = axes[0][:, None] * axes[1][None, :]
     return (weight / weight.max()).clamp_min(MIN_WEIGHT).float()
 
 
 @torch.no_grad()
-def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, tile_size: tuple[int, int], *,
-                                 overlap: float = 0.25, batch_size: int = 4, amp: bool = False,
-                                 lesion_channel: int = 1, sigma_scale: float = 0.125) -> torch.Tensor:
+def sliding_window_probabilities(
+    model: nn.Module,
+    image: torch.Tensor,
+    tile_size: tuple[int, int],
+    *,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    amp: bool = False,
+    lesion_channel: int = 1,
+    sigma_scale: float = 0.125,
+) -> torch.Tensor:
     """Lesion probabilities of a whole image from overlapping tiles, blended with :func:`gaussian_weight`.
 
     Args:
@@ -88,15 +96,16 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, tile_siz
     weight = gaussian_weight((tile_h, tile_w), sigma_scale).to(device)
     weighted_sum = torch.zeros(height, width, dtype=torch.float32, device=device)
     weight_sum = torch.zeros(height, width, dtype=torch.float32, device=device)
-    corners = [(top, left) for top in window_starts(height, tile_h, overlap)
-               for left in window_starts(width, tile_w, overlap)]
+    corners = [
+        (top, left) for top in window_starts(height, tile_h, overlap) for left in window_starts(width, tile_w, overlap)
+    ]
     for start in range(0, len(corners), batch_size):
-        batch_corners = corners[start:start + batch_size]
-        tiles = torch.stack([image[:, top:top + tile_h, left:left + tile_w] for top, left in batch_corners])
+        batch_corners = corners[start : start + batch_size]
+        tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in batch_corners])
         tiles = tiles.to(device, non_blocking=True)
         tiles = tiles.float().div_(255) if not tiles.is_floating_point() else tiles.float()
         probabilities = lesion_probabilities(model, tiles, amp=amp, lesion_channel=lesion_channel)[:, 0]
         for (top, left), probability in zip(batch_corners, probabilities):
-            weighted_sum[top:top + tile_h, left:left + tile_w].addcmul_(probability, weight)
-            weight_sum[top:top + tile_h, left:left + tile_w].add_(weight)
+            weighted_sum[top : top + tile_h, left : left + tile_w].addcmul_(probability, weight)
+            weight_sum[top : top + tile_h, left : left + tile_w].add_(weight)
     return weighted_sum.div_(weight_sum)

@@ -25,8 +25,21 @@ from .components import count_components
 
 __all__ = ["SUMMARY_FIELDS", "lesion_statistics", "truth_metrics", "pooled_metrics", "write_summary"]
 
-SUMMARY_FIELDS = ("image", "lesion", "width", "height", "fov_pixels", "lesion_pixels", "fov_share", "components",
-                  "dice", "sensitivity", "specificity", "accuracy", "aupr")
+SUMMARY_FIELDS = (
+    "image",
+    "lesion",
+    "width",
+    "height",
+    "fov_pixels",
+    "lesion_pixels",
+    "fov_share",
+    "components",
+    "dice",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "aupr",
+)
 METRIC_FIELDS = ("dice", "sensitivity", "specificity", "accuracy", "aupr")
 
 
@@ -34,22 +47,32 @@ def lesion_statistics(mask: np.ndarray, box: Box) -> dict[str, Any]:
     """Area, share of the field-of-view box and number of connected lesions of one ``(H, W)`` mask."""
     lesion_pixels = int(np.count_nonzero(mask))
     fov_pixels = box.height * box.width
-    return {"fov_pixels": fov_pixels, "lesion_pixels": lesion_pixels,
-            "fov_share": lesion_pixels / fov_pixels, "components": count_components(mask)}
+    return {
+        "fov_pixels": fov_pixels,
+        "lesion_pixels": lesion_pixels,
+        "fov_share": lesion_pixels / fov_pixels,
+        "components": count_components(mask),
+    }
 
 
 def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     """Eqs 4-7 from counts, with :mod:`group_attention.metrics`' values for empty denominators (1: nothing missed,
     nothing wrongly found)."""
+
     def ratio(numerator: int, denominator: int) -> float:
         return numerator / denominator if denominator else 1.0
 
-    return {"dice": ratio(2 * tp, 2 * tp + fp + fn), "sensitivity": ratio(tp, tp + fn),
-            "specificity": ratio(tn, tn + fp), "accuracy": ratio(tp + tn, tp + fp + fn + tn)}
+    return {
+        "dice": ratio(2 * tp, 2 * tp + fp + fn),
+        "sensitivity": ratio(tp, tp + fn),
+        "specificity": ratio(tn, tn + fp),
+        "accuracy": ratio(tp + tn, tp + fp + fn + tn),
+    }
 
 
-def truth_metrics(probability: np.ndarray, truth: np.ndarray, threshold: float
-                  ) -> tuple[dict[str, float], list[int], np.ndarray]:
+def truth_metrics(
+    probability: np.ndarray, truth: np.ndarray, threshold: float
+) -> tuple[dict[str, float], list[int], np.ndarray]:
     """The metrics of one image, and its counts ``[tp, fp, fn, tn]`` and score histogram for pooling.
 
     Args:
@@ -96,8 +119,13 @@ def summary_rows(records: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_summary(out_dir: "str | os.PathLike", records: list[dict], failures: list[dict],
-                  settings: dict[str, Any], pooled: dict[str, dict]) -> tuple[Path, Path]:
+def write_summary(
+    out_dir: "str | os.PathLike",
+    records: list[dict],
+    failures: list[dict],
+    settings: dict[str, Any],
+    pooled: dict[str, dict],
+) -> tuple[Path, Path]:
     """Write ``summary.csv`` (one row per image and lesion) and ``summary.json`` (settings, rows, pooled metrics
     per lesion, failed files) atomically; returns both paths."""
     out_dir = Path(out_dir)

@@ -30,8 +30,10 @@ class InsertedModule(nn.Module):
     def __init__(self, module: nn.Module, inserted: nn.Module) -> None:
         super().__init__()
         if self.inserted_name in module._modules:
-            raise ValueError(f"{type(module).__name__} already has a child named {self.inserted_name!r}; "
-                             f"cannot insert a layer under that name")
+            raise ValueError(
+                f"{type(module).__name__} already has a child named {self.inserted_name!r}; "
+                f"cannot insert a layer under that name"
+            )
         self.module = module
         self.add_module(self.inserted_name, inserted)
         self._register_state_dict_hook(_drop_wrapped_segment)
@@ -51,15 +53,17 @@ class InsertedModule(nn.Module):
                 raise
             return getattr(self._modules[WRAPPED], name)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         # The children are loaded from this same dict afterwards: point the original keys at the wrapped module.
         inserted_prefix, wrapped_prefix = prefix + self.inserted_name + ".", prefix + WRAPPED + "."
         for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inserted_prefix)]:
-            state_dict[wrapped_prefix + key[len(prefix):]] = state_dict.pop(key)
+            state_dict[wrapped_prefix + key[len(prefix) :]] = state_dict.pop(key)
         self._load_prefix = prefix
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 def _drop_wrapped_segment(module: InsertedModule, state_dict: dict, prefix: str, local_metadata: dict) -> None:
@@ -68,11 +72,11 @@ def _drop_wrapped_segment(module: InsertedModule, state_dict: dict, prefix: str,
     keys = [k for k in state_dict if k.startswith(prefix)]  # all added by this module's state_dict call, in order
     for key in keys:
         value = state_dict.pop(key)
-        state_dict[prefix + key[len(wrapped_prefix):] if key.startswith(wrapped_prefix) else key] = value
+        state_dict[prefix + key[len(wrapped_prefix) :] if key.startswith(wrapped_prefix) else key] = value
     metadata = getattr(state_dict, "_metadata", None)
     if metadata is not None:
         for key in [k for k in metadata if k == prefix + WRAPPED or k.startswith(wrapped_prefix)]:
-            renamed = prefix[:-1] if key == prefix + WRAPPED else prefix + key[len(wrapped_prefix):]
+            renamed = prefix[:-1] if key == prefix + WRAPPED else prefix + key[len(wrapped_prefix) :]
             metadata[renamed] = metadata.pop(key)
 
 
@@ -83,7 +87,7 @@ def _rename_missing_keys(module: InsertedModule, incompatible_keys) -> None:
         return
     wrapped_prefix = prefix + WRAPPED + "."
     keys = incompatible_keys.missing_keys
-    keys[:] = [prefix + k[len(wrapped_prefix):] if k.startswith(wrapped_prefix) else k for k in keys]
+    keys[:] = [prefix + k[len(wrapped_prefix) :] if k.startswith(wrapped_prefix) else k for k in keys]
 
 
 def walk(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module, nn.Module, str]]:
@@ -112,9 +116,13 @@ def check_insertable(name: str, module: nn.Module, container: type[InsertedModul
     wrapped = module
     while isinstance(wrapped, InsertedModule):
         if isinstance(wrapped, container):
-            raise ValueError(f"{name!r} already has a {type(wrapped.inserted).__name__} inserted "
-                             f"({container.__name__}); call remove_attention(model) first")
+            raise ValueError(
+                f"{name!r} already has a {type(wrapped.inserted).__name__} inserted "
+                f"({container.__name__}); call remove_attention(model) first"
+            )
         wrapped = wrapped.module
     if container.inserted_name in module._modules:
-        raise ValueError(f"{name!r} ({type(module).__name__}) has a child named {container.inserted_name!r}, the "
-                         f"name {container.__name__} gives its layer")
+        raise ValueError(
+            f"{name!r} ({type(module).__name__}) has a child named {container.inserted_name!r}, the "
+            f"name {container.__name__} gives its layer"
+        )

@@ -17,10 +17,31 @@ from ._wrap import InsertedModule, check_insertable, original, walk
 
 # Modules whose output has as many channels as their input: a Sequential ending in them takes its channel count
 # from the last member before them that declares one.
-_CHANNEL_PRESERVING = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.ReLU, nn.ReLU6,
-                       nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish,
-                       nn.Hardsigmoid, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
-                       nn.AvgPool3d)
+_CHANNEL_PRESERVING = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+)
 # Residual blocks whose output width is that of a named submodule: (module, class name) -> attribute.
 _BLOCK_OUTPUT = {
     ("torchvision.models.resnet", "BasicBlock"): "bn2",
@@ -58,8 +79,9 @@ class AttentionAfter(InsertedModule):
 After = "type[nn.Module] | tuple[type[nn.Module], ...] | str | Callable[[str, nn.Module], bool]"
 
 
-def add_attention(model: nn.Module, layer: Any, *, after: Any, example_input: Any = None,
-                  **layer_kwargs: Any) -> list[InsertedAttention]:
+def add_attention(
+    model: nn.Module, layer: Any, *, after: Any, example_input: Any = None, **layer_kwargs: Any
+) -> list[InsertedAttention]:
     """Insert an attention layer after every submodule of ``model`` that ``after`` selects, in place.
 
     Each selected submodule is replaced by an :class:`AttentionAfter` holding it and a new layer built for its
@@ -104,22 +126,31 @@ def add_attention(model: nn.Module, layer: Any, *, after: Any, example_input: An
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     factory = get_attention(layer)
     if factory is None:
-        raise ValueError(f"layer must name an attention layer (\"cga\", \"se\", \"sge\", a class or a factory), "
-                         f"got {layer!r}")
+        raise ValueError(
+            f'layer must name an attention layer ("cga", "se", "sge", a class or a factory), got {layer!r}'
+        )
     select = _selector(after)
-    selected = [(name, module, parent, attribute) for name, module, parent, attribute in walk(original(model))
-                if select(name, original(module))]
+    selected = [
+        (name, module, parent, attribute)
+        for name, module, parent, attribute in walk(original(model))
+        if select(name, original(module))
+    ]
     if not selected:
-        raise ValueError(f"after={after!r} matches no submodule of {type(model).__name__}; names look like "
-                         f"{_sample_names(model)}")
+        raise ValueError(
+            f"after={after!r} matches no submodule of {type(model).__name__}; names look like {_sample_names(model)}"
+        )
     for name, module, _, _ in selected:
         check_insertable(name, module, AttentionAfter)
     channels = _channels(model, [(name, original(module)) for name, module, _, _ in selected], example_input)
     common = math.gcd(*channels.values())
-    layers = [_build(factory, layer, name, module, channels[name], common, layer_kwargs, model)
-              for name, module, _, _ in selected]
+    layers = [
+        _build(factory, layer, name, module, channels[name], common, layer_kwargs, model)
+        for name, module, _, _ in selected
+    ]
     # Deepest first, so a selected module inside another selected module is wrapped before its parent is.
-    for (name, module, parent, attribute), new_layer in sorted(zip(selected, layers), key=lambda s: -s[0][0].count(".")):
+    for (_name, module, parent, attribute), new_layer in sorted(
+        zip(selected, layers), key=lambda s: -s[0][0].count(".")
+    ):
         setattr(parent, attribute, AttentionAfter(module, new_layer))
     return [InsertedAttention(name, channels[name], new_layer) for (name, *_), new_layer in zip(selected, layers)]
 
@@ -156,8 +187,10 @@ def _selector(after: Any) -> Callable[[str, nn.Module], bool]:
         return lambda name, module: _match_names(pattern, name.split("."))
     if callable(after) and not isinstance(after, nn.Module):
         return lambda name, module: bool(after(name, module))
-    raise TypeError(f"after must be a module class, a tuple of module classes, a name pattern (str) or a predicate "
-                    f"(name, module) -> bool, got {after!r}")
+    raise TypeError(
+        f"after must be a module class, a tuple of module classes, a name pattern (str) or a predicate "
+        f"(name, module) -> bool, got {after!r}"
+    )
 
 
 def _match_names(pattern: Sequence[str], names: Sequence[str]) -> bool:
@@ -200,19 +233,25 @@ def _channels(model: nn.Module, selected: list[tuple[str, nn.Module]], example_i
         return channels
     if example_input is None:
         names = ", ".join(f"{name!r} ({type(module).__name__})" for name, module in unknown[:5])
-        raise ValueError(f"cannot tell the output channels of {len(unknown)} selected submodule(s) ({names}"
-                         f"{', ...' if len(unknown) > 5 else ''}): pass example_input=<an input of the model> so "
-                         f"one forward pass can measure them")
+        raise ValueError(
+            f"cannot tell the output channels of {len(unknown)} selected submodule(s) ({names}"
+            f"{', ...' if len(unknown) > 5 else ''}): pass example_input=<an input of the model> so "
+            f"one forward pass can measure them"
+        )
     measured = _dry_run(model, [module for _, module in unknown], example_input)
     for name, module in unknown:
         if id(module) not in measured:
-            raise ValueError(f"submodule {name!r} ({type(module).__name__}) was not called by the forward pass of "
-                             f"example_input, so its channels are unknown; select submodules the model uses")
+            raise ValueError(
+                f"submodule {name!r} ({type(module).__name__}) was not called by the forward pass of "
+                f"example_input, so its channels are unknown; select submodules the model uses"
+            )
         shape = measured[id(module)]
         if shape is None or len(shape) < 3:
-            raise ValueError(f"submodule {name!r} ({type(module).__name__}) returned "
-                             f"{'no tensor' if shape is None else f'shape {tuple(shape)}'}; attention layers need "
-                             f"(B, C, *spatial) feature maps")
+            raise ValueError(
+                f"submodule {name!r} ({type(module).__name__}) returned "
+                f"{'no tensor' if shape is None else f'shape {tuple(shape)}'}; attention layers need "
+                f"(B, C, *spatial) feature maps"
+            )
         channels[name] = shape[1]
     return channels
 
@@ -239,8 +278,16 @@ def _dry_run(model: nn.Module, modules: list[nn.Module], example_input: Any) -> 
     return shapes
 
 
-def _build(factory: Callable[..., nn.Module], layer: Any, name: str, module: nn.Module, channels: int,
-           common: int, layer_kwargs: dict[str, Any], model: nn.Module) -> nn.Module:
+def _build(
+    factory: Callable[..., nn.Module],
+    layer: Any,
+    name: str,
+    module: nn.Module,
+    channels: int,
+    common: int,
+    layer_kwargs: dict[str, Any],
+    model: nn.Module,
+) -> nn.Module:
     """``factory(channels, **layer_kwargs)`` on ``module``'s device and dtype; errors name the submodule and, for
     ``groups``, suggest the largest that divides ``common`` (the channels' greatest common divisor)."""
     try:
@@ -250,10 +297,14 @@ def _build(factory: Callable[..., nn.Module], layer: Any, name: str, module: nn.
         groups = layer_kwargs.get("groups", _default(factory, "groups"))
         if isinstance(groups, int) and groups > 0 and channels % groups:
             fitting = max(d for d in divisors(common) if d <= groups)
-            hint = (f"; pass groups={fitting} (it divides the channels of every selected submodule), or narrow "
-                    f"`after` to leave {name!r} out")
-        raise ValueError(f"cannot put {getattr(layer, '__name__', layer)!r} after {name!r} "
-                         f"({type(module).__name__}, {channels} channels): {error}{hint}") from error
+            hint = (
+                f"; pass groups={fitting} (it divides the channels of every selected submodule), or narrow "
+                f"`after` to leave {name!r} out"
+            )
+        raise ValueError(
+            f"cannot put {getattr(layer, '__name__', layer)!r} after {name!r} "
+            f"({type(module).__name__}, {channels} channels): {error}{hint}"
+        ) from error
     reference = next(module.parameters(), None)
     if reference is None:
         reference = next(model.parameters(), None)

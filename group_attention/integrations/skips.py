@@ -49,8 +49,9 @@ class SkipAttention(nn.Module):
         check_positive_int("channels", channels)
         check_positive_int("groups", groups)
         if channels % groups:
-            raise ValueError(f"channels={channels} is not divisible by groups={groups}; valid groups: "
-                             f"{divisors(channels)}")
+            raise ValueError(
+                f"channels={channels} is not divisible by groups={groups}; valid groups: {divisors(channels)}"
+            )
         self.channels = channels
         self.groups = groups
         self.eps = eps
@@ -59,9 +60,11 @@ class SkipAttention(nn.Module):
         owner = type(self).__name__
         check_feature_map("low", low, self.channels, owner)
         if not isinstance(high, torch.Tensor) or high.dim() != low.dim() or high.shape[1] % self.groups:
-            raise ValueError(f"{owner}: high must be a tensor with low's number of dims ({low.dim()}) and channels "
-                             f"divisible by groups={self.groups}, got "
-                             f"{tuple(high.shape) if isinstance(high, torch.Tensor) else type(high).__name__}")
+            raise ValueError(
+                f"{owner}: high must be a tensor with low's number of dims ({low.dim()}) and channels "
+                f"divisible by groups={self.groups}, got "
+                f"{tuple(high.shape) if isinstance(high, torch.Tensor) else type(high).__name__}"
+            )
         return spatial_group_attention(low, high, self.groups, self.eps)
 
     def extra_repr(self) -> str:
@@ -94,7 +97,7 @@ class GatedSkip(InsertedModule):
             if kwargs[self.skip_argument] is not None:
                 kwargs[self.skip_argument] = self.inserted(kwargs[self.skip_argument], high)
         elif len(args) > self.skip_index and args[self.skip_index] is not None:
-            args = args[:self.skip_index] + (self.inserted(args[self.skip_index], high),) + args[self.skip_index + 1:]
+            args = args[: self.skip_index] + (self.inserted(args[self.skip_index], high),) + args[self.skip_index + 1 :]
         return self.module(*args, **kwargs)
 
     def extra_repr(self) -> str:
@@ -131,8 +134,9 @@ def _smp_unet_skips(model: nn.Module) -> list[_Skip] | None:
         if channels:
             high_channels = _first_conv(block).in_channels - channels  # its first conv sees Cat(up, skip)
             argument = _skip_argument(block, ("skip_connection", "skip"))
-            skips.append(_Skip(f"decoder.blocks.{index}", model.decoder.blocks, str(index), channels, high_channels,
-                               argument))
+            skips.append(
+                _Skip(f"decoder.blocks.{index}", model.decoder.blocks, str(index), channels, high_channels, argument)
+            )
     return skips
 
 
@@ -166,8 +170,9 @@ def _first_conv(block: nn.Module) -> nn.modules.conv._ConvNd:
     for module in original(block).modules():
         if isinstance(module, nn.modules.conv._ConvNd):
             return module
-    raise ValueError(f"{type(original(block)).__name__} has no convolution; this version of the package is not "
-                     f"supported")
+    raise ValueError(
+        f"{type(original(block)).__name__} has no convolution; this version of the package is not supported"
+    )
 
 
 def _skip_argument(block: nn.Module, candidates: tuple[str, ...]) -> str:
@@ -175,8 +180,10 @@ def _skip_argument(block: nn.Module, candidates: tuple[str, ...]) -> str:
     for name in candidates:
         if name in names:
             return name
-    raise ValueError(f"{type(original(block)).__name__}.forward has none of the skip arguments {list(candidates)} "
-                     f"(arguments: {list(names)}); this version of the package is not supported")
+    raise ValueError(
+        f"{type(original(block)).__name__}.forward has none of the skip arguments {list(candidates)} "
+        f"(arguments: {list(names)}); this version of the package is not supported"
+    )
 
 
 def sgau_skips(model: nn.Module, groups: int = 32, *, eps: float = DEFAULT_EPS) -> list[InsertedAttention]:
@@ -215,19 +222,27 @@ def sgau_skips(model: nn.Module, groups: int = 32, *, eps: float = DEFAULT_EPS) 
         if skips is not None:
             break
     if skips is None:
-        hint = " (group_attention's own UNet takes skip=\"sgau\")" if type(model).__module__.startswith(
-            "group_attention") else ""
-        raise TypeError(f"sgau_skips supports {list(SUPPORTED_UNETS)}, got {type(model).__module__}."
-                        f"{type(model).__qualname__}{hint}")
+        hint = (
+            ' (group_attention\'s own UNet takes skip="sgau")'
+            if type(model).__module__.startswith("group_attention")
+            else ""
+        )
+        raise TypeError(
+            f"sgau_skips supports {list(SUPPORTED_UNETS)}, got {type(model).__module__}."
+            f"{type(model).__qualname__}{hint}"
+        )
     for skip in skips:
         check_insertable(skip.name, skip.block, GatedSkip)
     bad = [skip for skip in skips if skip.channels % groups or skip.high_channels % groups]
     if bad:
         common = divisors(math.gcd(*(c for skip in skips for c in (skip.channels, skip.high_channels))))
-        listed = ", ".join(f"{skip.name!r} joins {skip.channels} skip and {skip.high_channels} high-level channels"
-                           for skip in bad)
-        raise ValueError(f"groups={groups} does not divide the channels at every skip ({listed}); groups valid "
-                         f"for every skip of this model: {common}")
+        listed = ", ".join(
+            f"{skip.name!r} joins {skip.channels} skip and {skip.high_channels} high-level channels" for skip in bad
+        )
+        raise ValueError(
+            f"groups={groups} does not divide the channels at every skip ({listed}); groups valid "
+            f"for every skip of this model: {common}"
+        )
     layers = [SkipAttention(skip.channels, groups, eps=eps) for skip in skips]
     for skip, layer in zip(skips, layers):
         setattr(skip.parent, skip.attribute, GatedSkip(skip.block, layer, skip.argument))

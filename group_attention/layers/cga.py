@@ -20,8 +20,14 @@ def group_saliency(x: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> to
     return torch.sigmoid(spatial_standardize(group_sum(x, groups), eps))
 
 
-def cga_channel_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
-                        eps: float = DEFAULT_EPS, per_group: bool = True) -> torch.Tensor:
+def cga_channel_weights(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    groups: int,
+    eps: float = DEFAULT_EPS,
+    per_group: bool = True,
+) -> torch.Tensor:
     """Eq. 2's gate ``sigmoid(W GP(s) + b)``, one weight per channel: ``(B, C, *S) -> (B, C)``.
 
     ``weight`` is ``(m, m)`` with ``per_group`` (each group's weight shared by its channels) or ``(C, m)``.
@@ -31,8 +37,14 @@ def cga_channel_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return expand_groups(gate, x.shape[1]) if per_group else gate
 
 
-def channel_group_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
-                            eps: float = DEFAULT_EPS, per_group: bool = True) -> torch.Tensor:
+def channel_group_attention(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    groups: int,
+    eps: float = DEFAULT_EPS,
+    per_group: bool = True,
+) -> torch.Tensor:
     """Eq. 2: ``Y = sigmoid(W GP(s) + b) * x``. ``(B, C, *S) -> (B, C, *S)``."""
     return x * broadcast_channels(cga_channel_weights(x, weight, bias, groups, eps, per_group).to(x.dtype), x)
 

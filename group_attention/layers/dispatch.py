@@ -32,7 +32,6 @@ from types import ModuleType
 
 import torch
 
-
 KERNEL_CHOICES = ("auto", "torch", "triton")
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MIN_CAPABILITY = (7, 0)  # Triton's floor for NVIDIA GPUs (as PyTorch's own has_triton check)
@@ -143,7 +142,9 @@ def gpu_ready(device: torch.device) -> bool:
                 f"group_attention: Triton kernels cannot run on cuda:{index} ({type(error).__name__}: "
                 f"{str(error).strip()[:300]}); the layers use PyTorch operations there. Call "
                 f"group_attention.layers.set_kernels('torch') to choose them explicitly and silence this.",
-                RuntimeWarning, stacklevel=3)
+                RuntimeWarning,
+                stacklevel=3,
+            )
             _trial_passed[index] = False
         else:
             _trial_passed[index] = True
@@ -183,7 +184,8 @@ def tracing_or_compiling() -> bool:
 def _plain_tensor(tensor: object) -> bool:
     """A ``torch.Tensor`` or ``nn.Parameter`` itself: not a fake, functional, batched or other wrapped tensor."""
     return type(tensor) in (torch.Tensor, torch.nn.Parameter) and not torch._C._functorch.is_functorch_wrapped_tensor(
-        tensor)
+        tensor
+    )
 
 
 def use_fused(*tensors: torch.Tensor) -> bool:

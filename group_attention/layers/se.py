@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,9 +14,17 @@ from .fused.se import fused_squeeze_excite
 from .group_ops import broadcast_channels
 
 
-def squeeze_excite(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weight2: torch.Tensor,
-                   bias2: torch.Tensor, act: Callable = F.relu, gate: Callable = torch.sigmoid) -> torch.Tensor:
-    """``Y = gate(W2 act(W1 GP(x) + b1) + b2) * x``: ``(B, C, *S) -> (B, C, *S)``, ``W1`` ``(r, C)``, ``W2`` ``(C, r)``."""
+def squeeze_excite(
+    x: torch.Tensor,
+    weight1: torch.Tensor,
+    bias1: torch.Tensor,
+    weight2: torch.Tensor,
+    bias2: torch.Tensor,
+    act: Callable = F.relu,
+    gate: Callable = torch.sigmoid,
+) -> torch.Tensor:
+    """``Y = gate(W2 act(W1 GP(x) + b1) + b2) * x``: ``(B, C, *S) -> (B, C, *S)``; ``W1`` is ``(r, C)``, ``W2``
+    ``(C, r)``."""
     pooled = x.flatten(2).mean(-1)  # GP: (B, C)
     weights = gate(F.linear(act(F.linear(pooled, weight1, bias1)), weight2, bias2))
     return x * broadcast_channels(weights.to(x.dtype), x)
@@ -106,8 +114,10 @@ def _activation(name: str, layer: "type[nn.Module] | str | None", default: type[
         try:
             resolved = get_act_layer(layer)
         except Exception as error:  # noqa: BLE001 - timm raises KeyError or others for unknown names
-            raise ValueError(f"{name}: unknown activation name {layer!r} (timm's names, e.g. 'relu', "
-                             f"'leaky_relu', 'silu', 'sigmoid')") from error
+            raise ValueError(
+                f"{name}: unknown activation name {layer!r} (timm's names, e.g. 'relu', "
+                f"'leaky_relu', 'silu', 'sigmoid')"
+            ) from error
         return resolved()
     if isinstance(layer, nn.Module):
         return layer

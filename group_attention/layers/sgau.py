@@ -18,7 +18,9 @@ def sgau_attention(high: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) ->
     return torch.sigmoid(spatial_standardize(group_pooled_dot(high, groups), eps))
 
 
-def spatial_group_attention(low: torch.Tensor, high: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> torch.Tensor:
+def spatial_group_attention(
+    low: torch.Tensor, high: torch.Tensor, groups: int, eps: float = DEFAULT_EPS
+) -> torch.Tensor:
     """Eq. 3's gated skip: ``F^n_g * (1 + Up(A_g))`` per group. ``(B, C_low, *S), (B, C_high, *s) -> (B, C_low, *S)``.
 
     The attended features lie between ``low`` and ``2 * low``; there are no parameters.
@@ -67,8 +69,17 @@ class SGAU(ConcatSkip):
         torch.Size([2, 128, 32, 32])
     """
 
-    def __init__(self, low_channels: int, high_channels: int, groups: int = 32, *, spatial_dims: int = 2,
-                 eps: float = DEFAULT_EPS, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        low_channels: int,
+        high_channels: int,
+        groups: int = 32,
+        *,
+        spatial_dims: int = 2,
+        eps: float = DEFAULT_EPS,
+        device=None,
+        dtype=None,
+    ) -> None:
         check_groups("low_channels", low_channels, groups, "SGAU")
         check_groups("high_channels", high_channels, groups, "SGAU")
         super().__init__(low_channels, high_channels, spatial_dims=spatial_dims, device=device, dtype=dtype)

@@ -12,16 +12,18 @@ from .fused.sge import fused_spatial_group_enhance
 from .group_ops import DEFAULT_EPS, group_pooled_dot, grouped, spatial_standardize
 
 
-def sge_gate(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
-             eps: float = DEFAULT_EPS) -> torch.Tensor:
+def sge_gate(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float = DEFAULT_EPS
+) -> torch.Tensor:
     """The spatial gate ``sigmoid(gamma_g Norm(c_g) + beta_g)``: ``(B, C, *S) -> (B, m, *S)``, values in (0, 1)."""
     similarity = spatial_standardize(group_pooled_dot(x, groups), eps)  # c_g = sum_{k in g} F_k GP(F_k), standardized
     affine_shape = (1, groups) + (1,) * (x.dim() - 2)
     return torch.sigmoid(similarity * weight.view(affine_shape) + bias.view(affine_shape))
 
 
-def spatial_group_enhance(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
-                          eps: float = DEFAULT_EPS) -> torch.Tensor:
+def spatial_group_enhance(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float = DEFAULT_EPS
+) -> torch.Tensor:
     """``Y_g = F_g * sge_gate(x)_g`` per group: ``(B, C, *S) -> (B, C, *S)``."""
     gate = sge_gate(x, weight, bias, groups, eps).to(x.dtype)
     return (grouped(x, groups) * gate.unsqueeze(2)).reshape(x.shape)

@@ -18,9 +18,7 @@ TRANSPOSED_CONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTrans
 TRANSPOSED_CONV_FUNCTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def transposed_upsample(
-    high_channels: int, low_channels: int, spatial_dims: int, device=None, dtype=None
-) -> nn.Module:
+def transposed_upsample(high_channels: int, low_channels: int, spatial_dims: int, device=None, dtype=None) -> nn.Module:
     """U-Net's 2x2 (2x2x2) stride-2 transposed convolution from ``high_channels`` to ``low_channels``."""
     if spatial_dims not in TRANSPOSED_CONV:
         raise ValueError(f"spatial_dims must be one of {sorted(TRANSPOSED_CONV)}, got {spatial_dims!r}")
@@ -28,8 +26,9 @@ def transposed_upsample(
     return conv(high_channels, low_channels, kernel_size=2, stride=2, device=device, dtype=dtype)
 
 
-def check_skip_inputs(owner: str, low: object, high: object, low_channels: int, high_channels: int,
-                      spatial_dims: int) -> None:
+def check_skip_inputs(
+    owner: str, low: object, high: object, low_channels: int, high_channels: int, spatial_dims: int
+) -> None:
     """Check a skip connection's ``low`` ``(B, C_low, *S)`` and ``high`` ``(B, C_high, *s)`` before any compute."""
     if isinstance(low, torch.fx.Proxy) or isinstance(high, torch.fx.Proxy):
         raise TypeError(
@@ -67,8 +66,9 @@ class ConcatSkip(NotScriptable, nn.Module):
         - Output: ``(B, 2 C_low, *S)``; ``out_channels`` gives the width.
     """
 
-    def __init__(self, low_channels: int, high_channels: int, *, spatial_dims: int = 2, device=None,
-                 dtype=None) -> None:
+    def __init__(
+        self, low_channels: int, high_channels: int, *, spatial_dims: int = 2, device=None, dtype=None
+    ) -> None:
         super().__init__()
         check_positive_int("low_channels", low_channels)
         check_positive_int("high_channels", high_channels)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -62,8 +63,16 @@ class ConvBlock(nn.Sequential):
         ``(B, in_channels, *S) -> (B, out_channels, *S)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, n_convs: int = 2, *, spatial_dims: int = 2,
-                 norm: Any = "batch", act: Any = "relu") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        n_convs: int = 2,
+        *,
+        spatial_dims: int = 2,
+        norm: Any = "batch",
+        act: Any = "relu",
+    ) -> None:
         check_positive_int("n_convs", n_convs)
         conv = CONV[check_spatial_dims(spatial_dims)]
         layers: list[nn.Module] = []

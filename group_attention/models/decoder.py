@@ -3,7 +3,8 @@ through a skip connection (``ConcatSkip`` or ``SGAU``) and convolves them; a 1x1
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +28,25 @@ class UNetDecoder(nn.Module):
         ``[(B, widths[i], *S / 2**i)] -> (B, widths[0], *S)``.
     """
 
-    def __init__(self, widths: Sequence[int], skip: Callable[[int, int], nn.Module], *, decoder_convs: int = 2,
-                 spatial_dims: int = 2, norm: Any = "batch", act: Any = "relu") -> None:
+    def __init__(
+        self,
+        widths: Sequence[int],
+        skip: Callable[[int, int], nn.Module],
+        *,
+        decoder_convs: int = 2,
+        spatial_dims: int = 2,
+        norm: Any = "batch",
+        act: Any = "relu",
+    ) -> None:
         super().__init__()
         self.skips = nn.ModuleList()
         self.blocks = nn.ModuleList()
         for low, high in zip(reversed(widths[:-1]), reversed(widths[1:])):
             join = skip(low, high)
             self.skips.append(join)
-            self.blocks.append(ConvBlock(join.out_channels, low, decoder_convs, spatial_dims=spatial_dims, norm=norm,
-                                         act=act))
+            self.blocks.append(
+                ConvBlock(join.out_channels, low, decoder_convs, spatial_dims=spatial_dims, norm=norm, act=act)
+            )
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         decoded = features[-1]

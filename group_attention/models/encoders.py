@@ -10,15 +10,14 @@ for attention inside its blocks).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from .._checks import check_positive_int
 from .blocks import MAX_POOL, ConvBlock
-
 
 AttentionFactory = Callable[[int], nn.Module]
 
@@ -32,15 +31,25 @@ class EncoderStage(nn.Module):
     the gated copy for the pool's backward.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, downsample: bool, attention: "nn.Module | None" = None,
-                 spatial_dims: int = 2, norm: Any = "batch", act: Any = "relu") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        downsample: bool,
+        attention: "nn.Module | None" = None,
+        spatial_dims: int = 2,
+        norm: Any = "batch",
+        act: Any = "relu",
+    ) -> None:
         super().__init__()
         self.pool = MAX_POOL[spatial_dims](2) if downsample else nn.Identity()
         self.block = ConvBlock(in_channels, out_channels, 2, spatial_dims=spatial_dims, norm=norm, act=act)
         self.attention = nn.Identity() if attention is None else attention
 
-    def forward(self, x: torch.Tensor, gate: "torch.Tensor | None" = None, *, last: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]:
+    def forward(
+        self, x: torch.Tensor, gate: "torch.Tensor | None" = None, *, last: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]:
         """``(attended features, input of the next stage, its gate or None)`` from the previous stage's output ``x``
         (un-gated when ``gate`` is given)."""
         pooled = self.pool(x)
@@ -67,16 +76,31 @@ class UNetEncoder(nn.Module):
         ``(B, in_channels, *S) -> [(B, channels[i], *S / 2**i) for each stage i]``.
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int], *, attention: "AttentionFactory | None" = None,
-                 spatial_dims: int = 2, norm: Any = "batch", act: Any = "relu") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        *,
+        attention: "AttentionFactory | None" = None,
+        spatial_dims: int = 2,
+        norm: Any = "batch",
+        act: Any = "relu",
+    ) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         self.channels = list(channels)
         self.reductions = [2**index for index in range(len(self.channels))]
         widths = [in_channels] + self.channels
         self.stages = nn.ModuleList(
-            EncoderStage(c_in, c_out, downsample=index > 0, attention=None if attention is None else attention(c_out),
-                         spatial_dims=spatial_dims, norm=norm, act=act)
+            EncoderStage(
+                c_in,
+                c_out,
+                downsample=index > 0,
+                attention=None if attention is None else attention(c_out),
+                spatial_dims=spatial_dims,
+                norm=norm,
+                act=act,
+            )
             for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]))
         )
 
@@ -101,19 +125,25 @@ class TimmEncoder(nn.Module):
         **kwargs: passed to ``timm.create_model`` (e.g. ``out_indices``, ``block_args``).
     """
 
-    def __init__(self, name: str, in_channels: int = 3, *, pretrained: bool = False,
-                 attention: "AttentionFactory | None" = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        in_channels: int = 3,
+        *,
+        pretrained: bool = False,
+        attention: "AttentionFactory | None" = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         import timm
 
         if not timm.is_model(name):
-            raise ValueError(
-                f"encoder {name!r} is not a timm model name; see timm.list_models(), e.g. 'resnet34'"
-            )
+            raise ValueError(f"encoder {name!r} is not a timm model name; see timm.list_models(), e.g. 'resnet34'")
         try:
             with _local_weights_only() if pretrained else contextlib.nullcontext():
-                self.model = timm.create_model(name, features_only=True, pretrained=pretrained,
-                                               in_chans=in_channels, **kwargs)
+                self.model = timm.create_model(
+                    name, features_only=True, pretrained=pretrained, in_chans=in_channels, **kwargs
+                )
         except Exception as error:  # noqa: BLE001 - timm and huggingface_hub raise many kinds when offline
             if not pretrained:
                 raise
@@ -131,8 +161,9 @@ class TimmEncoder(nn.Module):
                     "to halve the resolution (pick out_indices with strides doubling)"
                 )
 
-        self.attention = nn.ModuleList(nn.Identity() if attention is None else attention(width)
-                                       for width in self.channels)
+        self.attention = nn.ModuleList(
+            nn.Identity() if attention is None else attention(width) for width in self.channels
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [layer(feature) for layer, feature in zip(self.attention, self.model(x))]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +12,9 @@ from torch import nn
 
 from .._checks import check_choice, check_positive_int
 from ..layers import SGAU
-from ..registry import create_attention, get_attention, get_skip
 from ..layers.dispatch import NotScriptable
 from ..layers.group_ops import autocast_enabled
+from ..registry import create_attention, get_attention, get_skip
 from .blocks import check_spatial_dims
 from .decoder import SegmentationHead, UNetDecoder
 from .encoders import TimmEncoder, UNetEncoder
@@ -34,10 +35,10 @@ class UNet(NotScriptable, nn.Module):
     The encoder is U-Net's (``channels`` doubling per stage, Fig. 1 of the paper) or a timm backbone
     (``encoder="resnet34"``); after each encoder stage an attention layer (``encoder_attention``: ``"cga"``,
     ``"se"``, ``"sge"``, a class, or None) reweights the features, which then feed both the next stage and the skip
-    connection (for a timm encoder, only the skip connections and the bottleneck: its stages run as one model); each decoder level joins the upsampled deeper
-    features with the encoder features through ``skip`` (``"concat"``, U-Net's, or ``"sgau"``) followed by
-    ``decoder_convs`` 3x3 convolutions (2 in U-Net, 1 in the paper's Baseline). A 1x1 convolution gives
-    ``num_classes`` logits at the input resolution.
+    connection (for a timm encoder, only the skip connections and the bottleneck: its stages run as one model);
+    each decoder level joins the upsampled deeper features with the encoder features through ``skip``
+    (``"concat"``, U-Net's, or ``"sgau"``) followed by ``decoder_convs`` 3x3 convolutions (2 in U-Net, 1 in the
+    paper's Baseline). A 1x1 convolution gives ``num_classes`` logits at the input resolution.
 
     Inputs whose spatial size is not a multiple of the total stride (16 for five stages) are zero-padded at the
     bottom/right and the logits cropped back (``size_mode="pad"``, default); ``size_mode="strict"`` raises a
@@ -101,35 +102,50 @@ class UNet(NotScriptable, nn.Module):
         attention = self._attention_factory(encoder_attention, groups, attention_kwargs)
         if encoder is None:
             if pretrained or encoder_kwargs:
-                raise ValueError("pretrained and encoder_kwargs apply to a timm encoder; pass encoder='resnet34' "
-                                 "(or another timm name) with them, or leave them out for U-Net's own encoder")
+                raise ValueError(
+                    "pretrained and encoder_kwargs apply to a timm encoder; pass encoder='resnet34' "
+                    "(or another timm name) with them, or leave them out for U-Net's own encoder"
+                )
             if isinstance(channels, int) or not isinstance(channels, Sequence):
                 raise TypeError(f"channels must be a sequence of stage widths, e.g. (32, 64, 128), got {channels!r}")
             if len(channels) < 2:
                 raise ValueError(f"channels must list at least 2 stage widths, got {tuple(channels)}")
             for width in channels:
                 check_positive_int("channels", width)
-            self.encoder: nn.Module = UNetEncoder(in_channels, channels, attention=attention,
-                                                  spatial_dims=spatial_dims, norm=norm, act=act)
+            self.encoder: nn.Module = UNetEncoder(
+                in_channels, channels, attention=attention, spatial_dims=spatial_dims, norm=norm, act=act
+            )
         else:
             if spatial_dims != 2:
                 raise ValueError(f"timm encoders are 2D; got spatial_dims={spatial_dims} with encoder={encoder!r}")
-            self.encoder = TimmEncoder(encoder, in_channels, pretrained=pretrained, attention=attention,
-                                       **(encoder_kwargs or {}))
+            self.encoder = TimmEncoder(
+                encoder, in_channels, pretrained=pretrained, attention=attention, **(encoder_kwargs or {})
+            )
         self.total_stride = self.encoder.reductions[-1]
-        self.decoder = UNetDecoder(self.encoder.channels, self._skip_factory(skip, groups, spatial_dims),
-                                   decoder_convs=decoder_convs, spatial_dims=spatial_dims, norm=norm, act=act)
-        self.head = SegmentationHead(self.encoder.channels[0], num_classes, spatial_dims=spatial_dims,
-                                     upsample=self.encoder.reductions[0])
+        self.decoder = UNetDecoder(
+            self.encoder.channels,
+            self._skip_factory(skip, groups, spatial_dims),
+            decoder_convs=decoder_convs,
+            spatial_dims=spatial_dims,
+            norm=norm,
+            act=act,
+        )
+        self.head = SegmentationHead(
+            self.encoder.channels[0], num_classes, spatial_dims=spatial_dims, upsample=self.encoder.reductions[0]
+        )
         self._register_load_state_dict_pre_hook(_rename_version_0_keys, with_module=True)
 
     @staticmethod
-    def _attention_factory(name: Any, groups: int, kwargs: "dict[str, Any] | None") -> "Callable[[int], nn.Module] | None":
+    def _attention_factory(
+        name: Any, groups: int, kwargs: "dict[str, Any] | None"
+    ) -> "Callable[[int], nn.Module] | None":
         factory = get_attention(name)
         if factory is None:
             if kwargs:
-                raise ValueError(f"attention_kwargs {kwargs} given without encoder_attention; name the layer, "
-                                 "e.g. encoder_attention='cga'")
+                raise ValueError(
+                    f"attention_kwargs {kwargs} given without encoder_attention; name the layer, "
+                    "e.g. encoder_attention='cga'"
+                )
             return None
         kwargs = dict(kwargs or {})
         if _accepts(factory, "groups"):
@@ -248,7 +264,7 @@ def _rename_version_0_keys(module: nn.Module, state_dict: dict, prefix: str, *ar
     for key in state_dict:
         if not key.startswith(prefix):
             continue
-        rest = key[len(prefix):]
+        rest = key[len(prefix) :]
         parts = rest.split(".")
         new = None
         if parts[0] == "encoder_attention":

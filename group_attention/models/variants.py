@@ -10,25 +10,29 @@ from .unet import UNet
 # "We remove a convolution from each layer of the decoder path of U-Net and take it as our baseline" (section 3.4).
 _BASELINE = {"decoder_convs": 1, "encoder_attention": None, "skip": "concat"}
 
-VARIANTS: "MappingProxyType[str, dict[str, Any]]" = MappingProxyType({
-    "unet": {"decoder_convs": 2, "encoder_attention": None, "skip": "concat"},
-    "baseline": dict(_BASELINE),
-    "baseline+sgau": {**_BASELINE, "skip": "sgau"},
-    "baseline+se": {**_BASELINE, "encoder_attention": "se"},
-    "baseline+cga": {**_BASELINE, "encoder_attention": "cga"},
-    "ganet": {**_BASELINE, "encoder_attention": "cga", "skip": "sgau"},
-})
+VARIANTS: "MappingProxyType[str, dict[str, Any]]" = MappingProxyType(
+    {
+        "unet": {"decoder_convs": 2, "encoder_attention": None, "skip": "concat"},
+        "baseline": dict(_BASELINE),
+        "baseline+sgau": {**_BASELINE, "skip": "sgau"},
+        "baseline+se": {**_BASELINE, "encoder_attention": "se"},
+        "baseline+cga": {**_BASELINE, "encoder_attention": "cga"},
+        "ganet": {**_BASELINE, "encoder_attention": "cga", "skip": "sgau"},
+    }
+)
 """Table 1's rows, name -> :class:`UNet` keyword arguments. Parameter counts (3 -> 2 channels): 7.766M, 6.981M,
 6.981M, 7.026M, 6.986M, 6.986M (Table 1: 7.764M, 6.981M, 6.981M, 7.025M, 6.987M, 6.987M)."""
 
-VARIANT_LABELS: "MappingProxyType[str, str]" = MappingProxyType({
-    "unet": "Unet",
-    "baseline": "Baseline",
-    "baseline+sgau": "Baseline + SGAU",
-    "baseline+se": "Baseline + SE",
-    "baseline+cga": "Baseline + CGA",
-    "ganet": "Baseline + SGAU+CGA",
-})
+VARIANT_LABELS: "MappingProxyType[str, str]" = MappingProxyType(
+    {
+        "unet": "Unet",
+        "baseline": "Baseline",
+        "baseline+sgau": "Baseline + SGAU",
+        "baseline+se": "Baseline + SE",
+        "baseline+cga": "Baseline + CGA",
+        "ganet": "Baseline + SGAU+CGA",
+    }
+)
 """Table 1's row labels, name (a key of :data:`VARIANTS`) -> the label the paper prints."""
 
 

@@ -20,8 +20,9 @@ from .common import (
 )
 
 
-def fused_channel_group_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
-                                  per_group: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_channel_group_attention(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float, per_group: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x * w, gate)`` as :func:`~group_attention.layers.cga.channel_group_attention` with ``return_gate=True``,
     on the Triton kernels where they serve ``x``, else on PyTorch operations."""
     function = _ChannelGroupAttentionKernels if use_triton(x, weight) else _ChannelGroupAttention
@@ -62,21 +63,29 @@ class _ChannelGroupAttention(torch.autograd.Function):
         grad_pooled, grad_weight, grad_bias = _gate_backward(ctx, channel_sums, grad_gate, pooled, weights, weight)
         if ctx.needs_input_grad[0]:
             if standardized is None:  # one channel per group: the maps are x, converted to float32 if need be
-                standardized = restandardize_maps(group_sum(x, groups), mean, std, inv,
-                                                  overwrite=x.dtype != stat_dtype(x.dtype))
+                standardized = restandardize_maps(
+                    group_sum(x, groups), mean, std, inv, overwrite=x.dtype != stat_dtype(x.dtype)
+                )
             # pooled = mean_p sigmoid(standardized): each position gets 1/N of the pooled gradient.
             grad_pooled = broadcast_channels(grad_pooled / spatial_size(x), standardized).to(standardized.dtype)
             grad_standardized = torch.ops.aten.sigmoid_backward(grad_pooled, torch.sigmoid(standardized))
             grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
             # One pass over x: gy * w plus the group map's gradient, shared by the group's channels; on CPU written
             # over the product gy * x, whose memory is free again (a fresh allocation costs page faults there).
-            grad_x = _scale_channels(grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps.to(x.dtype),
-                                     out=product)
+            grad_x = _scale_channels(
+                grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps.to(x.dtype), out=product
+            )
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
-def _scale_channels(x: torch.Tensor, weights: torch.Tensor, groups: int, per_group: bool,
-                    add_maps: "torch.Tensor | None" = None, out: "torch.Tensor | None" = None) -> torch.Tensor:
+def _scale_channels(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    groups: int,
+    per_group: bool,
+    add_maps: "torch.Tensor | None" = None,
+    out: "torch.Tensor | None" = None,
+) -> torch.Tensor:
     """``x * w`` with ``w`` one weight per group (``(B, m)``) or per channel (``(B, C)``), plus ``add_maps``
     (``(B, m, *spatial)``, broadcast over each group's channels) when given, in one pass over ``x``; written into
     ``out`` (shaped and laid out like ``x``) when given."""
@@ -101,8 +110,14 @@ def _gate(pooled: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tup
     return pooled, torch.sigmoid((pooled.unsqueeze(1) * weight.to(dtype)).sum(-1) + bias.to(dtype))
 
 
-def _gate_backward(ctx, channel_sums: torch.Tensor, grad_gate: torch.Tensor, pooled: torch.Tensor,
-                   weights: torch.Tensor, weight: torch.Tensor):
+def _gate_backward(
+    ctx,
+    channel_sums: torch.Tensor,
+    grad_gate: torch.Tensor,
+    pooled: torch.Tensor,
+    weights: torch.Tensor,
+    weight: torch.Tensor,
+):
     """From the per-channel sums of ``gy * x`` (``(B, C)``) and the gate output's own gradient: the gradients of the
     pooled saliency ``(B, m)``, of ``W`` and of ``b`` (None where not needed)."""
     grad_weights = channel_sums.to(weights.dtype)
@@ -110,8 +125,9 @@ def _gate_backward(ctx, channel_sums: torch.Tensor, grad_gate: torch.Tensor, poo
         grad_weights = grad_weights.unflatten(1, (ctx.groups, -1)).sum(2)
     grad_weights = grad_weights + grad_gate.to(grad_weights.dtype)  # the weights are an output too
     grad_logits = grad_weights * weights * (1 - weights)
-    grad_weight = (grad_logits.unsqueeze(2) * pooled.unsqueeze(1)).sum(0).to(weight.dtype) \
-        if ctx.needs_input_grad[1] else None
+    grad_weight = (
+        (grad_logits.unsqueeze(2) * pooled.unsqueeze(1)).sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
+    )
     grad_bias = grad_logits.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
     grad_pooled = (grad_logits.unsqueeze(2) * weight.to(grad_logits.dtype)).sum(1)
     return grad_pooled, grad_weight, grad_bias
@@ -136,7 +152,8 @@ class _ChannelGroupAttentionKernels(torch.autograd.Function):
         maps, stats = kernels.group_maps(x, groups, eps, store=channels != groups)
         map_rows = x.view(batch, groups, -1) if maps is None else maps
         pooled, gate, gate_out, channel_weights = kernels.cga_gate(
-            kernels.saliency_sums(map_rows, stats), spatial_size(x), weight, bias, channels, x.dtype, per_group)
+            kernels.saliency_sums(map_rows, stats), spatial_size(x), weight, bias, channels, x.dtype, per_group
+        )
         ctx.save_for_backward(x, maps, stats, pooled, gate, channel_weights, weight)
         ctx.groups, ctx.per_group = groups, per_group
         return kernels.scale_add(x, channel_weights, groups), gate_out
@@ -150,11 +167,19 @@ class _ChannelGroupAttentionKernels(torch.autograd.Function):
         batch, channels = x.shape[:2]
         map_rows = x.view(batch, ctx.groups, -1) if maps is None else maps
         channel_sums, slopes = kernels.row_dots(grad, x, ctx.groups, map_rows, stats)
-        grad_weight, grad_bias, coef = kernels.cga_gate_backward(channel_sums, grad_gate, gate, pooled, weight,
-                                                                 slopes, stats, spatial_size(x), ctx.per_group)
+        grad_weight, grad_bias, coef = kernels.cga_gate_backward(
+            channel_sums, grad_gate, gate, pooled, weight, slopes, stats, spatial_size(x), ctx.per_group
+        )
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = kernels.scale_add(grad, channel_weights, ctx.groups, maps=map_rows, stats=stats, coef=coef,
-                                       out_dtype=x.dtype)
-        return (grad_x, grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,
-                grad_bias.to(weight.dtype) if ctx.needs_input_grad[2] else None, None, None, None)
+            grad_x = kernels.scale_add(
+                grad, channel_weights, ctx.groups, maps=map_rows, stats=stats, coef=coef, out_dtype=x.dtype
+            )
+        return (
+            grad_x,
+            grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,
+            grad_bias.to(weight.dtype) if ctx.needs_input_grad[2] else None,
+            None,
+            None,
+            None,
+        )

@@ -152,8 +152,9 @@ def standardize_maps(maps: torch.Tensor, eps: float, *, overwrite: bool = False)
     return StandardizedMaps(centered.mul_(_scale(std, inv)), mean, std, inv)
 
 
-def restandardize_maps(maps: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, inv: torch.Tensor, *,
-                       overwrite: bool = False) -> torch.Tensor:
+def restandardize_maps(
+    maps: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, inv: torch.Tensor, *, overwrite: bool = False
+) -> torch.Tensor:
     """Standardize ``maps`` with the statistics :func:`standardize_maps` found for them: the same values, bit for
     bit, without keeping them from forward to backward."""
     centered = maps.sub_(mean) if overwrite else maps - mean
@@ -245,7 +246,7 @@ def double_linear_backward(grad: torch.Tensor) -> torch.Tensor:
 
 def _double_along(x: torch.Tensor, dim: int) -> torch.Tensor:
     length = x.shape[dim]
-    out = x.new_empty(x.shape[:dim] + (2 * length,) + x.shape[dim + 1:])
+    out = x.new_empty(x.shape[:dim] + (2 * length,) + x.shape[dim + 1 :])
     phases = out.unflatten(dim, (length, 2))
     even, odd = phases.select(dim + 1, 0), phases.select(dim + 1, 1)
     inner = length - 1
@@ -268,5 +269,3 @@ def _double_along_backward(grad: torch.Tensor, dim: int) -> torch.Tensor:
     out.narrow(dim, 0, 1).add_(even.narrow(dim, 0, 1), alpha=0.25)
     out.narrow(dim, inner, 1).add_(odd.narrow(dim, inner, 1), alpha=0.25)
     return out
-
-

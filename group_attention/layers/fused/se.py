@@ -12,8 +12,9 @@ from ..group_ops import broadcast_channels, spatial_dims, spatial_size, stat_dty
 from .common import spatial_dot
 
 
-def fused_squeeze_excite(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weight2: torch.Tensor,
-                         bias2: torch.Tensor) -> torch.Tensor:
+def fused_squeeze_excite(
+    x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weight2: torch.Tensor, bias2: torch.Tensor
+) -> torch.Tensor:
     """:func:`~group_attention.layers.se.squeeze_excite` with ReLU and sigmoid, in one autograd Function."""
     return _SqueezeExcite.apply(x, weight1, bias1, weight2, bias2)
 
@@ -29,7 +30,8 @@ class _SqueezeExcite(torch.autograd.Function):
 
     Forward reads ``x`` twice (the channel means, then the product); backward reads ``gy`` and ``x`` once for the
     per-channel sums of ``gy * x`` and writes ``dx = gy * w + d_mean / N`` in one more pass (each a Triton kernel
-    for contiguous CUDA tensors, see :mod:`group_attention.layers.dispatch`). Autograd instead materializes the mean's gradient broadcast to
+    for contiguous CUDA tensors, see :mod:`group_attention.layers.dispatch`). Autograd instead materializes the
+    mean's gradient broadcast to
     ``x``'s size and then adds the two gradients of ``x``.
     """
 
@@ -70,9 +72,14 @@ class _SqueezeExcite(torch.autograd.Function):
                 # the product gy * x, whose memory is free again.
                 mean_grad = grad_pooled / spatial_size(x)
                 if kernels is not None:
-                    grad_x = kernels.scale_add(grad, weights.float(), x.shape[1], shift=mean_grad.float(),
-                                               out_dtype=x.dtype)
+                    grad_x = kernels.scale_add(
+                        grad, weights.float(), x.shape[1], shift=mean_grad.float(), out_dtype=x.dtype
+                    )
                 else:
-                    grad_x = torch.addcmul(broadcast_channels(mean_grad.to(x.dtype), x), grad,
-                                           broadcast_channels(weights.to(x.dtype), x), out=product)
+                    grad_x = torch.addcmul(
+                        broadcast_channels(mean_grad.to(x.dtype), x),
+                        grad,
+                        broadcast_channels(weights.to(x.dtype), x),
+                        out=product,
+                    )
         return grad_x, grad_weight1, grad_bias1, grad_weight2, grad_bias2

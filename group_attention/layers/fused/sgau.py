@@ -20,8 +20,9 @@ from .common import (
 )
 
 
-def fused_attention_skip(low: torch.Tensor, high: torch.Tensor, up: torch.Tensor, groups: int,
-                         eps: float) -> torch.Tensor:
+def fused_attention_skip(
+    low: torch.Tensor, high: torch.Tensor, up: torch.Tensor, groups: int, eps: float
+) -> torch.Tensor:
     """``Cat(low * (1 + Up(A(high))); up)`` in one autograd Function (Triton kernels for 2D features they serve)."""
     kernels = low.dim() == 4 and use_triton(low, high)  # the kernels interpolate in 2D
     function = _SpatialGroupAttentionSkipKernels if kernels else _SpatialGroupAttentionSkip
@@ -47,9 +48,12 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
         standardized, _, std, inv = standardize_maps(group_pooled_dot(high, groups, channel_mean), eps, overwrite=True)
         attention = resize_to(torch.sigmoid(standardized), low.shape[2:]).to(low.dtype).unsqueeze(2)
         low_channels = low.shape[1]
-        out = torch.empty((low.shape[0], 2 * low_channels, *low.shape[2:]),
-                          dtype=torch.promote_types(low.dtype, up.dtype), device=low.device,
-                          memory_format=_memory_format(low))
+        out = torch.empty(
+            (low.shape[0], 2 * low_channels, *low.shape[2:]),
+            dtype=torch.promote_types(low.dtype, up.dtype),
+            device=low.device,
+            memory_format=_memory_format(low),
+        )
         grouped = low.unflatten(1, (groups, -1))
         torch.addcmul(grouped, grouped, attention, out=out[:, :low_channels].unflatten(1, (groups, -1)))
         out[:, low_channels:].copy_(up)
@@ -124,8 +128,11 @@ class _SpatialGroupAttentionSkipKernels(torch.autograd.Function):
         maps, stats = kernels.group_maps(high, groups, eps, coef=channel_mean)
         maps = maps.view(high.shape[0], groups, *high.shape[2:])
         low_channels = low.shape[1]
-        out = torch.empty((low.shape[0], 2 * low_channels, *low.shape[2:]),
-                          dtype=torch.promote_types(low.dtype, up.dtype), device=low.device)
+        out = torch.empty(
+            (low.shape[0], 2 * low_channels, *low.shape[2:]),
+            dtype=torch.promote_types(low.dtype, up.dtype),
+            device=low.device,
+        )
         kernels.attend(low, up.contiguous(), maps, stats, out)
         ctx.save_for_backward(out, high, channel_mean, maps, stats)
         ctx.groups, ctx.low_dtype, ctx.up_dtype = groups, low.dtype, up.dtype

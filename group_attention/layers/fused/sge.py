@@ -18,8 +18,9 @@ from .common import (
 )
 
 
-def fused_spatial_group_enhance(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
-                                eps: float) -> torch.Tensor:
+def fused_spatial_group_enhance(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float
+) -> torch.Tensor:
     """:func:`~group_attention.layers.sge.spatial_group_enhance` in one autograd Function (Triton kernels where
     they serve ``x``)."""
     function = _SpatialGroupEnhanceKernels if use_triton(x) else _SpatialGroupEnhance
@@ -71,8 +72,11 @@ class _SpatialGroupEnhance(torch.autograd.Function):
             grouped = x.unflatten(1, (groups, -1))
             grad_mean = channel_dot(grouped, expanded_maps, first_spatial_dim=3).flatten(1, 2) / spatial_size(x)
             mean = broadcast_channels(channel_mean, x).unflatten(1, (groups, -1))
-            grad_x = torch.addcmul(broadcast_channels(grad_mean, x).unflatten(1, (groups, -1)).to(x.dtype),
-                                   grad.unflatten(1, (groups, -1)), gate.to(x.dtype).unsqueeze(2))
+            grad_x = torch.addcmul(
+                broadcast_channels(grad_mean, x).unflatten(1, (groups, -1)).to(x.dtype),
+                grad.unflatten(1, (groups, -1)),
+                gate.to(x.dtype).unsqueeze(2),
+            )
             grad_x.addcmul_(expanded_maps.to(x.dtype), mean.to(x.dtype))
             grad_x = grad_x.flatten(1, 2)
         return grad_x, grad_weight, grad_bias, None, None
@@ -118,12 +122,14 @@ class _SpatialGroupEnhanceKernels(torch.autograd.Function):
             gamma = affine[:, 0].repeat(batch)
             _, std, _, factor = stats.unbind(1)  # factor: 1 / (std + eps), 0 for a constant map
             coupling = coupling_factor(std, positions)
-            coef = torch.stack([map_sums[:, 0] / positions, gamma * factor, -gamma * map_sums[:, 1] * coupling],
-                               dim=1)
+            coef = torch.stack([map_sums[:, 0] / positions, gamma * factor, -gamma * map_sums[:, 1] * coupling], dim=1)
             per_channel = coef.repeat_interleave(channels // groups, dim=0)
             mean = channel_mean.reshape(-1)
-            grad_mean = (per_channel[:, 1] * (channel_sums[:, 0] - per_channel[:, 0] * positions * mean)
-                         + per_channel[:, 2] * channel_sums[:, 1])
-            grad_x = kernels.gate_groups_backward(grad, maps, stats, affine, grad_affine, coef, channel_mean,
-                                                  grad_mean / positions, x.dtype)
+            grad_mean = (
+                per_channel[:, 1] * (channel_sums[:, 0] - per_channel[:, 0] * positions * mean)
+                + per_channel[:, 2] * channel_sums[:, 1]
+            )
+            grad_x = kernels.gate_groups_backward(
+                grad, maps, stats, affine, grad_affine, coef, channel_mean, grad_mean / positions, x.dtype
+            )
         return grad_x, grad_weight, grad_bias, None, None

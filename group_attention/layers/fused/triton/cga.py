@@ -12,9 +12,7 @@ from .common import (
     _launch,
     _on_input_device,
     _program_tile,
-    _scale_add_kernel,
     _standardized_tile,
-    scale_add,
 )
 
 
@@ -27,9 +25,25 @@ def _saliency_sum_kernel(maps_ptr, stats_ptr, part_ptr, N, T, BLOCK_N: tl.conste
 
 
 @triton.jit
-def _cga_gate_kernel(part_ptr, weight_ptr, bias_ptr, pooled_ptr, gate_ptr, gate_out_ptr, channel_ptr, M, T, O, K,
-                     inv_n, PER_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_T: tl.constexpr,
-                     BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+def _cga_gate_kernel(
+    part_ptr,
+    weight_ptr,
+    bias_ptr,
+    pooled_ptr,
+    gate_ptr,
+    gate_out_ptr,
+    channel_ptr,
+    M,
+    T,
+    O,  # noqa: E741 - the output width, named as in the kernel's comments
+    K,
+    inv_n,
+    PER_GROUP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """CGA's gate for one sample: the pooled saliency (mean over the tiles' sums), ``sigmoid(W pooled + b)`` (kept
     and returned, two copies) and the weight of every channel in the features' dtype."""
     b = tl.program_id(0)
@@ -38,16 +52,18 @@ def _cga_gate_kernel(part_ptr, weight_ptr, bias_ptr, pooled_ptr, gate_ptr, gate_
     sums = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for t0 in range(0, T, BLOCK_T):
         ts = t0 + tl.arange(0, BLOCK_T)
-        tile = tl.load(part_ptr + (b * M + gs)[:, None] * T + ts[None, :],
-                       mask=mask_g[:, None] & (ts < T)[None, :], other=0.0)
+        tile = tl.load(
+            part_ptr + (b * M + gs)[:, None] * T + ts[None, :], mask=mask_g[:, None] & (ts < T)[None, :], other=0.0
+        )
         sums += tl.sum(tile, axis=1)
     pooled = sums * inv_n
     tl.store(pooled_ptr + b * M + gs, pooled, mask=mask_g)
     for o0 in range(0, O, BLOCK_O):
         os = o0 + tl.arange(0, BLOCK_O)
         mask_o = os < O
-        weight = tl.load(weight_ptr + os[:, None] * M + gs[None, :], mask=mask_o[:, None] & mask_g[None, :],
-                         other=0.0).to(tl.float32)
+        weight = tl.load(
+            weight_ptr + os[:, None] * M + gs[None, :], mask=mask_o[:, None] & mask_g[None, :], other=0.0
+        ).to(tl.float32)
         bias = tl.load(bias_ptr + os, mask=mask_o, other=0.0).to(tl.float32)
         gate = tl.sigmoid(tl.sum(weight * pooled[None, :], axis=1) + bias)
         tl.store(gate_ptr + b * O + os, gate, mask=mask_o)
@@ -57,17 +73,40 @@ def _cga_gate_kernel(part_ptr, weight_ptr, bias_ptr, pooled_ptr, gate_ptr, gate_
                 ks = k0 + tl.arange(0, BLOCK_K)
                 channels = os[:, None] * K + ks[None, :]
                 values = tl.broadcast_to(gate[:, None], (BLOCK_O, BLOCK_K))
-                tl.store(channel_ptr + b * O * K + channels, values.to(channel_ptr.dtype.element_ty),
-                         mask=mask_o[:, None] & (ks < K)[None, :])
+                tl.store(
+                    channel_ptr + b * O * K + channels,
+                    values.to(channel_ptr.dtype.element_ty),
+                    mask=mask_o[:, None] & (ks < K)[None, :],
+                )
         else:
             tl.store(channel_ptr + b * O + os, gate.to(channel_ptr.dtype.element_ty), mask=mask_o)
 
 
 @triton.jit
-def _cga_gate_backward_kernel(sums_ptr, grad_gate_ptr, gate_ptr, pooled_ptr, weight_ptr, slopes_ptr, stats_ptr,
-                              grad_weight_ptr, grad_bias_ptr, grad_pooled_ptr, coef_ptr, B, M, O, K, N, inv_n,
-                              inv_dof, PER_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr,
-                              BLOCK_K: tl.constexpr):
+def _cga_gate_backward_kernel(
+    sums_ptr,
+    grad_gate_ptr,
+    gate_ptr,
+    pooled_ptr,
+    weight_ptr,
+    slopes_ptr,
+    stats_ptr,
+    grad_weight_ptr,
+    grad_bias_ptr,
+    grad_pooled_ptr,
+    coef_ptr,
+    B,
+    M,
+    O,  # noqa: E741 - the output width, named as in the kernel's comments
+    K,
+    N,
+    inv_n,
+    inv_dof,
+    PER_GROUP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """CGA's gate backward for the whole batch in one program: from the per-channel sums of ``gy * x`` and the
     returned gate's own gradient, the gradients of ``W`` and ``b``, and per map the coefficients ``(c0, c1, c2)``
     of the maps' gradient ``c1 (s' - c0) + c2 s`` (see ``_scale_add_kernel``)."""
@@ -76,8 +115,9 @@ def _cga_gate_backward_kernel(sums_ptr, grad_gate_ptr, gate_ptr, pooled_ptr, wei
     for o0 in range(0, O, BLOCK_O):
         os = o0 + tl.arange(0, BLOCK_O)
         mask_o = os < O
-        weight = tl.load(weight_ptr + os[:, None] * M + gs[None, :], mask=mask_o[:, None] & mask_g[None, :],
-                         other=0.0).to(tl.float32)
+        weight = tl.load(
+            weight_ptr + os[:, None] * M + gs[None, :], mask=mask_o[:, None] & mask_g[None, :], other=0.0
+        ).to(tl.float32)
         grad_weight = tl.zeros((BLOCK_O, BLOCK_M), dtype=tl.float32)
         grad_bias = tl.zeros((BLOCK_O,), dtype=tl.float32)
         for b in range(0, B):
@@ -85,8 +125,11 @@ def _cga_gate_backward_kernel(sums_ptr, grad_gate_ptr, gate_ptr, pooled_ptr, wei
                 grad_gate = tl.zeros((BLOCK_O,), dtype=tl.float32)
                 for k0 in range(0, K, BLOCK_K):
                     ks = k0 + tl.arange(0, BLOCK_K)
-                    channel_sums = tl.load(sums_ptr + b * O * K + os[:, None] * K + ks[None, :],
-                                           mask=mask_o[:, None] & (ks < K)[None, :], other=0.0)
+                    channel_sums = tl.load(
+                        sums_ptr + b * O * K + os[:, None] * K + ks[None, :],
+                        mask=mask_o[:, None] & (ks < K)[None, :],
+                        other=0.0,
+                    )
                     grad_gate += tl.sum(channel_sums, axis=1)
             else:
                 grad_gate = tl.load(sums_ptr + b * O + os, mask=mask_o, other=0.0)
@@ -125,8 +168,9 @@ def saliency_sums(maps: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     ``(B * m, T)`` float32."""
     launch = _launch(maps, maps.shape[1])
     partials = torch.empty(launch.grid, device=maps.device, dtype=torch.float32)
-    _saliency_sum_kernel[launch.grid](maps, stats, partials, launch.positions, launch.tiles,
-                                      BLOCK_N=launch.block_n, num_warps=launch.num_warps)
+    _saliency_sum_kernel[launch.grid](
+        maps, stats, partials, launch.positions, launch.tiles, BLOCK_N=launch.block_n, num_warps=launch.num_warps
+    )
     return partials
 
 
@@ -137,8 +181,15 @@ def _gate_blocks(groups: int, out_features: int, per_group_channels: int) -> tup
 
 
 @_on_input_device
-def cga_gate(saliency_sums: torch.Tensor, positions: int, weight: torch.Tensor, bias: torch.Tensor, channels: int,
-             feature_dtype: torch.dtype, per_group: bool) -> tuple[torch.Tensor, ...]:
+def cga_gate(
+    saliency_sums: torch.Tensor,
+    positions: int,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    channels: int,
+    feature_dtype: torch.dtype,
+    per_group: bool,
+) -> tuple[torch.Tensor, ...]:
     """CGA's gate from the per-tile saliency sums ``(B * m, T)``: ``(pooled (B, m), gate kept (B, O), gate returned
     (B, O), channel weights (B, C) in feature_dtype)``, float32 but the last."""
     maps, tiles = saliency_sums.shape
@@ -152,16 +203,40 @@ def cga_gate(saliency_sums: torch.Tensor, positions: int, weight: torch.Tensor, 
     per_group_channels = channels // out_features if per_group else 1
     block_m, block_o, block_k = _gate_blocks(groups, out_features, per_group_channels)
     block_t = max(1, min(triton.next_power_of_2(tiles), 64, GATE_TILE_ELEMENTS // block_m))
-    _cga_gate_kernel[(batch,)](saliency_sums, weight, bias, pooled, gate, gate_out, channel_weights, groups, tiles,
-                               out_features, per_group_channels, 1.0 / positions, PER_GROUP=per_group,
-                               BLOCK_M=block_m, BLOCK_T=block_t, BLOCK_O=block_o, BLOCK_K=block_k)
+    _cga_gate_kernel[(batch,)](
+        saliency_sums,
+        weight,
+        bias,
+        pooled,
+        gate,
+        gate_out,
+        channel_weights,
+        groups,
+        tiles,
+        out_features,
+        per_group_channels,
+        1.0 / positions,
+        PER_GROUP=per_group,
+        BLOCK_M=block_m,
+        BLOCK_T=block_t,
+        BLOCK_O=block_o,
+        BLOCK_K=block_k,
+    )
     return pooled, gate, gate_out, channel_weights
 
 
 @_on_input_device
-def cga_gate_backward(channel_sums: torch.Tensor, grad_gate: torch.Tensor, gate: torch.Tensor, pooled: torch.Tensor,
-                      weight: torch.Tensor, slopes: torch.Tensor, stats: torch.Tensor, positions: int,
-                      per_group: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def cga_gate_backward(
+    channel_sums: torch.Tensor,
+    grad_gate: torch.Tensor,
+    gate: torch.Tensor,
+    pooled: torch.Tensor,
+    weight: torch.Tensor,
+    slopes: torch.Tensor,
+    stats: torch.Tensor,
+    positions: int,
+    per_group: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(grad W (O, m), grad b (O,), coef (B * m, 3))`` float32, for :func:`scale_add`'s maps' gradient."""
     batch, channels = channel_sums.shape
     out_features, groups = weight.shape
@@ -173,8 +248,27 @@ def cga_gate_backward(channel_sums: torch.Tensor, grad_gate: torch.Tensor, gate:
     per_group_channels = channels // out_features if per_group else 1
     block_m, block_o, block_k = _gate_blocks(groups, out_features, per_group_channels)
     _cga_gate_backward_kernel[(1,)](
-        channel_sums, grad_gate.contiguous(), gate, pooled, weight, slopes, stats, grad_weight, grad_bias, grad_pooled,
-        coef, batch, groups, out_features, per_group_channels, positions, 1.0 / positions,
-        _inv_dof(positions), PER_GROUP=per_group, BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_K=block_k)
+        channel_sums,
+        grad_gate.contiguous(),
+        gate,
+        pooled,
+        weight,
+        slopes,
+        stats,
+        grad_weight,
+        grad_bias,
+        grad_pooled,
+        coef,
+        batch,
+        groups,
+        out_features,
+        per_group_channels,
+        positions,
+        1.0 / positions,
+        _inv_dof(positions),
+        PER_GROUP=per_group,
+        BLOCK_M=block_m,
+        BLOCK_O=block_o,
+        BLOCK_K=block_k,
+    )
     return grad_weight, grad_bias, coef
-

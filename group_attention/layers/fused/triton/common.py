@@ -11,12 +11,12 @@ are ``(mean, std, inv = 1 / (std + eps), scale = inv or 0 for a constant map)``.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, TypeVar
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import torch
 import triton
 import triton.language as tl
-
 
 # Elements of one (channels x positions) tile a program holds; channels beyond BLOCK_K are looped over.
 TILE_ELEMENTS = 4096
@@ -102,8 +102,9 @@ def _inv_dof(positions: int) -> float:
 
 
 @triton.jit
-def _map_tile(src_ptr, coef_ptr, row0, offs_n, mask_n, N, K,
-              HAS_COEF: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+def _map_tile(
+    src_ptr, coef_ptr, row0, offs_n, mask_n, N, K, HAS_COEF: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr
+):
     """``sum_k coef[row0 + k] * src[row0 + k, offs_n]`` (coef 1 when absent) in float32, one tile of a group."""
     acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
@@ -150,9 +151,19 @@ def _standardized_tile(maps_ptr, stats_ptr, bg, offs_n, mask_n, N):
 
 
 @triton.jit
-def _group_maps_kernel(src_ptr, coef_ptr, maps_ptr, part_ptr, N, K, T,
-                       HAS_COEF: tl.constexpr, STORE_MAPS: tl.constexpr, BLOCK_K: tl.constexpr,
-                       BLOCK_N: tl.constexpr):
+def _group_maps_kernel(
+    src_ptr,
+    coef_ptr,
+    maps_ptr,
+    part_ptr,
+    N,
+    K,
+    T,
+    HAS_COEF: tl.constexpr,
+    STORE_MAPS: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """Group maps (sums of a group's rows, optionally weighted) and per-tile (sum, M2, max, min) of each map."""
     bg, t, offs_n, mask_n = _program_tile(N, BLOCK_N)
     values = _map_tile(src_ptr, coef_ptr, bg * K, offs_n, mask_n, N, K, HAS_COEF, BLOCK_K, BLOCK_N)
@@ -206,8 +217,20 @@ def _combine_stats_kernel(part_ptr, stats_ptr, N, T, eps, inv_dof, BLOCK_N: tl.c
 
 
 @triton.jit
-def _row_dot_kernel(a_ptr, b_ptr, maps_ptr, stats_ptr, dot_ptr, sig_ptr, N, K, T,
-                    HAS_MAPS: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+def _row_dot_kernel(
+    a_ptr,
+    b_ptr,
+    maps_ptr,
+    stats_ptr,
+    dot_ptr,
+    sig_ptr,
+    N,
+    K,
+    T,
+    HAS_MAPS: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """Per row and tile, ``sum a * b``; with maps, also per map and tile the sums of ``s'`` and ``s' * s`` where
     ``s`` is the standardized map and ``s'`` the sigmoid's derivative at it (CGA's backward)."""
     bg, t, offs_n, mask_n = _program_tile(N, BLOCK_N)
@@ -225,9 +248,21 @@ def _row_dot_kernel(a_ptr, b_ptr, maps_ptr, stats_ptr, dot_ptr, sig_ptr, N, K, T
 
 
 @triton.jit
-def _scale_add_kernel(g_ptr, w_ptr, shift_ptr, maps_ptr, stats_ptr, coef_ptr, out_ptr, N, K,
-                      HAS_SHIFT: tl.constexpr, HAS_MAPS: tl.constexpr, BLOCK_K: tl.constexpr,
-                      BLOCK_N: tl.constexpr):
+def _scale_add_kernel(
+    g_ptr,
+    w_ptr,
+    shift_ptr,
+    maps_ptr,
+    stats_ptr,
+    coef_ptr,
+    out_ptr,
+    N,
+    K,
+    HAS_SHIFT: tl.constexpr,
+    HAS_MAPS: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """``out[r] = g[r] * w[r] + shift[r] + d(p)`` for the rows of a group, where
     ``d = c1 (s' - c0) + c2 s`` with ``s`` the group's standardized map, ``s'`` the sigmoid's derivative at it and
     ``(c0, c1, c2)`` per map (the gradient through CGA's standardize-sigmoid-pool; ``c0`` is the mean of ``s'``, so
@@ -261,19 +296,30 @@ def _trial_kernel(x_ptr, out_ptr, N, BLOCK_N: tl.constexpr):
 
 
 @_on_input_device
-def group_maps(x: torch.Tensor, groups: int, eps: float, coef: "torch.Tensor | None" = None, *,
-               store: bool = True) -> tuple["torch.Tensor | None", torch.Tensor]:
+def group_maps(
+    x: torch.Tensor, groups: int, eps: float, coef: "torch.Tensor | None" = None, *, store: bool = True
+) -> tuple["torch.Tensor | None", torch.Tensor]:
     """The ``(B, m, N)`` float32 group maps of ``x`` (sums of each group's channels, each weighted by ``coef``
     ``(B, C)`` when given; None when ``store`` is False) and their ``(B * m, 4)`` statistics (mean, std, inv,
     scale)."""
     launch = _launch(x, groups)
-    maps = torch.empty((launch.batch, groups, launch.positions), device=x.device, dtype=torch.float32) \
-        if store else None
+    maps = (
+        torch.empty((launch.batch, groups, launch.positions), device=x.device, dtype=torch.float32) if store else None
+    )
     partials = torch.empty((launch.batch * groups, launch.tiles, 4), device=x.device, dtype=torch.float32)
     coef_arg = coef.contiguous() if coef is not None else partials
-    _group_maps_kernel[launch.grid](x, coef_arg, maps if store else partials, partials, launch.positions,
-                                    launch.per_group, launch.tiles, HAS_COEF=coef is not None, STORE_MAPS=store,
-                                    **launch.meta)
+    _group_maps_kernel[launch.grid](
+        x,
+        coef_arg,
+        maps if store else partials,
+        partials,
+        launch.positions,
+        launch.per_group,
+        launch.tiles,
+        HAS_COEF=coef is not None,
+        STORE_MAPS=store,
+        **launch.meta,
+    )
     return maps, combine_stats(partials, launch.positions, launch.block_n, eps)
 
 
@@ -283,14 +329,20 @@ def combine_stats(partials: torch.Tensor, positions: int, block_n: int, eps: flo
     maps, tiles = partials.shape[:2]
     stats = torch.empty((maps, STATS_FIELDS), device=partials.device, dtype=torch.float32)
     block_t = min(triton.next_power_of_2(tiles), 1024)
-    _combine_stats_kernel[(maps,)](partials, stats, positions, tiles, float(eps), _inv_dof(positions),
-                                   BLOCK_N=block_n, BLOCK_T=block_t)
+    _combine_stats_kernel[(maps,)](
+        partials, stats, positions, tiles, float(eps), _inv_dof(positions), BLOCK_N=block_n, BLOCK_T=block_t
+    )
     return stats
 
 
 @_on_input_device
-def row_dots(a: torch.Tensor, b: torch.Tensor, groups: int, maps: "torch.Tensor | None" = None,
-             stats: "torch.Tensor | None" = None) -> tuple[torch.Tensor, "torch.Tensor | None"]:
+def row_dots(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    groups: int,
+    maps: "torch.Tensor | None" = None,
+    stats: "torch.Tensor | None" = None,
+) -> tuple[torch.Tensor, "torch.Tensor | None"]:
     """Per channel, ``sum_p a * b`` (``(B, C)`` float32); with ``maps`` (``(B, m, N)``) and their ``stats``, also
     per map ``(sum s', sum s' s)`` (``(B * m, 2)``) for the standardized maps ``s``."""
     launch = _launch(a, groups)
@@ -298,26 +350,52 @@ def row_dots(a: torch.Tensor, b: torch.Tensor, groups: int, maps: "torch.Tensor 
     dots = torch.empty((batch * channels, launch.tiles), device=a.device, dtype=torch.float32)
     slopes = torch.empty((*launch.grid, 2), device=a.device, dtype=torch.float32) if maps is not None else None
     _row_dot_kernel[launch.grid](
-        a, b, maps if maps is not None else dots, stats if stats is not None else dots, dots,
-        slopes if slopes is not None else dots, launch.positions, launch.per_group, launch.tiles,
-        HAS_MAPS=maps is not None, **launch.meta)
+        a,
+        b,
+        maps if maps is not None else dots,
+        stats if stats is not None else dots,
+        dots,
+        slopes if slopes is not None else dots,
+        launch.positions,
+        launch.per_group,
+        launch.tiles,
+        HAS_MAPS=maps is not None,
+        **launch.meta,
+    )
     return dots.sum(1).view(batch, channels), (slopes.sum(1) if slopes is not None else None)
 
 
 @_on_input_device
-def scale_add(g: torch.Tensor, weights: torch.Tensor, groups: int, *, shift: "torch.Tensor | None" = None,
-              maps: "torch.Tensor | None" = None, stats: "torch.Tensor | None" = None,
-              coef: "torch.Tensor | None" = None, out_dtype: "torch.dtype | None" = None) -> torch.Tensor:
+def scale_add(
+    g: torch.Tensor,
+    weights: torch.Tensor,
+    groups: int,
+    *,
+    shift: "torch.Tensor | None" = None,
+    maps: "torch.Tensor | None" = None,
+    stats: "torch.Tensor | None" = None,
+    coef: "torch.Tensor | None" = None,
+    out_dtype: "torch.dtype | None" = None,
+) -> torch.Tensor:
     """``g * w_c + shift_c + (c1 (s' - c0) + c2 s)`` per group, in one pass: ``weights`` and ``shift`` are ``(B, C)``,
     ``coef`` ``(B * m, 3)`` per map ``(c0, c1, c2)``."""
     launch = _launch(g, groups)
     out = torch.empty(g.shape, device=g.device, dtype=out_dtype or g.dtype)
     dummy = weights
     _scale_add_kernel[launch.grid](
-        g, weights.contiguous(), shift.contiguous() if shift is not None else dummy,
-        maps if maps is not None else dummy, stats if stats is not None else dummy,
-        coef.contiguous() if coef is not None else dummy, out, launch.positions, launch.per_group,
-        HAS_SHIFT=shift is not None, HAS_MAPS=maps is not None, **launch.meta)
+        g,
+        weights.contiguous(),
+        shift.contiguous() if shift is not None else dummy,
+        maps if maps is not None else dummy,
+        stats if stats is not None else dummy,
+        coef.contiguous() if coef is not None else dummy,
+        out,
+        launch.positions,
+        launch.per_group,
+        HAS_SHIFT=shift is not None,
+        HAS_MAPS=maps is not None,
+        **launch.meta,
+    )
     return out
 
 
@@ -331,4 +409,3 @@ def _trial(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty(1, device=x.device)
     _trial_kernel[(1,)](x, out, x.numel(), BLOCK_N=4)
     return out
-

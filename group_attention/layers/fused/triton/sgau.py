@@ -42,8 +42,23 @@ def _bilinear_saliency(maps_ptr, bg, mean, scale, offs_n, mask_n, W_out, h, w, s
 
 
 @triton.jit
-def _attend_kernel(low_ptr, up_ptr, maps_ptr, stats_ptr, out_ptr, G, N, K, W_out, h, w, scale_h, scale_w,
-                   BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+def _attend_kernel(
+    low_ptr,
+    up_ptr,
+    maps_ptr,
+    stats_ptr,
+    out_ptr,
+    G,
+    N,
+    K,
+    W_out,
+    h,
+    w,
+    scale_h,
+    scale_w,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """SGAU's output: the attended half ``low * (1 + A)`` into the first ``C_low = G K`` of ``2 C_low`` channels,
     and the upsampled features ``up`` (``C_low`` channels too) copied into the second half."""
     bg, t, offs_n, mask_n = _program_tile(N, BLOCK_N)
@@ -61,8 +76,24 @@ def _attend_kernel(low_ptr, up_ptr, maps_ptr, stats_ptr, out_ptr, G, N, K, W_out
 
 
 @triton.jit
-def _attend_backward_kernel(grad_ptr, out_ptr, maps_ptr, stats_ptr, grad_low_ptr, grad_att_ptr, G, N, K, W_out,
-                            h, w, scale_h, scale_w, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+def _attend_backward_kernel(
+    grad_ptr,
+    out_ptr,
+    maps_ptr,
+    stats_ptr,
+    grad_low_ptr,
+    grad_att_ptr,
+    G,
+    N,
+    K,
+    W_out,
+    h,
+    w,
+    scale_h,
+    scale_w,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """SGAU's backward at the low level: ``d low = g (1 + A)`` and ``dA = sum_k g * attended / (1 + A)``."""
     bg, t, offs_n, mask_n = _program_tile(N, BLOCK_N)
     mean, _std, _inv, scale = _load_stats(stats_ptr, bg)
@@ -94,8 +125,22 @@ def _sigmoid_standardize_sums_kernel(grad_ptr, maps_ptr, stats_ptr, part_ptr, N,
 
 
 @triton.jit
-def _maps_gradient_dot_kernel(x_ptr, grad_ptr, maps_ptr, stats_ptr, sums_ptr, dot_ptr, N, K, T, T_SUMS, inv_dof,
-                              BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+def _maps_gradient_dot_kernel(
+    x_ptr,
+    grad_ptr,
+    maps_ptr,
+    stats_ptr,
+    sums_ptr,
+    dot_ptr,
+    N,
+    K,
+    T,
+    T_SUMS,
+    inv_dof,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     """The maps' gradient through the standardization, ``dm = inv (d - mean d) - s sum(d s) / ((N - 1) std)``
     (``d`` read from and ``dm`` written over ``grad``; ``inv`` 0 for a constant map; the sums of ``d`` and ``d s``
     from ``T_SUMS`` tiles), and per row and tile ``sum x * dm`` over the group's rows."""
@@ -129,8 +174,7 @@ def _doubling_taps(i, n):
 
 
 @triton.jit
-def _doubled_adjoint_sums_kernel(grad_ptr, maps_ptr, stats_ptr, out_ptr, part_ptr, N, T, h, w,
-                                 BLOCK_N: tl.constexpr):
+def _doubled_adjoint_sums_kernel(grad_ptr, maps_ptr, stats_ptr, out_ptr, part_ptr, N, T, h, w, BLOCK_N: tl.constexpr):
     """The adjoint of SGAU's doubling interpolation, gathered (no atomics): per position of the ``(h, w)`` maps,
     the weighted sum of the ``4 x 4`` upsampled gradients that interpolated from it; then through the sigmoid of the
     standardized maps ``s`` (``d = g s'``, written) with per tile the sums of ``d`` and ``d s``."""
@@ -163,8 +207,7 @@ def _doubled_adjoint_sums_kernel(grad_ptr, maps_ptr, stats_ptr, out_ptr, part_pt
 
 
 @triton.jit
-def _maps_to_rows_kernel(maps_ptr, factor_ptr, shift_ptr, out_ptr, N, K, BLOCK_K: tl.constexpr,
-                         BLOCK_N: tl.constexpr):
+def _maps_to_rows_kernel(maps_ptr, factor_ptr, shift_ptr, out_ptr, N, K, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """``out[r] = map[g] * factor[r] + shift[r]`` for the ``K`` rows ``r`` of each group ``g`` (SGAU's ``d high``)."""
     bg, t, offs_n, mask_n = _program_tile(N, BLOCK_N)
     values = tl.load(maps_ptr + bg.to(tl.int64) * N + offs_n, mask=mask_n, other=0.0)
@@ -188,13 +231,24 @@ def attend(low: torch.Tensor, up: torch.Tensor, maps: torch.Tensor, stats: torch
     ``(B, 2 C_low, H, W)``, all contiguous."""
     groups = maps.shape[1]
     launch = _launch(low, groups)
-    _attend_kernel[launch.grid](low, up, maps, stats, out, groups, launch.positions, launch.per_group,
-                                *_bilinear_args(maps.shape[2:], low.shape[2:]), **launch.meta)
+    _attend_kernel[launch.grid](
+        low,
+        up,
+        maps,
+        stats,
+        out,
+        groups,
+        launch.positions,
+        launch.per_group,
+        *_bilinear_args(maps.shape[2:], low.shape[2:]),
+        **launch.meta,
+    )
 
 
 @_on_input_device
-def attend_backward(grad: torch.Tensor, out: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor,
-                    low_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def attend_backward(
+    grad: torch.Tensor, out: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, low_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(d low, dA)`` from the gradient of SGAU's output and the output: ``(B, C_low, H, W)`` in ``low_dtype``
     and ``(B, m, H, W)`` float32."""
     batch, channels, height, width = out.shape
@@ -202,9 +256,19 @@ def attend_backward(grad: torch.Tensor, out: torch.Tensor, maps: torch.Tensor, s
     launch = _launch(out, groups, channels // 2)
     grad_low = torch.empty((batch, channels // 2, height, width), device=out.device, dtype=low_dtype)
     grad_attention = torch.empty((batch, groups, height, width), device=out.device, dtype=torch.float32)
-    _attend_backward_kernel[launch.grid](grad, out, maps, stats, grad_low, grad_attention, groups, launch.positions,
-                                         launch.per_group, *_bilinear_args(maps.shape[2:], (height, width)),
-                                         **launch.meta)
+    _attend_backward_kernel[launch.grid](
+        grad,
+        out,
+        maps,
+        stats,
+        grad_low,
+        grad_attention,
+        groups,
+        launch.positions,
+        launch.per_group,
+        *_bilinear_args(maps.shape[2:], (height, width)),
+        **launch.meta,
+    )
     return grad_low, grad_attention
 
 
@@ -214,14 +278,16 @@ def sigmoid_standardize_sums(grad: torch.Tensor, maps: torch.Tensor, stats: torc
     standardized maps ``d``; return per map and tile ``(sum d, sum d s)``, ``(B * m, T, 2)``."""
     launch = _launch(maps, maps.shape[1])
     partials = torch.empty((*launch.grid, 2), device=maps.device, dtype=torch.float32)
-    _sigmoid_standardize_sums_kernel[launch.grid](grad, maps, stats, partials, launch.positions, launch.tiles,
-                                                  BLOCK_N=launch.block_n, num_warps=launch.num_warps)
+    _sigmoid_standardize_sums_kernel[launch.grid](
+        grad, maps, stats, partials, launch.positions, launch.tiles, BLOCK_N=launch.block_n, num_warps=launch.num_warps
+    )
     return partials
 
 
 @_on_input_device
-def maps_gradient_dot(x: torch.Tensor, grad: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor,
-                      sums: torch.Tensor) -> torch.Tensor:
+def maps_gradient_dot(
+    x: torch.Tensor, grad: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, sums: torch.Tensor
+) -> torch.Tensor:
     """Overwrite ``grad`` (``d``, the gradient at the standardized maps, ``(B, m, *s)``) with the maps' gradient
     and return per channel of ``x`` (``(B, C, *s)``) ``sum_p x * dm`` over its group's map, ``(B, C)`` float32;
     ``sums`` are the per-tile ``(sum d, sum d s)``, ``(B * m, T, 2)``."""
@@ -232,33 +298,57 @@ def maps_gradient_dot(x: torch.Tensor, grad: torch.Tensor, maps: torch.Tensor, s
         sums = sums.sum(1, keepdim=True)
     sum_tiles = sums.shape[1]
     _maps_gradient_dot_kernel[launch.grid](
-        x, grad, maps, stats, sums, dots, launch.positions, launch.per_group, launch.tiles, sum_tiles,
-        _inv_dof(launch.positions), BLOCK_T=triton.next_power_of_2(sum_tiles), **launch.meta)
+        x,
+        grad,
+        maps,
+        stats,
+        sums,
+        dots,
+        launch.positions,
+        launch.per_group,
+        launch.tiles,
+        sum_tiles,
+        _inv_dof(launch.positions),
+        BLOCK_T=triton.next_power_of_2(sum_tiles),
+        **launch.meta,
+    )
     return dots.sum(1).view(batch, channels)
 
 
 @_on_input_device
-def doubled_adjoint_sums(grad: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def doubled_adjoint_sums(
+    grad: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For ``grad`` ``(B, m, 2h, 2w)`` at the doubled attention and ``maps`` ``(B, m, h, w)``: the gradient at the
     standardized maps, ``d = Up^T(grad) * s'`` (``(B, m, h, w)`` float32), and per map and tile
     ``(sum d, sum d s)`` (``(B * m, T, 2)``)."""
     launch = _launch(maps, maps.shape[1])
     out = torch.empty_like(maps)
     partials = torch.empty((*launch.grid, 2), device=maps.device, dtype=torch.float32)
-    _doubled_adjoint_sums_kernel[launch.grid](grad, maps, stats, out, partials, launch.positions, launch.tiles,
-                                              *maps.shape[2:], BLOCK_N=launch.block_n, num_warps=launch.num_warps)
+    _doubled_adjoint_sums_kernel[launch.grid](
+        grad,
+        maps,
+        stats,
+        out,
+        partials,
+        launch.positions,
+        launch.tiles,
+        *maps.shape[2:],
+        BLOCK_N=launch.block_n,
+        num_warps=launch.num_warps,
+    )
     return out, partials
 
 
 @_on_input_device
-def maps_to_rows(maps: torch.Tensor, factor: torch.Tensor, shift: torch.Tensor, channels: int,
-                 out_dtype: torch.dtype) -> torch.Tensor:
+def maps_to_rows(
+    maps: torch.Tensor, factor: torch.Tensor, shift: torch.Tensor, channels: int, out_dtype: torch.dtype
+) -> torch.Tensor:
     """``(B, C, *s)``: each group's map ``(B, m, *s)`` times a per-channel ``factor`` plus a per-channel ``shift``
     (both ``(B, C)`` float32)."""
     launch = _launch(maps, maps.shape[1], channels)
     out = torch.empty((launch.batch, channels, *maps.shape[2:]), device=maps.device, dtype=out_dtype)
-    _maps_to_rows_kernel[launch.grid](maps, factor.contiguous(), shift.contiguous(), out, launch.positions,
-                                      launch.per_group, **launch.meta)
+    _maps_to_rows_kernel[launch.grid](
+        maps, factor.contiguous(), shift.contiguous(), out, launch.positions, launch.per_group, **launch.meta
+    )
     return out
-

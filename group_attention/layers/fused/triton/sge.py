@@ -25,8 +25,9 @@ def _affine_gate(maps_ptr, stats_ptr, affine_ptr, bg, G, offs_n, mask_n, N):
 
 
 @triton.jit
-def _gate_groups_kernel(x_ptr, maps_ptr, stats_ptr, affine_ptr, out_ptr, G, N, K,
-                        BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+def _gate_groups_kernel(
+    x_ptr, maps_ptr, stats_ptr, affine_ptr, out_ptr, G, N, K, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr
+):
     """SGE's output: each group's rows times its gate."""
     bg, t, offs_n, mask_n = _program_tile(N, BLOCK_N)
     gate, _s, _gamma = _affine_gate(maps_ptr, stats_ptr, affine_ptr, bg, G, offs_n, mask_n, N)
@@ -37,8 +38,22 @@ def _gate_groups_kernel(x_ptr, maps_ptr, stats_ptr, affine_ptr, out_ptr, G, N, K
 
 
 @triton.jit
-def _gate_groups_backward_sums_kernel(g_ptr, x_ptr, maps_ptr, stats_ptr, affine_ptr, grad_affine_ptr, map_part_ptr,
-                                      row_part_ptr, G, N, K, T, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+def _gate_groups_backward_sums_kernel(
+    g_ptr,
+    x_ptr,
+    maps_ptr,
+    stats_ptr,
+    affine_ptr,
+    grad_affine_ptr,
+    map_part_ptr,
+    row_part_ptr,
+    G,
+    N,
+    K,
+    T,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """SGE's first backward pass: the gradient at the gate's pre-activation ``a = sum_k g x * gate'`` (written), per
     map and tile ``(sum a, sum a s)``, and per row and tile ``(sum x a, sum x s)``."""
     bg, t, offs_n, mask_n = _program_tile(N, BLOCK_N)
@@ -61,8 +76,22 @@ def _gate_groups_backward_sums_kernel(g_ptr, x_ptr, maps_ptr, stats_ptr, affine_
 
 
 @triton.jit
-def _gate_groups_backward_kernel(g_ptr, maps_ptr, stats_ptr, affine_ptr, grad_affine_ptr, coef_ptr, mean_ptr,
-                                 shift_ptr, out_ptr, G, N, K, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+def _gate_groups_backward_kernel(
+    g_ptr,
+    maps_ptr,
+    stats_ptr,
+    affine_ptr,
+    grad_affine_ptr,
+    coef_ptr,
+    mean_ptr,
+    shift_ptr,
+    out_ptr,
+    G,
+    N,
+    K,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """SGE's ``dx = g * gate + dm * mean_k + shift_k`` with the maps' gradient ``dm = c1 (a - c0) + c2 s``."""
     bg, t, offs_n, mask_n = _program_tile(N, BLOCK_N)
     gate, standardized, _gamma = _affine_gate(maps_ptr, stats_ptr, affine_ptr, bg, G, offs_n, mask_n, N)
@@ -86,14 +115,16 @@ def gate_groups(x: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, affine
     groups = affine.shape[0]
     launch = _launch(x, groups)
     out = torch.empty_like(x)
-    _gate_groups_kernel[launch.grid](x, maps, stats, affine, out, groups, launch.positions, launch.per_group,
-                                     **launch.meta)
+    _gate_groups_kernel[launch.grid](
+        x, maps, stats, affine, out, groups, launch.positions, launch.per_group, **launch.meta
+    )
     return out
 
 
 @_on_input_device
-def gate_groups_backward_sums(g: torch.Tensor, x: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor,
-                              affine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gate_groups_backward_sums(
+    g: torch.Tensor, x: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, affine: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SGE's first backward pass: the pre-activation gradient ``a`` (``(B, m, N)`` float32), per map
     ``(sum a, sum a s)`` (``(B * m, 2)``) and per channel ``(sum x a, sum x s)`` (``(B * C, 2)``)."""
     groups = affine.shape[0]
@@ -103,21 +134,52 @@ def gate_groups_backward_sums(g: torch.Tensor, x: torch.Tensor, maps: torch.Tens
     map_partials = torch.empty((*launch.grid, 2), device=x.device, dtype=torch.float32)
     row_partials = torch.empty((batch * channels, launch.tiles, 2), device=x.device, dtype=torch.float32)
     _gate_groups_backward_sums_kernel[launch.grid](
-        g, x, maps, stats, affine, grad_affine, map_partials, row_partials, groups, launch.positions,
-        launch.per_group, launch.tiles, **launch.meta)
+        g,
+        x,
+        maps,
+        stats,
+        affine,
+        grad_affine,
+        map_partials,
+        row_partials,
+        groups,
+        launch.positions,
+        launch.per_group,
+        launch.tiles,
+        **launch.meta,
+    )
     return grad_affine, map_partials.sum(1), row_partials.sum(1)
 
 
 @_on_input_device
-def gate_groups_backward(g: torch.Tensor, maps: torch.Tensor, stats: torch.Tensor, affine: torch.Tensor,
-                         grad_affine: torch.Tensor, coef: torch.Tensor, channel_mean: torch.Tensor,
-                         shift: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+def gate_groups_backward(
+    g: torch.Tensor,
+    maps: torch.Tensor,
+    stats: torch.Tensor,
+    affine: torch.Tensor,
+    grad_affine: torch.Tensor,
+    coef: torch.Tensor,
+    channel_mean: torch.Tensor,
+    shift: torch.Tensor,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
     """SGE's ``dx = g * gate + dm * mean_k + shift_k`` (``channel_mean`` and ``shift`` ``(B, C)`` float32)."""
     groups = affine.shape[0]
     launch = _launch(g, groups)
     out = torch.empty(g.shape, device=g.device, dtype=out_dtype)
     _gate_groups_backward_kernel[launch.grid](
-        g, maps, stats, affine, grad_affine, coef.contiguous(), channel_mean.contiguous(), shift.contiguous(), out,
-        groups, launch.positions, launch.per_group, **launch.meta)
+        g,
+        maps,
+        stats,
+        affine,
+        grad_affine,
+        coef.contiguous(),
+        channel_mean.contiguous(),
+        shift.contiguous(),
+        out,
+        groups,
+        launch.positions,
+        launch.per_group,
+        **launch.meta,
+    )
     return out
-
