@@ -39,6 +39,7 @@ def trained(tmp_path_factory):
         epochs=2,
         batch_size=2,
         checkpoint_seconds=0,
+        keep_checkpoints="all",  # the last checkpoint too: both must describe themselves
         size=TRAIN_SIZE,
         overlays=0,
         synthetic={"n_train": 6, "n_test": 0, "size": (64, 96)},

@@ -319,3 +319,26 @@ def test_sgau_attend_is_differentiable_and_matches_the_fused_layer():
 def test_create_attention_refuses_a_module_instance():
     with pytest.raises(TypeError, match=r"not a module instance \(CGA\); pass its class"):
         create_attention(CGA(8, 4), 8)
+
+
+# -- mixed dtypes: the layers promote, as their statistics do -------------------------------------------------------
+def test_sgau_takes_low_and_high_features_of_different_dtypes():
+    """float32 low-level and float64 high-level features (outside autocast) give the float64 computation, rounded
+    where the output is float32: the upsampling convolution runs in the promoted dtype."""
+    sgau = randomize(SGAU(8, 16, groups=4))
+    low, high = torch.randn(2, 8, 12, 10), torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    out = sgau(low, high)
+    expected = randomize(SGAU(8, 16, groups=4)).double()
+    expected.load_state_dict(sgau.state_dict())
+    want = expected(low.double(), high)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cga", "sge", "se"])
+def test_channel_layers_keep_the_input_dtype_whatever_their_parameters(name):
+    layer = randomize(create_attention(name, 16, **({} if name == "se" else {"groups": 4})))
+    x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
+    out = layer(x)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, layer.double()(x), rtol=1e-6, atol=1e-6)

@@ -19,7 +19,7 @@ SHELL_BLOCKS = [code for language, code in BLOCKS if language in ("bash", "sh", 
 
 def test_the_readme_has_the_blocks_this_test_reads():
     assert len(PYTHON_BLOCKS) >= 4 and len(SHELL_BLOCKS) >= 2
-    assert {language for language, _ in BLOCKS} <= {"python", "bash", "bibtex"}
+    assert {language for language, _ in BLOCKS} <= {"python", "bash", "bibtex", "text"}  # text: sample output
 
 
 @pytest.mark.parametrize("code", PYTHON_BLOCKS, ids=[f"python-block-{i + 1}" for i in range(len(PYTHON_BLOCKS))])
