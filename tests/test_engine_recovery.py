@@ -3,29 +3,25 @@ never a silent mix), and finished runs keep only the checkpoints asked for."""
 
 from __future__ import annotations
 
+import engine_runs
 import pytest
 import torch
 
-from group_attention.engine import quick_synthetic_config, run_experiment
+from group_attention.engine import run_experiment
 from group_attention.models import build_variant
 
 
 def tiny_config(tmp_path, **overrides):
+    """engine_runs' tiny run, smaller still: U-Net at 16x16 on 4 + 2 images, 2 epochs, no overlays."""
     settings = dict(
-        lesions=("EX",),
         variants=("unet",),
-        folds=2,
-        only_folds=(0,),
         epochs=2,
-        batch_size=2,
-        checkpoint_seconds=0,
         size=(16, 16),
         synthetic={"n_train": 4, "n_test": 2, "size": (64, 96)},
         overlays=0,
         cache_dir=str(tmp_path / "cache"),
     )
-    settings.update(overrides)
-    return quick_synthetic_config(**settings)
+    return engine_runs.tiny_config(**{**settings, **overrides})
 
 
 class Interrupt(Exception):
