@@ -116,6 +116,9 @@ class IDRiD(Dataset):
         (torch.Size([3, 384, 512]), torch.Size([2, 384, 512]), 'IDRiD_01')
     """
 
+    #: Decodes a mask file to ``(h, w)`` bool; a subclass may read masks more strictly.
+    read_mask = staticmethod(read_lesion_mask)
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -295,7 +298,7 @@ class IDRiD(Dataset):
         image_path = self.layout.images[image_id]
 
         def compute() -> dict[str, np.ndarray]:
-            lesion = read_lesion_mask(mask_path)
+            lesion = self.read_mask(mask_path)
             mask_size = (lesion.shape[1], lesion.shape[0])
             if mask_size != source_size:
                 raise ValueError(_size_mismatch(image_path, source_size, mask_path, mask_size))
