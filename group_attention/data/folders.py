@@ -103,7 +103,6 @@ class PairedFolderDataset(IDRiD):
         self.transform = None
         self.layout = files
         self.binary_masks = binary_masks
-        self.read_mask = read_binary_mask if binary_masks else read_lesion_mask
         self.ids = list(ids)
         if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
             raise TypeError(f"cache_dir must be 'auto', a folder path or None, got {cache_dir!r}")
@@ -111,6 +110,9 @@ class PairedFolderDataset(IDRiD):
             cache_dir = default_cache_dir()
         self.cache = ArrayCache(cache_dir) if cache_dir is not None else None
         self._check_mask_sizes()
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        return read_binary_mask(path) if self.binary_masks else read_lesion_mask(path)
 
     def _cached(self, name, kind, sources, settings, compute):
         # A mask read leniently (e.g. by IDRiD from the same file) must not be served to a strict reader.

@@ -116,9 +116,6 @@ class IDRiD(Dataset):
         (torch.Size([3, 384, 512]), torch.Size([2, 384, 512]), 'IDRiD_01')
     """
 
-    #: Decodes a mask file to ``(h, w)`` bool; a subclass may read masks more strictly.
-    read_mask = staticmethod(read_lesion_mask)
-
     def __init__(
         self,
         root: str | os.PathLike,
@@ -201,6 +198,10 @@ class IDRiD(Dataset):
                 mask_size = header_size(mask_path, "mask")
                 if mask_size != image_size:
                     raise ValueError(_size_mismatch(image_path, image_size, mask_path, mask_size))
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        """Decode a mask file to ``(h, w)`` bool (:func:`read_lesion_mask`); a subclass may read more strictly."""
+        return read_lesion_mask(path)
 
     def mask_counts(self) -> dict[str, int]:
         """Number of images (``"images"``) and of mask files per requested lesion among :attr:`ids`."""
