@@ -4,6 +4,10 @@
     python examples/idrid_ganet.py                          # quick demo on generated synthetic data (CPU, minutes)
     python examples/idrid_ganet.py --data-root /data/IDRiD  # the paper's protocol on IDRiD (GPU, hours)
     torchrun --nproc_per_node 2 examples/idrid_ganet.py ... # data parallel over 2 processes or GPUs
+    python examples/idrid_ganet.py --images DIR --masks DIR [--classes EX HE] --dry-run   # your own images
+
+Your own images: --images (a folder of JPEG/PNG/TIFF) and --masks (a sub-folder per class, or with --mask-suffix one
+folder of <stem>_<CLASS> files) replace --data-root; the paper's defaults apply (see docs/data.md, "Your own images").
 
 With ``--data-root`` the defaults are the paper's: EX and HE segmented separately, all six Table 1 variants,
 generalized Dice loss, Adam lr 1e-4, 300 epochs, batch 8, 512x384 after cropping the background, random flips and
@@ -22,6 +26,7 @@ import os
 import sys
 from pathlib import Path
 
+from group_attention.data import PairedFolderSource
 from group_attention.engine import PROTOCOLS, ExperimentConfig, quick_synthetic_config, resolve_device, run_experiment
 from group_attention.engine.config import KEEP_CHECKPOINTS
 from group_attention.engine.experiment import has_work, validate_experiment
@@ -56,7 +61,9 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
     the paper's protocol)."""
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--data-root")
-    real_data = peek.parse_known_args(argv)[0].data_root is not None
+    peek.add_argument("--images")
+    peeked = peek.parse_known_args(argv)[0]
+    real_data = peeked.data_root is not None or peeked.images is not None
     defaults = ExperimentConfig() if real_data else quick_synthetic_config()
     mode = (
         "the paper's protocol (--data-root given)"
@@ -70,6 +77,19 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--data-root", help="IDRiD folder holding 'A. Segmentation'; without it, synthetic data are generated")
+    add("--images", help="your own images: a folder of JPEG/PNG/TIFF images (with --masks; instead of --data-root)")
+    add("--masks", help="with --images: a sub-folder of binary masks per class (masks/EX/<stem>.png)")
+    add("--classes", nargs="+", metavar="NAME", help="with --images: the classes to read (default: the sub-folders)")
+    add("--mask-suffix", action="store_true", help="with --images: masks are files <stem>_<CLASS>.* in --masks")
+    add("--no-crop", action="store_true", help="with --images: no field-of-view crop (images that are not fundi)")
+    add("--missing-mask", choices=("error", "empty"), help="with --images: image without mask (default error)")
+    add(
+        "--split-file",
+        action="append",
+        metavar="SPLIT=PATH",
+        help="with --images: train=PATH and test=PATH, files of ids (one per line) for --protocol official",
+    )
+    add("--dry-run", action="store_true", help="check the data and print its summary, then exit without training")
     add(
         "--lesion",
         nargs="+",
@@ -130,6 +150,41 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+FOLDER_OPTIONS = ("masks", "classes", "mask_suffix", "no_crop", "missing_mask", "split_file")
+
+
+def build_source(arguments: argparse.Namespace) -> "PairedFolderSource | None":
+    """The folder source of --images/--masks, or None without --images (then the config's source is used)."""
+    if arguments.images is None:
+        given = [
+            f"--{name.replace('_', '-')}" for name in FOLDER_OPTIONS if getattr(arguments, name) not in (None, False)
+        ]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --images")
+        return None
+    if arguments.data_root is not None:
+        raise ValueError("--images and --data-root exclude each other: give one data set")
+    if arguments.masks is None:
+        raise ValueError("--images needs --masks (the mask folder)")
+    splits = None
+    if arguments.split_file:
+        splits = {}
+        for entry in arguments.split_file:
+            name, _, path = entry.partition("=")
+            if name not in ("train", "test") or not path or name in splits:
+                raise ValueError(f"--split-file takes train=PATH and test=PATH once each; got {entry!r}")
+            splits[name] = path
+    return PairedFolderSource(
+        arguments.images,
+        arguments.masks,
+        classes=arguments.classes,
+        mask_suffixes=True if arguments.mask_suffix else None,
+        crop_fov=not arguments.no_crop,
+        missing_mask=arguments.missing_mask or "error",
+        splits=splits,
+    )
+
+
 def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
     """The paper's protocol with --data-root, the quick synthetic demo without; given options override both."""
     overrides = {
@@ -153,7 +208,8 @@ def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
         "variants": list(VARIANTS) if arguments.variants in (["all"], ["ALL"]) else arguments.variants,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    config = quick_synthetic_config(**overrides) if arguments.data_root is None else ExperimentConfig(**overrides)
+    real_data = arguments.data_root is not None or arguments.images is not None
+    config = ExperimentConfig(**overrides) if real_data else quick_synthetic_config(**overrides)
     if arguments.only_folds is not None:  # 1-based on the command line
         bad = [k for k in arguments.only_folds if not 1 <= k <= config.num_folds]
         if bad:
@@ -188,17 +244,25 @@ def main(argv: "list[str] | None" = None) -> int:
     arguments = parse_arguments(argv)
     last_epoch: dict = {}
     try:
+        folders = build_source(arguments)
         config = build_config(arguments)
-        out = arguments.out or Path("runs") / ("idrid-ganet-synthetic" if config.synthetic_data else "idrid-ganet")
-        source = config.data_source(out)  # a wrong root fails here, clearly
+        if folders is not None and arguments.lesion is None:
+            config = dataclasses.replace(config, lesions=folders.classes)  # --classes, or every class of --masks
+        default_out = "segmentation" if folders else "idrid-ganet-synthetic" if config.synthetic_data else "idrid-ganet"
+        out = arguments.out or Path("runs") / default_out
+        source = folders or config.data_source(out)  # a wrong root fails here, clearly
         source.check_classes(config.lesions)
         if not source.synthetic:
-            print(source.summary(), flush=True)
+            print(source.summary(), flush=True)  # the folder source decodes (and so checks) every file here
+        if arguments.dry_run:
+            source.check_masks(config.lesions)
+            print(f"dry run: the data are readable; would train {list(config.variants)} on {list(config.lesions)}")
+            return 0
         if arguments.resume and not has_work(out):
             raise ValueError(f"--resume given but {out} holds no earlier run")
         resolve_device(config.device)  # e.g. cuda asked for where there is none
         validate_experiment(config, out, source)  # writes nothing: a refused command leaves --out as it was
-        if config.synthetic_data:
+        if config.synthetic_data and folders is None:
             print(
                 "NOTE: no --data-root given: running the quick demo on SYNTHETIC data generated under "
                 f"{out / 'synthetic-idrid'}; its numbers say nothing about IDRiD.",

@@ -1,7 +1,7 @@
 """Data for GANet: the IDRiD lesion segmentation set, a synthetic look-alike, folds and augmentation.
 
-- :class:`SegmentationSource` is what the training engine asks for data; :class:`IDRiDSource` and
-  :class:`SyntheticIDRiDSource` are the two sources here.
+- :class:`SegmentationSource` is what the training engine asks for data; :class:`IDRiDSource`,
+  :class:`SyntheticIDRiDSource` and :class:`PairedFolderSource` (your own images and masks) are the sources here.
 - :class:`IDRiD` reads "A. Segmentation" as downloaded (:func:`discover_idrid` finds the files,
   :func:`read_lesion_mask` reads any mask encoding), crops the field of view, resizes and caches.
 - :func:`make_synthetic_idrid` writes a look-alike tree in the same layout and formats.
@@ -9,6 +9,7 @@
 - :func:`random_flip_rotate` / :class:`RandomFlipRotate` are the paper's flips and rotation.
 """
 
+from .folders import PairedFolderDataset, PairedFolderSource
 from .folds import fold_of, kfold_ids
 from .idrid import (
     LESIONS,
@@ -44,6 +45,8 @@ __all__ = [
     "SegmentationSource",
     "IDRiDSource",
     "SyntheticIDRiDSource",
+    "PairedFolderSource",
+    "PairedFolderDataset",
     "PROTOCOLS",
     "SOURCE_SPLITS",
     "IDRiD",

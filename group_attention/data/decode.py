@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["header_size", "read_fundus_image", "read_lesion_mask"]
+__all__ = ["header_size", "read_binary_mask", "read_fundus_image", "read_lesion_mask"]
 
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
 
@@ -66,6 +66,35 @@ def read_lesion_mask(path: str | os.PathLike) -> np.ndarray:
             strongest = _strongest_channel(opened)
     except _DECODE_ERRORS as err:
         raise OSError(f"cannot read mask file {str(path)!r}: {err}") from err
+    return _lesion_pixels(strongest)
+
+
+def read_binary_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask that must hold at most two values (background and lesion), as :func:`read_lesion_mask` does.
+
+    The values are those of the strongest colour channel after palette lookup, so 0/1, 0/255, a two-colour palette
+    and red on black all pass; a lossy copy (e.g. a JPEG mask) or a label map with several classes does not.
+
+    Shape:
+        Returns ``(H, W)`` bool.
+
+    Raises:
+        OSError: naming the file when it is missing or cannot be decoded.
+        ValueError: naming the file and its first values when it holds more than two.
+    """
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            strongest = _strongest_channel(opened)
+    except _DECODE_ERRORS as err:
+        raise OSError(f"cannot read mask file {str(path)!r}: {err}") from err
+    values = np.unique(strongest)
+    if len(values) > 2:
+        shown = ", ".join(f"{v:g}" for v in values[:6].tolist()) + (", ..." if len(values) > 6 else "")
+        raise ValueError(
+            f"mask file {str(path)!r} holds {len(values)} values ({shown}); a binary mask holds at most two "
+            "(background and lesion), e.g. 0/255 or 0/1 (a JPEG mask is lossy: save masks as PNG or TIFF)"
+        )
     return _lesion_pixels(strongest)
 
 

@@ -199,6 +199,10 @@ class IDRiD(Dataset):
                 if mask_size != image_size:
                     raise ValueError(_size_mismatch(image_path, image_size, mask_path, mask_size))
 
+    def read_mask(self, path: Path) -> np.ndarray:
+        """Decode a mask file to ``(h, w)`` bool (:func:`read_lesion_mask`); a subclass may read more strictly."""
+        return read_lesion_mask(path)
+
     def mask_counts(self) -> dict[str, int]:
         """Number of images (``"images"``) and of mask files per requested lesion among :attr:`ids`."""
         counts = {"images": len(self.ids)}
@@ -295,7 +299,7 @@ class IDRiD(Dataset):
         image_path = self.layout.images[image_id]
 
         def compute() -> dict[str, np.ndarray]:
-            lesion = read_lesion_mask(mask_path)
+            lesion = self.read_mask(mask_path)
             mask_size = (lesion.shape[1], lesion.shape[0])
             if mask_size != source_size:
                 raise ValueError(_size_mismatch(image_path, source_size, mask_path, mask_size))
