@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from ..inference.forward import lesion_probabilities
+# autocast and lesion_probability are re-exported: train.py and the engine's API import them from here.
+from ..inference.forward import autocast, lesion_probabilities, lesion_probability  # noqa: F401
 from ..metrics import SegmentationMetrics, aupr
 from .arrays import LesionArrays
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """fp16 autocast on CUDA, bf16 on CPU; a no-op when disabled."""
-    if not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def lesion_probability(logits: torch.Tensor) -> torch.Tensor:
-    """``(B, 2, H, W)`` background/lesion logits -> ``(B, 1, H, W)`` lesion probability in float32."""
-    return torch.softmax(logits.float(), dim=1)[:, 1:2]
 
 
 def predict_batches(

@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
-__all__ = ["autocast", "lesion_probabilities"]
+__all__ = ["autocast", "lesion_probabilities", "lesion_probability"]
 
 
 def autocast(device: "torch.device | str", enabled: bool) -> contextlib.AbstractContextManager:
@@ -38,6 +38,12 @@ def lesion_probabilities(
     """
     with autocast(images.device, amp):
         logits = model(images)
+    return lesion_probability(logits, lesion_channel)
+
+
+def lesion_probability(logits: torch.Tensor, lesion_channel: int = 1) -> torch.Tensor:
+    """Logits ``(B, K, H, W)`` -> the lesion probability ``(B, 1, H, W)`` in float32: a softmax over the channels,
+    or a sigmoid when there is one channel."""
     logits = logits.float()
     if logits.shape[1] == 1:
         return torch.sigmoid(logits)
