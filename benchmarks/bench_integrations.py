@@ -22,6 +22,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -70,7 +71,9 @@ def smp_unet_models() -> dict[str, nn.Module]:
     }
 
 
-def monai_basic_unet_models() -> dict[str, nn.Module]:
+def monai_basic_unet_models(groups: int = 32) -> dict[str, nn.Module]:
+    """MONAI's BasicUNet as built, and with CGA after every ``TwoConv`` and/or SGAU skips of ``groups`` groups
+    (32, the paper's, is one channel per group on its 32-channel maps)."""
     from monai.networks.nets import BasicUNet
     from monai.networks.nets.basic_unet import TwoConv
 
@@ -78,10 +81,10 @@ def monai_basic_unet_models() -> dict[str, nn.Module]:
         return BasicUNet(spatial_dims=2, in_channels=3, out_channels=CLASSES)
 
     skips, cga, both = build(), build(), build()
-    sgau_skips(skips, groups=32)
-    add_attention(cga, "cga", after=TwoConv, groups=32)
-    add_attention(both, "cga", after=TwoConv, groups=32)
-    sgau_skips(both, groups=32)
+    sgau_skips(skips, groups=groups)
+    add_attention(cga, "cga", after=TwoConv, groups=groups)
+    add_attention(both, "cga", after=TwoConv, groups=groups)
+    sgau_skips(both, groups=groups)
     return {
         "monai basicunet": build(),
         "monai basicunet + sgau skips": skips,
@@ -95,6 +98,7 @@ FAMILIES: dict[str, tuple[Callable[[], dict[str, nn.Module]], str, bool]] = {
     "resnet50": (resnet50_models, "resnet50", False),
     "smp": (smp_unet_models, "smp unet-r34", True),
     "monai": (monai_basic_unet_models, "monai basicunet", True),
+    "monai-groups8": (functools.partial(monai_basic_unet_models, groups=8), "monai basicunet", True),
 }
 
 
