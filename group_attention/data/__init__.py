@@ -30,6 +30,7 @@ from .preprocess import (
     find_fov_box,
     resize_image,
     resize_mask,
+    training_crop,
 )
 from .source import PROTOCOLS, SOURCE_SPLITS, SegmentationSource
 from .synthetic import SyntheticIDRiDSource, make_synthetic_idrid, render_fundus
@@ -62,6 +63,7 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "find_fov_box",
+    "training_crop",
     "resize_image",
     "resize_mask",
     "make_synthetic_idrid",

@@ -60,13 +60,18 @@ def read_lesion_mask(path: str | os.PathLike) -> np.ndarray:
         >>> read_lesion_mask(path).sum()
         np.int64(1)
     """
+    strongest = _read_strongest_channel(path)
+    return _lesion_pixels(strongest)
+
+
+def _read_strongest_channel(path: str | os.PathLike) -> np.ndarray:
+    """The strongest colour channel of a mask file after palette lookup; ``OSError`` naming an unreadable file."""
     try:
         with Image.open(path) as opened:
             opened.load()
-            strongest = _strongest_channel(opened)
+            return _strongest_channel(opened)
     except _DECODE_ERRORS as err:
         raise OSError(f"cannot read mask file {str(path)!r}: {err}") from err
-    return _lesion_pixels(strongest)
 
 
 def read_binary_mask(path: str | os.PathLike) -> np.ndarray:
@@ -82,12 +87,7 @@ def read_binary_mask(path: str | os.PathLike) -> np.ndarray:
         OSError: naming the file when it is missing or cannot be decoded.
         ValueError: naming the file and its first values when it holds more than two.
     """
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            strongest = _strongest_channel(opened)
-    except _DECODE_ERRORS as err:
-        raise OSError(f"cannot read mask file {str(path)!r}: {err}") from err
+    strongest = _read_strongest_channel(path)
     values = np.unique(strongest)
     if len(values) > 2:
         shown = ", ".join(f"{v:g}" for v in values[:6].tolist()) + (", ..." if len(values) > 6 else "")

@@ -48,9 +48,9 @@ from .preprocess import (
     PreprocessConfig,
     cache_key,
     default_cache_dir,
-    find_fov_box,
     resize_image,
     resize_mask,
+    training_crop,
 )
 from .source import SegmentationSource
 
@@ -282,7 +282,7 @@ class IDRiD(Dataset):
         def compute() -> dict[str, np.ndarray]:
             image = read_fundus_image(image_path)
             width, height = image.size
-            box = find_fov_box(image) if self.config.crop_fov else Box(0, 0, height, width)
+            box = training_crop(image, self.config.crop_fov)
             return {
                 "image": resize_image(image, box, self.config.size),
                 "box": np.asarray(box, dtype=np.int64),

@@ -43,6 +43,7 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "find_fov_box",
+    "training_crop",
     "resize_image",
     "resize_mask",
     "check_size",
@@ -196,6 +197,13 @@ def find_fov_box(image: Image.Image | np.ndarray) -> Box:
     if box.height < _FOV_MIN_BOX_FRACTION * height or box.width < _FOV_MIN_BOX_FRACTION * width:
         return full
     return box
+
+
+def training_crop(image: Image.Image, crop_fov: bool) -> Box:
+    """The box training cuts out of ``image`` before resizing: its field of view (:func:`find_fov_box`), or the whole
+    image when ``crop_fov`` is False. Training and prediction both call this, so their crops cannot drift apart."""
+    width, height = image.size
+    return find_fov_box(image) if crop_fov else Box(0, 0, height, width)
 
 
 def _longest_run(flags: np.ndarray) -> tuple[int, int] | None:

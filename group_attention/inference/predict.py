@@ -1,6 +1,6 @@
 """Applying trained models to fundus photographs end to end, at the original resolution.
 
-For each image: the field-of-view crop of training (:func:`~group_attention.data.find_fov_box`), then either the
+For each image: the field-of-view crop of training (:func:`~group_attention.data.training_crop`), then either the
 model at its training scale (the crop resized to the training size exactly as in training, the probabilities
 resized back to the crop with bilinear interpolation, the inverse mapping of pixel centres) or sliding-window
 inference on the crop at full resolution (:func:`sliding_window_probabilities`). Either way the probabilities are
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write, atomic_write_text
 from ..data.idrid import read_fundus_image
-from ..data.preprocess import Box, find_fov_box, resize_image
+from ..data.preprocess import Box, resize_image, training_crop
 from .checkpoint import InferenceSpec
 from .forward import lesion_probabilities
 from .ground_truth import GroundTruth
@@ -68,8 +68,7 @@ def read_image(path: "str | os.PathLike") -> Image.Image:
 
 def fov_box(image: Image.Image, spec: InferenceSpec) -> Box:
     """The crop box training would cut out of ``image``: its field of view, or the whole image without crop."""
-    width, height = image.size
-    return find_fov_box(image) if spec.crop_fov else Box(0, 0, height, width)
+    return training_crop(image, spec.crop_fov)
 
 
 def _model_device(model: nn.Module) -> torch.device:
