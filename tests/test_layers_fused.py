@@ -15,6 +15,7 @@ from torch import nn
 
 from group_attention import CGA, SE, SGAU, SGE
 from group_attention.layers import (
+    cga_channel_weights,
     channel_group_attention,
     spatial_group_attention,
     spatial_group_enhance,
@@ -265,6 +266,40 @@ def test_constant_maps_standardize_to_exactly_zero(value):
     maps = torch.full((2, 3, 97, 101), value)
     standardized, _, std, _ = standardize_maps(maps, 1e-5)
     assert (standardized == 0).all() and (std == 0).all()
+
+
+def test_maps_one_ulp_from_constant_are_not_taken_for_constant():
+    """The constant-map test runs only where rounding could explain the spread; a map whose values differ by one
+    ulp is such a case and must still standardize as the readable form does, next to truly constant maps."""
+    maps = torch.full((1, 3, 64, 64), 1000.0)
+    maps[0, 0, ::2] = torch.nextafter(torch.tensor(1000.0), torch.tensor(2000.0))
+    maps[0, 1] = 0.1  # its mean rounds: the centred values are rounding noise
+    maps[0, 2] = torch.linspace(-1, 1, 64 * 64).view(64, 64)
+    standardized, _, std, _ = standardize_maps(maps.clone(), 1e-5)
+    torch.testing.assert_close(standardized, plain_standardize(maps, 1e-5), rtol=1e-5, atol=1e-5)
+    assert standardized[0, 0].abs().max() > 0.5  # a one-ulp spread is a spread (the mean rounds to one side)
+    assert (standardized[0, 1] == 0).all() and std[0, 1].item() == 0
+
+
+@pytest.mark.parametrize("gate", ["group", "channel"])
+@pytest.mark.parametrize("per_group", [1, 2])
+@pytest.mark.parametrize("loss_on", ["output and gate", "gate only"])
+def test_cga_gate_output_gradients_match_autograd(gate, per_group, loss_on):
+    """``forward_with_gate``'s second output (the channel weights) has gradients too, alone or with the output."""
+    groups = 3
+    layer = randomize(CGA(groups * per_group, groups, gate=gate)).double()
+    x = torch.randn(2, groups * per_group, 5, 6, dtype=torch.float64, requires_grad=True)
+    grad_y, grad_w = torch.randn(2, groups * per_group, 5, 6, dtype=torch.float64), torch.randn(2, groups * per_group)
+
+    def loss(y, weights):
+        return (weights * grad_w).sum() + ((y * grad_y).sum() if loss_on == "output and gate" else 0)
+
+    inputs = (x, *layer.parameters())
+    got = torch.autograd.grad(loss(*layer.forward_with_gate(x)), inputs)
+    weights = cga_channel_weights(x, layer.fc.weight, layer.fc.bias, groups, layer.eps, gate == "group")
+    want = torch.autograd.grad(loss(x * weights[:, :, None, None], weights), inputs)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
 
 
 def test_standardize_maps_matches_the_unbiased_formula_for_large_offsets():

@@ -130,7 +130,8 @@ class CGA(NotScriptable, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("x", x, self.channels, type(self).__name__)
         if use_fused(x, self.fc.weight):
-            return self._fused(x)[0]
+            per_group = self.gate == "group"
+            return fused_channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, per_group)[0]
         return channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self.gate == "group")
 
     def forward_with_gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

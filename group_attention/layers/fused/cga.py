@@ -10,14 +10,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..dispatch import triton_kernels, use_triton
-from ..group_ops import broadcast_channels, spatial_dims, spatial_size, stat_dtype
-from .common import (
-    group_sum,
-    restandardize_maps,
-    spatial_dot,
-    standardize_maps,
-    standardize_maps_backward,
-)
+from ..group_ops import broadcast_channels, spatial_dims, spatial_size
+from .common import group_sum, scale_factor, spatial_dot, standardize_maps
 
 
 def fused_channel_group_attention(
@@ -33,49 +27,89 @@ class _ChannelGroupAttention(torch.autograd.Function):
     """``CGA.forward_with_gate``: ``(x * w, w)`` with ``w = channel_weights(x)`` per group or channel, and a
     hand-written backward.
 
-    Forward reads ``x`` twice (group sums, then the product) and keeps the standardized group maps (``m / C`` of
-    ``x``'s size); with one channel per group the maps are ``x`` itself, so it keeps nothing and backward recomputes
-    them. Backward reads ``gy`` and ``x`` once for the per-channel sums of ``gy * x`` and makes one more pass that
-    writes ``dx = gy * w + d_maps`` (the group maps' gradient broadcast over their channels). Autograd instead
-    materializes the channel weights per channel, ``gy * x``, the broadcast map gradient and the sum of the two
-    input gradients. The small linear map runs in float32 (at least) whatever the autocast state.
+    Each pooled saliency ``GP(s)_g`` depends on its own group map ``t_g`` only, so forward computes and keeps its
+    derivative ``dGP(s)_g / dt_g`` (:func:`pooled_saliency`; ``m / C`` of ``x``'s size, in at least float32).
+    Backward then needs no sigmoid and no standardization: it reads ``gy`` and ``x`` once for the per-channel sums
+    of ``gy * x`` and makes two more passes that write ``dx = gy * w + d_maps``, where ``d_maps`` (the pooled
+    values' gradient times that derivative) is broadcast over each group's channels. Autograd instead keeps the
+    standardized maps and the sigmoid, materializes the channel weights per channel, ``gy * x``, the gradients of
+    the sigmoid and of the standardization and the sum of the two input gradients. The small linear map runs in
+    float32 (at least) whatever the autocast state.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, groups: int, eps: float, per_group: bool):
-        # With one channel per group and x in float32 (or float64) the maps are x itself: standardize a copy.
-        maps_are_x = x.shape[1] == groups and x.dtype == stat_dtype(x.dtype)
-        standardized, mean, std, inv = standardize_maps(group_sum(x, groups), eps, overwrite=not maps_are_x)
-        pooled, weights = _gate(torch.sigmoid(standardized).mean(spatial_dims(x)), weight, bias)
-        kept_maps = None if x.shape[1] == groups else standardized
-        ctx.save_for_backward(x, kept_maps, mean, std, inv, pooled, weights, weight)
+        ctx.set_materialize_grads(False)  # most callers use only the output: no zero gradient for the gate
+        maps = group_sum(x, groups)
+        # With one channel per group in float32 (or float64) the maps are x itself, to be standardized as a copy,
+        # and the output's memory can first serve as the maps' scratch.
+        maps_are_x = maps is x or maps.data_ptr() == x.data_ptr()
+        output = torch.empty_like(x) if maps_are_x else None
+        saliency, slopes = pooled_saliency(maps, eps, overwrite=not maps_are_x, scratch=output)
+        pooled, weights = _gate(saliency, weight, bias)
+        ctx.save_for_backward(x, slopes, pooled, weights, weight)
         ctx.groups, ctx.per_group = groups, per_group
-        return _scale_channels(x, weights.to(x.dtype), groups, per_group), weights.clone()
+        return _scale_channels(x, weights.to(x.dtype), groups, per_group, out=output), weights.clone()
 
     @staticmethod
     @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad, grad_gate):
-        x, standardized, mean, std, inv, pooled, weights, weight = ctx.saved_tensors
+        x, slopes, pooled, weights, weight = ctx.saved_tensors
         groups, per_group = ctx.groups, ctx.per_group
-        grad_x = None
+        if grad is None:  # only the gate was used
+            grad = torch.zeros_like(x)
         # y = x * w_c: dL/dw_c = sum_p gy * x, summed over a group's channels when one weight serves the group.
         channel_sums, product = spatial_dot(grad, x)
         grad_pooled, grad_weight, grad_bias = _gate_backward(ctx, channel_sums, grad_gate, pooled, weights, weight)
-        if ctx.needs_input_grad[0]:
-            if standardized is None:  # one channel per group: the maps are x, converted to float32 if need be
-                standardized = restandardize_maps(
-                    group_sum(x, groups), mean, std, inv, overwrite=x.dtype != stat_dtype(x.dtype)
-                )
-            # pooled = mean_p sigmoid(standardized): each position gets 1/N of the pooled gradient.
-            grad_pooled = broadcast_channels(grad_pooled / spatial_size(x), standardized).to(standardized.dtype)
-            grad_standardized = torch.ops.aten.sigmoid_backward(grad_pooled, torch.sigmoid(standardized))
-            grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
-            # One pass over x: gy * w plus the group map's gradient, shared by the group's channels; on CPU written
-            # over the product gy * x, whose memory is free again (a fresh allocation costs page faults there).
-            grad_x = _scale_channels(
-                grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps.to(x.dtype), out=product
-            )
+        if not ctx.needs_input_grad[0]:
+            return None, grad_weight, grad_bias, None, None, None
+        grad_pooled = broadcast_channels(grad_pooled.to(slopes.dtype), slopes)
+        # On CPU written over the product gy * x, whose memory is free again (a fresh allocation costs page faults
+        # there); it holds the maps' gradient when that has x's shape and dtype (one channel per group).
+        if product is not None and product.shape == slopes.shape and product.dtype == slopes.dtype:
+            grad_maps = torch.mul(slopes, grad_pooled, out=product)
+        else:
+            grad_maps = (slopes * grad_pooled).to(x.dtype)
+        # One pass over x: gy * w plus the group map's gradient, shared by the group's channels.
+        grad_x = _scale_channels(grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps, out=product)
         return grad_x, grad_weight, grad_bias, None, None, None
+
+
+def pooled_saliency(
+    maps: torch.Tensor, eps: float, *, overwrite: bool = False, scratch: "torch.Tensor | None" = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 1 pooled, ``GP(s)_g = mean_p sigmoid(Norm(t_g))_p``, and its derivative with respect to each map.
+
+    With ``y = Norm(t)``, ``s = sigmoid(y)`` and ``s' = s (1 - s)``, the derivative of the pooled value with respect
+    to ``t_p`` is (the standardization's gradient, docs "From paper to code")::
+
+        dGP/dt_p = ((s'_p - mean(s')) / (std + eps) - y_p sum_q(s'_q y_q) / ((N - 1) std)) / N
+
+    which is 0 for a constant map (its saliency is sigmoid(0) whatever its value).
+
+    Args:
+        maps: ``(B, m, *spatial)`` group maps ``t``, in any memory format.
+        eps: added to the standard deviation.
+        overwrite: standardize ``maps`` in place (for a temporary the caller owns).
+        scratch: memory of the maps' size and statistics dtype that may be overwritten, or None.
+
+    Shape:
+        ``(B, m, *S) -> (B, m), (B, m, *S)``, in at least float32.
+    """
+    dims, positions = spatial_dims(maps), spatial_size(maps)
+    standardized, _, std, inv = standardize_maps(maps, eps, overwrite=overwrite)
+    saliency = torch.sigmoid(standardized)
+    pooled = saliency.mean(dims)
+    slope = saliency.addcmul_(saliency, saliency, value=-1.0)  # s (1 - s), in place
+    if scratch is not None and (scratch.shape != slope.shape or scratch.dtype != slope.dtype):
+        scratch = None
+    dot = torch.mul(slope, standardized, out=scratch).sum(dims, keepdim=True)
+    # 1 / ((N - 1) std N), 0 for a constant map (whose standardized values are all 0).
+    coupling = dot.div_(std.clamp_min(torch.finfo(std.dtype).tiny).mul_(max(positions - 1, 1) * positions))
+    scale = scale_factor(std, inv).div_(positions)
+    # Written over the slopes, which are not needed again.
+    derivative = torch.addcmul(slope.mean(dims, keepdim=True).mul_(scale).neg_(), slope, scale, out=slope)
+    return pooled, derivative.addcmul_(standardized, coupling, value=-1.0)
 
 
 def _scale_channels(
@@ -88,43 +122,44 @@ def _scale_channels(
 ) -> torch.Tensor:
     """``x * w`` with ``w`` one weight per group (``(B, m)``) or per channel (``(B, C)``), plus ``add_maps``
     (``(B, m, *spatial)``, broadcast over each group's channels) when given, in one pass over ``x``; written into
-    ``out`` (shaped and laid out like ``x``) when given."""
-    if add_maps is None:
-        # A fresh tensor, not a view of a grouped product: callers may modify the output in place.
-        if per_group:
-            weights = weights.unsqueeze(2).expand(-1, -1, x.shape[1] // groups).reshape(x.shape[:2])
-        return x * broadcast_channels(weights, x)
+    ``out`` (shaped and laid out like ``x``; ``add_maps`` may be that memory) when given."""
     grouped = x.unflatten(1, (groups, -1))
     weights = weights.view(x.shape[0], groups, 1 if per_group else -1, *([1] * (x.dim() - 2)))
     if out is None:
-        return torch.addcmul(add_maps.unsqueeze(2), grouped, weights).flatten(1, 2)
-    torch.addcmul(add_maps.unsqueeze(2), grouped, weights, out=out.unflatten(1, (groups, -1)))
+        out = torch.empty_like(x)  # a fresh tensor, not a view of a grouped product: callers may modify it in place
+    out_grouped = out.unflatten(1, (groups, -1))
+    if add_maps is None:
+        torch.mul(grouped, weights, out=out_grouped)
+    else:
+        torch.addcmul(add_maps.unsqueeze(2), grouped, weights, out=out_grouped)
     return out
 
 
 def _gate(pooled: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The pooled saliency ``(B, m)`` in the parameters' dtype (at least float32) and the gate ``sigmoid(W p + b)``,
-    ``(B, m)`` or ``(B, C)``."""
+    ``(B, m)`` or ``(B, C)``: a product and a sum rather than a matrix product, which autocast would lower."""
     dtype = torch.promote_types(pooled.dtype, weight.dtype)
     pooled = pooled.to(dtype)
-    return pooled, torch.sigmoid((pooled.unsqueeze(1) * weight.to(dtype)).sum(-1) + bias.to(dtype))
+    logits = (pooled.unsqueeze(1) * weight.to(dtype)).sum(-1)
+    return pooled, logits.add_(bias.to(dtype)).sigmoid_()
 
 
 def _gate_backward(
     ctx,
     channel_sums: torch.Tensor,
-    grad_gate: torch.Tensor,
+    grad_gate: "torch.Tensor | None",
     pooled: torch.Tensor,
     weights: torch.Tensor,
     weight: torch.Tensor,
 ):
-    """From the per-channel sums of ``gy * x`` (``(B, C)``) and the gate output's own gradient: the gradients of the
-    pooled saliency ``(B, m)``, of ``W`` and of ``b`` (None where not needed)."""
+    """From the per-channel sums of ``gy * x`` (``(B, C)``) and the gate output's own gradient (None when unused):
+    the gradients of the pooled saliency ``(B, m)``, of ``W`` and of ``b`` (None where not needed)."""
     grad_weights = channel_sums.to(weights.dtype)
     if ctx.per_group:
         grad_weights = grad_weights.unflatten(1, (ctx.groups, -1)).sum(2)
-    grad_weights = grad_weights + grad_gate.to(grad_weights.dtype)  # the weights are an output too
-    grad_logits = grad_weights * weights * (1 - weights)
+    if grad_gate is not None:  # the weights are an output too
+        grad_weights = grad_weights + grad_gate.to(grad_weights.dtype)
+    grad_logits = grad_weights.mul_(weights).mul_(1 - weights)
     grad_weight = (
         (grad_logits.unsqueeze(2) * pooled.unsqueeze(1)).sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
     )
