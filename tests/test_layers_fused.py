@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from group_attention import CGA, SE, SGAU, SGE
+from group_attention.integrations import SkipAttention
 from group_attention.layers import (
     cga_channel_weights,
     channel_group_attention,
@@ -160,6 +161,68 @@ def test_sgau_fused_matches_autograd(per_group, low_size, high_size, channels_la
         (low.requires_grad_(), high.requires_grad_()),
         tuple(layer.parameters()),
     )
+
+
+@pytest.mark.parametrize("per_group", PER_GROUP)
+@pytest.mark.parametrize(
+    "low_size, high_size, channels_last",
+    [
+        ((10, 12), (5, 6), False),
+        ((10, 12), (5, 6), True),
+        ((11, 9), (5, 4), False),
+        ((6, 8, 4), (3, 4, 2), True),
+        ((12,), (6,), False),
+    ],
+    ids=["2d", "2d-channels-last", "2d-odd", "3d-channels-last", "1d"],
+)
+@pytest.mark.parametrize("trainable", ["both", "low-only", "high-only"])
+def test_skip_attention_fused_matches_autograd(per_group, low_size, high_size, channels_last, trainable):
+    """``SkipAttention`` (a converted U-Net's gated skip) runs its own fused Function: no concatenation."""
+    groups = 2
+    gate = SkipAttention(groups * per_group, groups)
+    low = to_memory_format(torch.randn(2, groups * per_group, *low_size, dtype=torch.float64) * 2 + 1, channels_last)
+    high = to_memory_format(torch.randn(2, 3 * groups, *high_size, dtype=torch.float64) + 0.5, channels_last)
+    low.requires_grad_(trainable != "high-only")
+    high.requires_grad_(trainable != "low-only")
+    out = gate(low, high)
+    assert out.grad_fn is not None and "SpatialGroupAttention" in type(out.grad_fn).__name__
+    assert out.is_contiguous(
+        memory_format=torch.channels_last
+        if channels_last and len(low_size) == 2
+        else torch.channels_last_3d
+        if channels_last
+        else torch.contiguous_format
+    )
+    assert_same_forward_and_gradients(
+        gate, lambda low, high: spatial_group_attention(low, high, groups, gate.eps), (low, high), ()
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_skip_attention_in_half_precision_matches_float64(dtype):
+    gate = SkipAttention(8, 4)
+    low = (torch.randn(2, 8, 8, 6) * 3).to(dtype).requires_grad_()
+    high = torch.randn(2, 8, 4, 3).to(dtype).requires_grad_()
+    out = gate(low, high)
+    assert out.dtype == dtype
+    grad_output = torch.randn(out.shape).to(dtype)
+    got = torch.autograd.grad(out, (low, high), grad_output)
+    reference = [t.detach().double().requires_grad_() for t in (low, high)]
+    expected = spatial_group_attention(*reference, 4, gate.eps)
+    want = torch.autograd.grad(expected, reference, grad_output.double())
+    torch.testing.assert_close(out.double(), expected, rtol=2e-2, atol=2e-2)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype
+        torch.testing.assert_close(g.double(), w, rtol=5e-2, atol=5e-2 * w.abs().max().item())
+
+
+def test_skip_attention_output_can_be_modified_in_place():
+    low = torch.randn(2, 4, 8, 8, requires_grad=True)
+    high = torch.randn(2, 8, 4, 4, requires_grad=True)
+    out = SkipAttention(4, 2)(low, high)
+    out.add_(1).relu_()
+    out.sum().backward()
+    assert torch.isfinite(low.grad).all() and torch.isfinite(high.grad).all()
 
 
 def test_sgau_output_keeps_the_input_memory_format():

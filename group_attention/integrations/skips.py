@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from .._checks import check_feature_map, check_positive_int, divisors
+from ..layers.dispatch import use_fused
+from ..layers.fused.sgau import fused_spatial_group_attention
 from ..layers.group_ops import DEFAULT_EPS
 from ..layers.sgau import spatial_group_attention
 from ._wrap import InsertedModule, check_insertable, original
@@ -65,6 +67,8 @@ class SkipAttention(nn.Module):
                 f"divisible by groups={self.groups}, got "
                 f"{tuple(high.shape) if isinstance(high, torch.Tensor) else type(high).__name__}"
             )
+        if use_fused(low, high):
+            return fused_spatial_group_attention(low, high, self.groups, self.eps)
         return spatial_group_attention(low, high, self.groups, self.eps)
 
     def extra_repr(self) -> str:

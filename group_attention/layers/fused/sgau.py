@@ -44,8 +44,7 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, low, high, up, groups: int, eps: float):
-        channel_mean = high.mean(spatial_dims(high), dtype=stat_dtype(high.dtype))
-        standardized, _, std, inv = standardize_maps(group_pooled_dot(high, groups, channel_mean), eps, overwrite=True)
+        channel_mean, standardized, std, inv = _attention_statistics(high, groups, eps)
         attention = resize_to(torch.sigmoid(standardized), low.shape[2:]).to(low.dtype).unsqueeze(2)
         low_channels = low.shape[1]
         out = torch.empty(
@@ -88,7 +87,6 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
             grad_standardized = torch.ops.aten.sigmoid_backward(grad_saliency, saliency)
             del grad_saliency
             grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
-            grad_maps = grad_maps.unsqueeze(2)
         if ctx.needs_input_grad[0]:
             gain = _gain(saliency, out.shape[2:])
             if one_channel_per_group:
@@ -97,15 +95,82 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
                 grad_low = (grad_attended.unflatten(1, (groups, -1)) * gain.to(grad.dtype).unsqueeze(2)).flatten(1, 2)
             grad_low = grad_low.to(ctx.low_dtype)
         if grad_maps is not None:
-            # maps = sum_k high_k * mean_k, and mean_k = sum_p high_k / N: both paths lead to high.
             del saliency
-            grouped_high = high.unflatten(1, (groups, -1))
-            grad_mean = channel_dot(grouped_high, grad_maps, first_spatial_dim=3) / spatial_size(high)
-            mean = broadcast_channels(channel_mean, high).unflatten(1, (groups, -1))
-            grad_high = torch.addcmul(broadcast_channels(grad_mean, grouped_high), grad_maps, mean)
-            grad_high = grad_high.flatten(1, 2).to(high.dtype)
+            grad_high = _pooled_dot_backward(grad_maps, high, channel_mean, groups)
         grad_up = grad_up.to(ctx.up_dtype) if ctx.needs_input_grad[2] else None
         return grad_low, grad_high, grad_up, None, None
+
+
+class _SpatialGroupAttention(torch.autograd.Function):
+    """:func:`~group_attention.layers.sgau.spatial_group_attention` (``low * (1 + Up(A(high)))``, the gated skip of a
+    converted U-Net) with a hand-written backward.
+
+    As :class:`_SpatialGroupAttentionSkip` without the concatenation: forward reads ``high`` twice and writes the
+    attended features in one pass over ``low``; the attention is upsampled (on CPU, U-Net's doubling as separable
+    two-tap filters instead of ATen's bilinear kernels, whose backward scatters) and kept at the high-level size as
+    its standardized maps, next to ``low`` and ``1 + Up(A)`` (which autograd keeps too). Backward reads the
+    gradient and ``low`` once for ``A``'s gradient, writes ``d low = g * (1 + Up(A))``, and reads ``high`` once more
+    for ``d high``.
+    """
+
+    @staticmethod
+    def forward(ctx, low, high, groups: int, eps: float):
+        channel_mean, standardized, std, inv = _attention_statistics(high, groups, eps)
+        gain = _gain(torch.sigmoid(standardized), low.shape[2:]).to(low.dtype)
+        ctx.save_for_backward(low, gain, high, channel_mean, standardized, std, inv)
+        ctx.groups = groups
+        return _times_gain(low, gain, groups)
+
+    @staticmethod
+    @once_differentiable  # hand-written: its own backward would not be the second derivative
+    def backward(ctx, grad):
+        low, gain, high, channel_mean, standardized, std, inv = ctx.saved_tensors
+        groups = ctx.groups
+        grad_low = grad_high = None
+        if ctx.needs_input_grad[1]:
+            # attended = low * (1 + A): dL/dA = sum_k g * low.
+            grad_saliency = resize_to_backward(group_dot(grad, low, groups), standardized.shape)
+            grad_standardized = torch.ops.aten.sigmoid_backward(grad_saliency, torch.sigmoid(standardized))
+            grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
+            grad_high = _pooled_dot_backward(grad_maps, high, channel_mean, groups)
+        if ctx.needs_input_grad[0]:
+            grad_low = _times_gain(grad, gain.to(grad.dtype), groups).to(low.dtype)
+        return grad_low, grad_high, None, None
+
+
+def fused_spatial_group_attention(low: torch.Tensor, high: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
+    """``low * (1 + Up(A(high)))`` as :func:`~group_attention.layers.sgau.spatial_group_attention`, in one autograd
+    Function on PyTorch operations."""
+    return _SpatialGroupAttention.apply(low, high, groups, eps)
+
+
+def _attention_statistics(high: torch.Tensor, groups: int, eps: float):
+    """The channel means of ``high`` ``(B, C_high)`` and its standardized dot-product maps ``(B, m, *s)`` with their
+    statistics (:func:`~group_attention.layers.fused.common.standardize_maps`): what eq. 3's attention is made of."""
+    channel_mean = high.mean(spatial_dims(high), dtype=stat_dtype(high.dtype))
+    standardized, _, std, inv = standardize_maps(group_pooled_dot(high, groups, channel_mean), eps, overwrite=True)
+    return channel_mean, standardized, std, inv
+
+
+def _pooled_dot_backward(
+    grad_maps: torch.Tensor, high: torch.Tensor, channel_mean: torch.Tensor, groups: int
+) -> torch.Tensor:
+    """The gradient of ``high`` from that of its dot-product maps ``(B, m, *s)``: maps = sum_k high_k * mean_k, and
+    mean_k = sum_p high_k / N, so both paths lead to ``high``."""
+    grad_maps = grad_maps.unsqueeze(2)
+    grouped_high = high.unflatten(1, (groups, -1))
+    grad_mean = channel_dot(grouped_high, grad_maps, first_spatial_dim=3) / spatial_size(high)
+    mean = broadcast_channels(channel_mean, high).unflatten(1, (groups, -1))
+    grad_high = torch.addcmul(broadcast_channels(grad_mean, grouped_high), grad_maps, mean)
+    return grad_high.flatten(1, 2).to(high.dtype)
+
+
+def _times_gain(x: torch.Tensor, gain: torch.Tensor, groups: int) -> torch.Tensor:
+    """``x * gain`` with one ``(B, m, *S)`` gain map per group of channels, into a fresh tensor laid out like ``x``
+    (not a view of a grouped product: callers may modify it in place)."""
+    out = torch.empty_like(x)
+    torch.mul(x.unflatten(1, (groups, -1)), gain.unsqueeze(2), out=out.unflatten(1, (groups, -1)))
+    return out
 
 
 class _SpatialGroupAttentionSkipKernels(torch.autograd.Function):
@@ -163,9 +228,9 @@ class _SpatialGroupAttentionSkipKernels(torch.autograd.Function):
 
 
 def _gain(saliency: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
-    """``1 + A``: the attention maps interpolated to the low-level ``size``, plus one, in a fresh tensor."""
-    attention = resize_to(saliency, size)
-    return attention + 1 if attention is saliency else attention.add_(1)
+    """``1 + Up(A)``: the attention maps plus one, interpolated to the low-level ``size`` (linear interpolation
+    keeps constants: one is added at the high-level size), in a fresh tensor."""
+    return resize_to(saliency + 1, size)
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
