@@ -8,6 +8,9 @@ SGD step) of each model as built by its package and of its conversions:
   (``sgau_skips``), and both;
 - MONAI ``BasicUNet`` (2D, its default widths 32..256): SGAU skips, CGA after each ``TwoConv``, and both.
 
+Each family also times timm's ``SEModule`` (squeeze-and-excitation, the attention layer people drop in today) inserted
+at CGA's places: a reference for what the lightest channel attention costs on that model, not a target.
+
 Each conversion is reported as the paired ratio (median over rounds of its time over its own unmodified model's
 time in the same round). The target of issue 16 is 1.10x or less for CGA and for SGAU skips.
 
@@ -46,9 +49,21 @@ def resnet50_models() -> dict[str, nn.Module]:
     from torchvision.models import resnet50
     from torchvision.models.resnet import Bottleneck
 
-    converted = resnet50(weights=None, num_classes=CLASSES)
+    converted, reference = resnet50(weights=None, num_classes=CLASSES), resnet50(weights=None, num_classes=CLASSES)
     add_attention(converted, "cga", after=Bottleneck, groups=32)
-    return {"resnet50": resnet50(weights=None, num_classes=CLASSES), "resnet50 + cga": converted}
+    add_attention(reference, timm_se(), after=Bottleneck)
+    return {
+        "resnet50": resnet50(weights=None, num_classes=CLASSES),
+        "resnet50 + cga": converted,
+        "resnet50 + timm se": reference,
+    }
+
+
+def timm_se() -> type:
+    """timm's squeeze-and-excitation module (its defaults: reduction 16, ReLU, sigmoid gate)."""
+    from timm.layers import SEModule
+
+    return SEModule
 
 
 def smp_unet_models() -> dict[str, nn.Module]:
@@ -58,22 +73,25 @@ def smp_unet_models() -> dict[str, nn.Module]:
     def build() -> nn.Module:
         return smp.Unet("resnet34", encoder_weights=None, classes=CLASSES)
 
-    cga, skips, both = build(), build(), build()
+    cga, skips, both, reference = build(), build(), build(), build()
     add_attention(cga.encoder, "cga", after=BasicBlock, groups=32)
     sgau_skips(skips, groups=32)
     add_attention(both.encoder, "cga", after=BasicBlock, groups=32)
     sgau_skips(both, groups=32)
+    add_attention(reference.encoder, timm_se(), after=BasicBlock)
     return {
         "smp unet-r34": build(),
         "smp unet-r34 + cga": cga,
         "smp unet-r34 + sgau skips": skips,
         "smp unet-r34 + cga + sgau skips": both,
+        "smp unet-r34 + timm se": reference,
     }
 
 
-def monai_basic_unet_models(groups: int = 32) -> dict[str, nn.Module]:
+def monai_basic_unet_models(groups: int = 32, reference: bool = True) -> dict[str, nn.Module]:
     """MONAI's BasicUNet as built, and with CGA after every ``TwoConv`` and/or SGAU skips of ``groups`` groups
-    (32, the paper's, is one channel per group on its 32-channel maps)."""
+    (32, the paper's, is one channel per group on its 32-channel maps); with ``reference``, also with timm's SE after
+    every ``TwoConv``."""
     from monai.networks.nets import BasicUNet
     from monai.networks.nets.basic_unet import TwoConv
 
@@ -85,12 +103,16 @@ def monai_basic_unet_models(groups: int = 32) -> dict[str, nn.Module]:
     add_attention(cga, "cga", after=TwoConv, groups=groups)
     add_attention(both, "cga", after=TwoConv, groups=groups)
     sgau_skips(both, groups=groups)
-    return {
+    models = {
         "monai basicunet": build(),
         "monai basicunet + sgau skips": skips,
         "monai basicunet + cga": cga,
         "monai basicunet + cga + sgau skips": both,
     }
+    if reference:
+        models["monai basicunet + timm se"] = build()
+        add_attention(models["monai basicunet + timm se"], timm_se(), after=TwoConv)
+    return models
 
 
 # Model family -> (builder, the unmodified model's name, whether the output is a segmentation map).
@@ -98,7 +120,7 @@ FAMILIES: dict[str, tuple[Callable[[], dict[str, nn.Module]], str, bool]] = {
     "resnet50": (resnet50_models, "resnet50", False),
     "smp": (smp_unet_models, "smp unet-r34", True),
     "monai": (monai_basic_unet_models, "monai basicunet", True),
-    "monai-groups8": (functools.partial(monai_basic_unet_models, groups=8), "monai basicunet", True),
+    "monai-groups8": (functools.partial(monai_basic_unet_models, groups=8, reference=False), "monai basicunet", True),
 }
 
 

@@ -144,3 +144,19 @@ def test_refloor_recomputes_a_stored_run(tmp_path, keep_threads):
     stored["runs"][0]["cases"][0]["bandwidth_GBps"] *= 2
     raised = refloor.refloor(stored, bandwidth_at_least_largest=True, date="test")
     assert any("copy bandwidth raised" in note for note in raised["runs"][0]["notes"])
+
+
+def test_bench_revisions_quick_compares_a_commit_with_the_working_tree(tmp_path, keep_threads):
+    """``--before HEAD`` imports the committed package beside the working tree's and times both on every case."""
+    root = BENCHMARKS.parent
+    if not (root / ".git").exists():
+        pytest.skip("needs the git repository (the earlier package is read from a commit)")
+    bench = load_script("bench_revisions")
+    payload = bench.main([*QUICK, "--before", "HEAD", "--rounds", "3", "--out", str(tmp_path), "--stem", "revisions"])
+    assert (tmp_path / "revisions.md").read_text().startswith("# Before (")
+    assert json.loads((tmp_path / "revisions.json").read_text())["benchmark"] == "revisions"
+    assert len(payload["results"]) == len(bench.CGA_SHAPES) + len(bench.SKIP_SHAPES)
+    for row in payload["results"]:
+        assert positive_finite(row["ratio_after_to_before"])
+        assert positive_finite(row["before"]["median_ms"]) and positive_finite(row["after"]["median_ms"])
+    assert "ga_before" in sys.modules and sys.modules["ga_before"] is not sys.modules["group_attention"]

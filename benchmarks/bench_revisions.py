@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""Before and after in one process: the layers of an earlier commit against the working tree's, forward and backward.
+
+The package at ``--before`` (a git commit) is extracted into a temporary folder under another name and imported beside
+the working tree's ``group_attention`` (the package imports itself only relatively), so both run in the same process
+in interleaved rounds and their ratio is not a comparison of two machines' moods. Cases are CGA with 32 groups and
+the gated skip of a converted U-Net (``SkipAttention``) at MONAI BasicUNet's feature sizes (batch 2, 128x128 input),
+and, with ``--models``, that BasicUNet's whole training step with CGA after each ``TwoConv`` or with SGAU skips.
+
+    python benchmarks/bench_revisions.py --before 4fe76d2 --threads 1 --models --out benchmarks/results \\
+        --stem revisions-cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import (  # noqa: E402
+    format_ms,
+    format_ratio,
+    machine_info,
+    markdown_table,
+    notes_section,
+    paired_ratio,
+    report_header,
+    time_interleaved,
+    write_results,
+)
+
+import group_attention as after  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+# (B, C, H, W) of the features after BasicUNet's TwoConv blocks at a 2x3x128x128 input; skips as (low, high).
+CGA_SHAPES = [(2, 32, 128, 128), (2, 32, 64, 64), (2, 64, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8)]
+SKIP_SHAPES = [
+    ((2, 32, 128, 128), (2, 32, 64, 64)),
+    ((2, 32, 64, 64), (2, 64, 32, 32)),
+    ((2, 64, 32, 32), (2, 128, 16, 16)),
+]
+
+
+def import_commit(commit: str, folder: str) -> Any:
+    """``group_attention`` as of ``commit``, imported as ``ga_before`` from ``folder``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "group_attention"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tempfile.TemporaryFile() as handle:
+        handle.write(archive)
+        handle.seek(0)
+        with tarfile.open(fileobj=handle) as tar:
+            if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.8.17+ backports
+                tar.extractall(folder, filter="data")
+            else:
+                tar.extractall(folder)  # noqa: S202 (our own repository's archive)
+    os.rename(os.path.join(folder, "group_attention"), os.path.join(folder, "ga_before"))
+    for name in [name for name in sys.modules if name == "ga_before" or name.startswith("ga_before.")]:
+        del sys.modules[name]  # an earlier call's commit
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module("ga_before")
+    finally:
+        sys.path.remove(folder)
+
+
+def layer_step(package: Any, make: Callable[[Any], Callable], inputs: list[torch.Tensor], grad: torch.Tensor):
+    layer = make(package)
+
+    def step() -> None:
+        layer(*inputs).backward(grad)
+
+    return step
+
+
+def model_step(package: Any, conversion: str) -> Callable[[], None]:
+    from monai.networks.nets import BasicUNet
+    from monai.networks.nets.basic_unet import TwoConv
+
+    torch.manual_seed(0)
+    model = BasicUNet(spatial_dims=2, in_channels=3, out_channels=2)
+    if conversion == "cga":
+        package.add_attention(model, "cga", after=TwoConv, groups=32)
+    elif conversion == "sgau skips":
+        package.sgau_skips(model, groups=32)
+    x, target = torch.randn(2, 3, 128, 128), torch.randint(0, 2, (2, 128, 128))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), target).backward()
+        optimizer.step()
+
+    return step
+
+
+def shrink(shape: tuple[int, ...], quick: bool) -> tuple[int, ...]:
+    """``shape`` with its spatial sizes divided by 4 (at least 2) for ``--quick``."""
+    return shape[:2] + tuple(max(2, size // 4) for size in shape[2:]) if quick else shape
+
+
+def cases(before: Any, models: bool, quick: bool = False) -> list[tuple[str, dict[str, Callable[[], None]]]]:
+    """(case name, {"before": step, "after": step[, "unmodified": step]}) for every case."""
+    found = []
+    for shape in (shrink(shape, quick) for shape in CGA_SHAPES):
+        x = torch.randn(shape, requires_grad=True)
+        grad = torch.randn(shape)
+        steps = {
+            tag: layer_step(package, lambda p, c=shape[1]: p.CGA(c, 32), [x], grad)
+            for tag, package in (("before", before), ("after", after))
+        }
+        found.append((f"CGA(groups=32) {tuple(shape)}", steps))
+    for low_shape, high_shape in ((shrink(low, quick), shrink(high, quick)) for low, high in SKIP_SHAPES):
+        low, high = torch.randn(low_shape, requires_grad=True), torch.randn(high_shape, requires_grad=True)
+        grad = torch.randn(low_shape)
+        steps = {
+            tag: layer_step(package, lambda p, c=low_shape[1]: p.integrations.SkipAttention(c, 32), [low, high], grad)
+            for tag, package in (("before", before), ("after", after))
+        }
+        found.append((f"SkipAttention(groups=32) {tuple(low_shape)} <- {tuple(high_shape)}", steps))
+    if models:
+        for conversion in ("cga", "sgau skips"):
+            steps = {tag: model_step(package, conversion) for tag, package in (("before", before), ("after", after))}
+            steps["unmodified"] = model_step(after, "none")
+            found.append((f"MONAI BasicUNet + {conversion}, training step", steps))
+    return found
+
+
+def main(argv: "list[str] | None" = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", required=True, help="the earlier commit (any git revision)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--models", action="store_true", help="also MONAI BasicUNet's training step (needs monai)")
+    parser.add_argument("--quick", action="store_true", help="spatial sizes / 4, no minimum sample time: smoke test")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--stem", default="revisions-cpu")
+    parser.add_argument("--note", action="append", default=[])
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        before = import_commit(args.before, folder)
+        rows, results = [], []
+        for name, steps in cases(before, args.models, args.quick):
+            min_sample_s = 0.0 if args.quick else 0.02
+            samples = time_interleaved(steps, device, warmup=3, rounds=args.rounds, min_sample_s=min_sample_s)
+            ratio = paired_ratio(samples, "after", "before")
+            row = {"case": name, "ratio_after_to_before": ratio, **{k: s.summary() for k, s in samples.items()}}
+            overhead = ""
+            if "unmodified" in samples:
+                row["before_vs_unmodified"] = paired_ratio(samples, "before", "unmodified")
+                row["after_vs_unmodified"] = paired_ratio(samples, "after", "unmodified")
+                overhead = f"{format_ratio(row['before_vs_unmodified'])} -> {format_ratio(row['after_vs_unmodified'])}"
+            results.append(row)
+            rows.append(
+                [
+                    name,
+                    format_ms(samples["before"].median),
+                    format_ms(samples["after"].median),
+                    format_ratio(ratio),
+                    overhead,
+                ]
+            )
+            print(" | ".join(rows[-1]), flush=True)
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", args.before], capture_output=True, text=True
+    ).stdout.strip()
+    lines = report_header(f"Before ({commit}) and after, in one process", machine_info(device))
+    lines += [
+        f"Settings: cpu, fp32, forward and backward, {args.rounds} interleaved rounds.",
+        "",
+        markdown_table(["case", "before (ms)", "after (ms)", "after / before (paired)", "vs unmodified model"], rows),
+        "",
+    ]
+    lines += notes_section(args.note)
+    payload = {"benchmark": "revisions", "before": commit, "settings": vars(args), "results": results}
+    if args.out:
+        for path in write_results(args.out, args.stem, "\n".join(lines), payload):
+            print(f"wrote {path}")
+    else:
+        print("\n".join(lines))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
