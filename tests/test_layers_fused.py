@@ -377,6 +377,28 @@ def test_standardize_maps_matches_the_unbiased_formula_for_large_offsets():
     torch.testing.assert_close(standardized32.double(), plain_standardize(maps32.double(), 1e-5), rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 50, 60), (1, 5, 700, 300), (3, 7, 11, 13)], ids=["blocks", "one-map-a-block", "small"]
+)
+def test_map_dot_matches_a_float64_sum_of_products(shape):
+    """Per-map dot products through the small reused buffer (several maps a block, one map larger than the buffer,
+    and the plain product for small inputs) equal the brute-force sum."""
+    a, b = torch.randn(shape), torch.randn(shape)
+    expected = (a.double() * b.double()).sum((2, 3), keepdim=True)
+    torch.testing.assert_close(group_ops.map_dot(a, b).double(), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("per_group", [1, 2])
+def test_cga_fused_matches_autograd_on_maps_larger_than_the_dot_buffer(per_group):
+    """One channel per group: the maps are x, standardized in the output's memory; both sizes use the blocked dot."""
+    groups = 4
+    layer = randomize(CGA(groups * per_group, groups)).double()
+    x = torch.randn(2, groups * per_group, 96, 128, dtype=torch.float64) * 2 + 1
+    assert_same_forward_and_gradients(
+        layer, lambda x: plain_cga(layer, x), (x.requires_grad_(),), tuple(layer.parameters())
+    )
+
+
 # -- torch.compile ---------------------------------------------------------------------------------------------------
 def test_torch_compile_sgau_matches_eager():
     layer = randomize(SGAU(8, 16, groups=4))

@@ -11,7 +11,7 @@ from torch.autograd.function import once_differentiable
 
 from ..dispatch import triton_kernels, use_triton
 from ..group_ops import broadcast_channels, spatial_dims, spatial_size
-from .common import group_sum, scale_factor, spatial_dot, standardize_maps
+from .common import group_sum, map_dot, scale_factor, spatial_dot, standardize_maps
 
 
 def fused_channel_group_attention(
@@ -41,11 +41,11 @@ class _ChannelGroupAttention(torch.autograd.Function):
     def forward(ctx, x, weight, bias, groups: int, eps: float, per_group: bool):
         ctx.set_materialize_grads(False)  # most callers use only the output: no zero gradient for the gate
         maps = group_sum(x, groups)
-        # With one channel per group in float32 (or float64) the maps are x itself, to be standardized as a copy,
-        # and the output's memory can first serve as the maps' scratch.
-        maps_are_x = maps is x or maps.data_ptr() == x.data_ptr()
+        # With one channel per group in float32 (or float64) the maps are x itself, standardized into the output's
+        # memory (written over by the output at the end): a fresh temporary of x's size costs page faults on CPU.
+        maps_are_x = maps.data_ptr() == x.data_ptr()
         output = torch.empty_like(x) if maps_are_x else None
-        saliency, slopes = pooled_saliency(maps, eps, overwrite=not maps_are_x, scratch=output)
+        saliency, slopes = pooled_saliency(maps, eps, overwrite=not maps_are_x, out=output)
         pooled, weights = _gate(saliency, weight, bias)
         ctx.save_for_backward(x, slopes, pooled, weights, weight)
         ctx.groups, ctx.per_group = groups, per_group
@@ -76,7 +76,7 @@ class _ChannelGroupAttention(torch.autograd.Function):
 
 
 def pooled_saliency(
-    maps: torch.Tensor, eps: float, *, overwrite: bool = False, scratch: "torch.Tensor | None" = None
+    maps: torch.Tensor, eps: float, *, overwrite: bool = False, out: "torch.Tensor | None" = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 1 pooled, ``GP(s)_g = mean_p sigmoid(Norm(t_g))_p``, and its derivative with respect to each map.
 
@@ -91,21 +91,19 @@ def pooled_saliency(
         maps: ``(B, m, *spatial)`` group maps ``t``, in any memory format.
         eps: added to the standard deviation.
         overwrite: standardize ``maps`` in place (for a temporary the caller owns).
-        scratch: memory of the maps' size and statistics dtype that may be overwritten, or None.
+        out: memory of the maps' shape and dtype for the standardized maps (a temporary), when not ``overwrite``.
 
     Shape:
         ``(B, m, *S) -> (B, m), (B, m, *S)``, in at least float32.
     """
     dims, positions = spatial_dims(maps), spatial_size(maps)
-    standardized, _, std, inv = standardize_maps(maps, eps, overwrite=overwrite)
+    standardized, _, std, inv = standardize_maps(maps, eps, overwrite=overwrite, out=out)
     saliency = torch.sigmoid(standardized)
     pooled = saliency.mean(dims)
     slope = saliency.addcmul_(saliency, saliency, value=-1.0)  # s (1 - s), in place
-    if scratch is not None and (scratch.shape != slope.shape or scratch.dtype != slope.dtype):
-        scratch = None
-    dot = torch.mul(slope, standardized, out=scratch).sum(dims, keepdim=True)
-    # 1 / ((N - 1) std N), 0 for a constant map (whose standardized values are all 0).
-    coupling = dot.div_(std.clamp_min(torch.finfo(std.dtype).tiny).mul_(max(positions - 1, 1) * positions))
+    # sum(s' y) / ((N - 1) std N), 0 for a constant map (whose standardized values are all 0).
+    coupling = map_dot(slope, standardized)
+    coupling = coupling.div_(std.clamp_min(torch.finfo(std.dtype).tiny).mul_(max(positions - 1, 1) * positions))
     scale = scale_factor(std, inv).div_(positions)
     # Written over the slopes, which are not needed again.
     derivative = torch.addcmul(slope.mean(dims, keepdim=True).mul_(scale).neg_(), slope, scale, out=slope)

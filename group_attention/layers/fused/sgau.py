@@ -126,15 +126,19 @@ class _SpatialGroupAttention(torch.autograd.Function):
     def backward(ctx, grad):
         low, gain, high, channel_mean, standardized, std, inv = ctx.saved_tensors
         groups = ctx.groups
-        grad_low = grad_high = None
+        grad_low = grad_high = spare = None
         if ctx.needs_input_grad[1]:
             # attended = low * (1 + A): dL/dA = sum_k g * low.
-            grad_saliency = resize_to_backward(group_dot(grad, low, groups), standardized.shape)
+            grad_attention = group_dot(grad, low, groups)
+            grad_saliency = resize_to_backward(grad_attention, standardized.shape)
+            if grad_attention.shape == low.shape and grad_attention.dtype == low.dtype:
+                spare = grad_attention  # one channel per group: free again, d low's memory (no fresh page faults)
+            del grad_attention
             grad_standardized = torch.ops.aten.sigmoid_backward(grad_saliency, torch.sigmoid(standardized))
             grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
             grad_high = _pooled_dot_backward(grad_maps, high, channel_mean, groups)
         if ctx.needs_input_grad[0]:
-            grad_low = _times_gain(grad, gain.to(grad.dtype), groups).to(low.dtype)
+            grad_low = _times_gain(grad, gain.to(grad.dtype), groups, out=spare).to(low.dtype)
         return grad_low, grad_high, None, None
 
 
@@ -165,10 +169,10 @@ def _pooled_dot_backward(
     return grad_high.flatten(1, 2).to(high.dtype)
 
 
-def _times_gain(x: torch.Tensor, gain: torch.Tensor, groups: int) -> torch.Tensor:
-    """``x * gain`` with one ``(B, m, *S)`` gain map per group of channels, into a fresh tensor laid out like ``x``
-    (not a view of a grouped product: callers may modify it in place)."""
-    out = torch.empty_like(x)
+def _times_gain(x: torch.Tensor, gain: torch.Tensor, groups: int, out: "torch.Tensor | None" = None) -> torch.Tensor:
+    """``x * gain`` with one ``(B, m, *S)`` gain map per group of channels, into ``out`` (``x``'s shape) or a fresh
+    tensor laid out like ``x`` (not a view of a grouped product: callers may modify it in place)."""
+    out = torch.empty_like(x) if out is None else out
     torch.mul(x.unflatten(1, (groups, -1)), gain.unsqueeze(2), out=out.unflatten(1, (groups, -1)))
     return out
 
