@@ -103,11 +103,12 @@ def monai_basic_unet_models(groups: int = 32, reference: bool = True) -> dict[st
     add_attention(cga, "cga", after=TwoConv, groups=groups)
     add_attention(both, "cga", after=TwoConv, groups=groups)
     sgau_skips(both, groups=groups)
+    tag = "" if groups == 32 else f" (groups={groups})"
     models = {
         "monai basicunet": build(),
-        "monai basicunet + sgau skips": skips,
-        "monai basicunet + cga": cga,
-        "monai basicunet + cga + sgau skips": both,
+        f"monai basicunet + sgau skips{tag}": skips,
+        f"monai basicunet + cga{tag}": cga,
+        f"monai basicunet + cga + sgau skips{tag}": both,
     }
     if reference:
         models["monai basicunet + timm se"] = build()

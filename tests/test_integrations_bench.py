@@ -35,7 +35,7 @@ def test_bench_integrations_quick_times_every_conversion(tmp_path):
     assert saved["benchmark"] == "integrations"
     assert (tmp_path / "integrations.md").read_text().startswith("# Integrations benchmark")
     results = {r["model"]: r for r in payload["results"]}
-    assert len(results) == 13  # 3 families of 3, 5 and 5 models (monai-groups8 repeats monai's names, no SE)
+    assert len(results) == 16  # families of 3, 5, 5 and 4 models; monai-groups8 shares the unmodified model's name
     assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 and r["median_ms"] > 0 for r in results.values())
     # SGAU skips add no parameters; CGA adds m * m + m = 1056 per layer (16 bottlenecks in a ResNet-50).
     assert results["smp unet-r34 + sgau skips"]["parameters"] == results["smp unet-r34"]["parameters"]
