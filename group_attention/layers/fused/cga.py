@@ -10,7 +10,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..dispatch import triton_kernels, use_triton
-from ..group_ops import broadcast_channels, spatial_dims, spatial_size
+from ..group_ops import broadcast_channels, spatial_dims, spatial_size, stat_dtype
 from .common import group_sum, map_dot, scale_factor, spatial_dot, standardize_maps
 
 
@@ -28,7 +28,7 @@ class _ChannelGroupAttention(torch.autograd.Function):
     hand-written backward.
 
     Each pooled saliency ``GP(s)_g`` depends on its own group map ``t_g`` only, so forward computes and keeps its
-    derivative ``dGP(s)_g / dt_g`` (:func:`pooled_saliency`; ``m / C`` of ``x``'s size, in at least float32).
+    derivative ``dGP(s)_g / dt_g`` (:func:`pooled_saliency`; ``m / C`` of ``x``'s size, in ``x``'s dtype or float32).
     Backward then needs no sigmoid and no standardization: it reads ``gy`` and ``x`` once for the per-channel sums
     of ``gy * x`` and makes two more passes that write ``dx = gy * w + d_maps``, where ``d_maps`` (the pooled
     values' gradient times that derivative) is broadcast over each group's channels. Autograd instead keeps the
@@ -47,6 +47,8 @@ class _ChannelGroupAttention(torch.autograd.Function):
         output = torch.empty_like(x) if maps_are_x else None
         saliency, slopes = pooled_saliency(maps, eps, overwrite=not maps_are_x, out=output)
         pooled, weights = _gate(saliency, weight, bias)
+        if x.dtype != slopes.dtype:  # fp16/bf16 features: kept in their dtype, as autocast keeps activations
+            slopes = slopes.to(x.dtype)
         ctx.save_for_backward(x, slopes, pooled, weights, weight)
         ctx.groups, ctx.per_group = groups, per_group
         return _scale_channels(x, weights.to(x.dtype), groups, per_group, out=output), weights.clone()
@@ -63,7 +65,7 @@ class _ChannelGroupAttention(torch.autograd.Function):
         grad_pooled, grad_weight, grad_bias = _gate_backward(ctx, channel_sums, grad_gate, pooled, weights, weight)
         if not ctx.needs_input_grad[0]:
             return None, grad_weight, grad_bias, None, None, None
-        grad_pooled = broadcast_channels(grad_pooled.to(slopes.dtype), slopes)
+        grad_pooled = broadcast_channels(grad_pooled.to(stat_dtype(x.dtype)), slopes)
         # On CPU written over the product gy * x, whose memory is free again (a fresh allocation costs page faults
         # there); it holds the maps' gradient when that has x's shape and dtype (one channel per group).
         if product is not None and product.shape == slopes.shape and product.dtype == slopes.dtype:
