@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -217,6 +218,18 @@ def time_interleaved(
     return samples
 
 
+def sgd_training_step(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
+    """One training step of ``model`` as a callable: zero_grad, forward, cross-entropy, backward, SGD step."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), target).backward()
+        optimizer.step()
+
+    return step
+
+
 def kernel_ms(fn: Callable[[], Any], device: torch.device, calls: int = 5) -> "float | None":
     """The GPU time of the kernels (and copies) one call of ``fn`` runs, from the profiler: what the device spends
     working, without the gaps between kernels that launch overhead and Python leave. None off CUDA or if the
@@ -343,6 +356,15 @@ def write_results(out_dir: str, stem: str, markdown: str, payload: Mapping[str, 
     atomic_write_text(json_path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
     atomic_write_text(md_path, markdown.rstrip() + "\n")
     return md_path, json_path
+
+
+def report(out_dir: "str | None", stem: str, lines: Sequence[str], payload: Mapping[str, Any]) -> None:
+    """Write the report (:func:`write_results`) when ``out_dir`` is given, naming the files; else print it."""
+    if out_dir:
+        for path in write_results(out_dir, stem, "\n".join(lines), payload):
+            print(f"wrote {path}")
+    else:
+        print("\n".join(lines))
 
 
 def parse_ints(text: str, count: "int | None" = None, name: str = "value") -> tuple[int, ...]:

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -125,17 +124,6 @@ FAMILIES: dict[str, tuple[Callable[[], dict[str, nn.Module]], str, bool]] = {
 }
 
 
-def training_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), target).backward()
-        optimizer.step()
-
-    return step
-
-
 def parse_args(argv: "list[str] | None") -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -176,7 +164,7 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
         models = {name: model.to(device).train() for name, model in build().items()}
         target_shape = (args.batch, args.size, args.size) if dense else (args.batch,)
         target = torch.randint(0, CLASSES, target_shape, device=device)
-        steps = {name: training_step(model, x, target) for name, model in models.items()}
+        steps = {name: timing.sgd_training_step(model, x, target) for name, model in models.items()}
         samples = timing.time_interleaved(
             steps,
             device,
@@ -224,11 +212,7 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     ]
     lines += timing.notes_section(args.note)
     payload = {"benchmark": "integrations", "machine": machine, "settings": vars(args), "results": results}
-    if args.out:
-        for path in timing.write_results(args.out, args.stem, "\n".join(lines), payload):
-            print(f"wrote {path}")
-    else:
-        print("\n".join(lines))
+    timing.report(args.out, args.stem, lines, payload)
     return payload
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
@@ -35,9 +34,10 @@ from _timing import (  # noqa: E402
     markdown_table,
     notes_section,
     paired_ratio,
+    report,
     report_header,
+    sgd_training_step,
     time_interleaved,
-    write_results,
 )
 
 import group_attention as after  # noqa: E402
@@ -96,15 +96,7 @@ def model_step(package: Any, conversion: str) -> Callable[[], None]:
         package.add_attention(model, "cga", after=TwoConv, groups=32)
     elif conversion == "sgau skips":
         package.sgau_skips(model, groups=32)
-    x, target = torch.randn(2, 3, 128, 128), torch.randint(0, 2, (2, 128, 128))
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), target).backward()
-        optimizer.step()
-
-    return step
+    return sgd_training_step(model, torch.randn(2, 3, 128, 128), torch.randint(0, 2, (2, 128, 128)))
 
 
 def shrink(shape: tuple[int, ...], quick: bool) -> tuple[int, ...]:
@@ -190,11 +182,7 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     ]
     lines += notes_section(args.note)
     payload = {"benchmark": "revisions", "before": commit, "settings": vars(args), "results": results}
-    if args.out:
-        for path in write_results(args.out, args.stem, "\n".join(lines), payload):
-            print(f"wrote {path}")
-    else:
-        print("\n".join(lines))
+    report(args.out, args.stem, lines, payload)
     return payload
 
 
