@@ -5,7 +5,8 @@ The package at ``--before`` (a git commit) is extracted into a temporary folder 
 the working tree's ``group_attention`` (the package imports itself only relatively), so both run in the same process
 in interleaved rounds and their ratio is not a comparison of two machines' moods. Cases are CGA with 32 groups and
 the gated skip of a converted U-Net (``SkipAttention``) at MONAI BasicUNet's feature sizes (batch 2, 128x128 input),
-and, with ``--models``, that BasicUNet's whole training step with CGA after each ``TwoConv`` or with SGAU skips.
+and, with ``--models``, that BasicUNet's whole training step with CGA after each ``TwoConv`` or with SGAU skips;
+``--variants ganet,baseline+cga`` adds Table 1 variants' training steps (batch 2 at 192x256).
 
     python benchmarks/bench_revisions.py --before 4fe76d2 --threads 1 --models --out benchmarks/results \\
         --stem revisions-cpu
@@ -99,12 +100,21 @@ def model_step(package: Any, conversion: str) -> Callable[[], None]:
     return sgd_training_step(model, torch.randn(2, 3, 128, 128), torch.randint(0, 2, (2, 128, 128)))
 
 
+def variant_step(package: Any, variant: str, size: tuple[int, int]) -> Callable[[], None]:
+    """A Table 1 variant's training step (SGD, batch 2 at ``size``) as built by ``package``."""
+    torch.manual_seed(0)
+    model = package.build_variant(variant, num_classes=2)
+    return sgd_training_step(model, torch.randn(2, 3, *size), torch.randint(0, 2, (2, *size)))
+
+
 def shrink(shape: tuple[int, ...], quick: bool) -> tuple[int, ...]:
     """``shape`` with its spatial sizes divided by 4 (at least 2) for ``--quick``."""
     return shape[:2] + tuple(max(2, size // 4) for size in shape[2:]) if quick else shape
 
 
-def cases(before: Any, models: bool, quick: bool = False) -> list[tuple[str, dict[str, Callable[[], None]]]]:
+def cases(
+    before: Any, models: bool, quick: bool = False, variants: tuple[str, ...] = ()
+) -> list[tuple[str, dict[str, Callable[[], None]]]]:
     """(case name, {"before": step, "after": step[, "unmodified": step]}) for every case."""
     found = []
     for shape in (shrink(shape, quick) for shape in CGA_SHAPES):
@@ -128,6 +138,10 @@ def cases(before: Any, models: bool, quick: bool = False) -> list[tuple[str, dic
             steps = {tag: model_step(package, conversion) for tag, package in (("before", before), ("after", after))}
             steps["unmodified"] = model_step(after, "none")
             found.append((f"MONAI BasicUNet + {conversion}, training step", steps))
+    size = (48, 64) if quick else (192, 256)
+    for variant in variants:
+        steps = {tag: variant_step(package, variant, size) for tag, package in (("before", before), ("after", after))}
+        found.append((f"{variant}, training step at {size[0]}x{size[1]}", steps))
     return found
 
 
@@ -137,6 +151,9 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--models", action="store_true", help="also MONAI BasicUNet's training step (needs monai)")
+    parser.add_argument(
+        "--variants", default="", help="comma-separated Table 1 variants whose training step to time (e.g. ganet)"
+    )
     parser.add_argument("--quick", action="store_true", help="spatial sizes / 4, no minimum sample time: smoke test")
     parser.add_argument("--out", default=None)
     parser.add_argument("--stem", default="revisions-cpu")
@@ -149,7 +166,8 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         before = import_commit(args.before, folder)
         rows, results = [], []
-        for name, steps in cases(before, args.models, args.quick):
+        variants = tuple(name.strip() for name in args.variants.split(",") if name.strip())
+        for name, steps in cases(before, args.models, args.quick, variants):
             min_sample_s = 0.0 if args.quick else 0.02
             samples = time_interleaved(steps, device, warmup=3, rounds=args.rounds, min_sample_s=min_sample_s)
             ratio = paired_ratio(samples, "after", "before")
