@@ -384,6 +384,37 @@ def test_cga_fused_matches_autograd_on_maps_larger_than_the_dot_buffer(per_group
     )
 
 
+@pytest.mark.parametrize("per_group", [1, 2, 8])
+def test_cga_keeps_at_most_its_group_maps_for_backward(per_group):
+    """Besides x, CGA keeps ``m / C`` of x's size (the maps' derivative) and nothing of x's size with one channel
+    per group, where it recomputes the maps in backward."""
+    groups = 4
+    layer = CGA(groups * per_group, groups)
+    x = torch.randn(2, groups * per_group, 24, 20, requires_grad=True)
+    kept = []
+
+    def pack(tensor):
+        kept.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        layer(x)
+    others = [t for t in kept if t.data_ptr() != x.data_ptr()]
+    largest = max(t.numel() for t in others)
+    assert largest == (x.numel() // per_group if per_group > 1 else groups * groups)  # the maps, or the linear map
+
+
+@pytest.mark.parametrize("per_group", [1, 2])
+def test_cga_backward_twice_with_retain_graph_gives_the_same_gradients(per_group):
+    layer = randomize(CGA(3 * per_group, 3)).double()
+    x = torch.randn(2, 3 * per_group, 7, 6, dtype=torch.float64, requires_grad=True)
+    out, grad_output = layer(x), torch.randn(2, 3 * per_group, 7, 6, dtype=torch.float64)
+    first = torch.autograd.grad(out, (x, *layer.parameters()), grad_output, retain_graph=True)
+    second = torch.autograd.grad(out, (x, *layer.parameters()), grad_output)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # -- torch.compile ---------------------------------------------------------------------------------------------------
 def test_torch_compile_sgau_matches_eager():
     layer = randomize(SGAU(8, 16, groups=4))

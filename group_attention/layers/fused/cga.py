@@ -27,36 +27,45 @@ class _ChannelGroupAttention(torch.autograd.Function):
     """``CGA.forward_with_gate``: ``(x * w, w)`` with ``w = channel_weights(x)`` per group or channel, and a
     hand-written backward.
 
-    Each pooled saliency ``GP(s)_g`` depends on its own group map ``t_g`` only, so forward computes and keeps its
-    derivative ``dGP(s)_g / dt_g`` (:func:`pooled_saliency`; ``m / C`` of ``x``'s size, in ``x``'s dtype or float32).
-    Backward then needs no sigmoid and no standardization: it reads ``gy`` and ``x`` once for the per-channel sums
-    of ``gy * x`` and makes two more passes that write ``dx = gy * w + d_maps``, where ``d_maps`` (the pooled
-    values' gradient times that derivative) is broadcast over each group's channels. Autograd instead keeps the
-    standardized maps and the sigmoid, materializes the channel weights per channel, ``gy * x``, the gradients of
-    the sigmoid and of the standardization and the sum of the two input gradients. The small linear map runs in
-    float32 (at least) whatever the autocast state.
+    Each pooled saliency ``GP(s)_g`` depends on its own group map ``t_g`` only, so backward needs, besides the
+    per-channel sums of ``gy * x`` (one read of ``gy`` and ``x``), just the derivative ``dGP(s)_g / dt_g`` of each
+    map (:func:`saliency_derivative`), times the pooled values' gradient: ``dx = gy * w + d_maps`` in one more pass,
+    ``d_maps`` broadcast over each group's channels. With several channels per group, forward computes that
+    derivative and keeps it (``m / C`` of ``x``'s size, where the standardized maps were kept before); with one
+    channel per group it would be as large as ``x``, so forward keeps only the maps' statistics and backward
+    recomputes the standardized maps and their sigmoid from ``x`` (the memory of ``x`` alone, as before). Autograd
+    instead keeps the standardized maps and the sigmoid, materializes the channel weights per channel, ``gy * x``,
+    the gradients of the sigmoid and of the standardization and the sum of the two input gradients. The small
+    linear map runs in float32 (at least) whatever the autocast state.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, groups: int, eps: float, per_group: bool):
         ctx.set_materialize_grads(False)  # most callers use only the output: no zero gradient for the gate
         maps = group_sum(x, groups)
+        one_channel_per_group = x.shape[1] == groups
         # With one channel per group in float32 (or float64) the maps are x itself, standardized into the output's
         # memory (written over by the output at the end): a fresh temporary of x's size costs page faults on CPU.
-        maps_are_x = maps.data_ptr() == x.data_ptr()
+        maps_are_x = one_channel_per_group and maps.dtype == x.dtype  # group_sum's view of x
         output = torch.empty_like(x) if maps_are_x else None
-        saliency, slopes = pooled_saliency(maps, eps, overwrite=not maps_are_x, out=output)
+        standardized, mean, std, inv = standardize_maps(maps, eps, overwrite=not maps_are_x, out=output)
+        dims = spatial_dims(maps)
+        if one_channel_per_group:
+            saliency, kept = standardized.sigmoid_().mean(dims), (mean, std, inv)
+        else:
+            sigmoid = torch.sigmoid(standardized)
+            saliency = sigmoid.mean(dims)
+            derivative = saliency_derivative(standardized, sigmoid, std, inv)
+            kept = (derivative if derivative.dtype == x.dtype else derivative.to(x.dtype),)  # fp16/bf16: as x
         pooled, weights = _gate(saliency, weight, bias)
-        if x.dtype != slopes.dtype:  # fp16/bf16 features: kept in their dtype, as autocast keeps activations
-            slopes = slopes.to(x.dtype)
-        ctx.save_for_backward(x, slopes, pooled, weights, weight)
-        ctx.groups, ctx.per_group = groups, per_group
+        ctx.save_for_backward(x, pooled, weights, weight, *kept)
+        ctx.groups, ctx.per_group, ctx.one_channel_per_group = groups, per_group, one_channel_per_group
         return _scale_channels(x, weights.to(x.dtype), groups, per_group, out=output), weights.clone()
 
     @staticmethod
     @once_differentiable  # hand-written: its own backward would not be the second derivative
     def backward(ctx, grad, grad_gate):
-        x, slopes, pooled, weights, weight = ctx.saved_tensors
+        x, pooled, weights, weight, *kept = ctx.saved_tensors
         groups, per_group = ctx.groups, ctx.per_group
         if grad is None:  # only the gate was used
             grad = torch.zeros_like(x)
@@ -65,51 +74,50 @@ class _ChannelGroupAttention(torch.autograd.Function):
         grad_pooled, grad_weight, grad_bias = _gate_backward(ctx, channel_sums, grad_gate, pooled, weights, weight)
         if not ctx.needs_input_grad[0]:
             return None, grad_weight, grad_bias, None, None, None
-        grad_pooled = broadcast_channels(grad_pooled.to(stat_dtype(x.dtype)), slopes)
-        # On CPU written over the product gy * x, whose memory is free again (a fresh allocation costs page faults
-        # there); it holds the maps' gradient when that has x's shape and dtype (one channel per group).
-        if product is not None and product.shape == slopes.shape and product.dtype == slopes.dtype:
-            grad_maps = torch.mul(slopes, grad_pooled, out=product)
+        if ctx.one_channel_per_group:
+            # The maps are x: standardized again with forward's statistics (into the product's memory, free until
+            # dx is written there), then their sigmoid and its derivative.
+            mean, std, inv = kept
+            maps = group_sum(x, groups)
+            scratch = product if product is not None and product.dtype == mean.dtype else None
+            standardized = torch.sub(maps, mean, out=scratch).mul_(scale_factor(std, inv))
+            derivative = saliency_derivative(standardized, torch.sigmoid(standardized), std, inv)
         else:
-            grad_maps = (slopes * grad_pooled).to(x.dtype)
-        # One pass over x: gy * w plus the group map's gradient, shared by the group's channels.
+            (derivative,) = kept
+        grad_pooled = broadcast_channels(grad_pooled.to(stat_dtype(x.dtype)), derivative)
+        if derivative.dtype == stat_dtype(x.dtype) and ctx.one_channel_per_group:
+            grad_maps = derivative.mul_(grad_pooled).to(x.dtype)  # a temporary of this backward
+        else:
+            grad_maps = (derivative * grad_pooled).to(x.dtype)
+        # One pass over x: gy * w plus the group map's gradient, shared by the group's channels; on CPU written over
+        # the product gy * x (a fresh tensor of x's size costs page faults there).
         grad_x = _scale_channels(grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps, out=product)
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
-def pooled_saliency(
-    maps: torch.Tensor, eps: float, *, overwrite: bool = False, out: "torch.Tensor | None" = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 1 pooled, ``GP(s)_g = mean_p sigmoid(Norm(t_g))_p``, and its derivative with respect to each map.
+def saliency_derivative(
+    standardized: torch.Tensor, saliency: torch.Tensor, std: torch.Tensor, inv: torch.Tensor
+) -> torch.Tensor:
+    """The derivative of each pooled saliency ``GP(s)_g = mean_p sigmoid(Norm(t_g))_p`` with respect to its map.
 
-    With ``y = Norm(t)``, ``s = sigmoid(y)`` and ``s' = s (1 - s)``, the derivative of the pooled value with respect
-    to ``t_p`` is (the standardization's gradient, docs "From paper to code")::
+    With ``y = Norm(t)`` (``standardized``), ``s = sigmoid(y)`` (``saliency``, overwritten with the result) and
+    ``s' = s (1 - s)``, it is (the standardization's gradient, docs "From paper to code")::
 
         dGP/dt_p = ((s'_p - mean(s')) / (std + eps) - y_p sum_q(s'_q y_q) / ((N - 1) std)) / N
 
     which is 0 for a constant map (its saliency is sigmoid(0) whatever its value).
 
-    Args:
-        maps: ``(B, m, *spatial)`` group maps ``t``, in any memory format.
-        eps: added to the standard deviation.
-        overwrite: standardize ``maps`` in place (for a temporary the caller owns).
-        out: memory of the maps' shape and dtype for the standardized maps (a temporary), when not ``overwrite``.
-
     Shape:
-        ``(B, m, *S) -> (B, m), (B, m, *S)``, in at least float32.
+        ``(B, m, *S)`` maps and ``(B, m, 1, ..)`` statistics ``-> (B, m, *S)``, in the maps' dtype.
     """
-    dims, positions = spatial_dims(maps), spatial_size(maps)
-    standardized, _, std, inv = standardize_maps(maps, eps, overwrite=overwrite, out=out)
-    saliency = torch.sigmoid(standardized)
-    pooled = saliency.mean(dims)
+    dims, positions = spatial_dims(standardized), spatial_size(standardized)
     slope = saliency.addcmul_(saliency, saliency, value=-1.0)  # s (1 - s), in place
     # sum(s' y) / ((N - 1) std N), 0 for a constant map (whose standardized values are all 0).
     coupling = map_dot(slope, standardized)
     coupling = coupling.div_(std.clamp_min(torch.finfo(std.dtype).tiny).mul_(max(positions - 1, 1) * positions))
     scale = scale_factor(std, inv).div_(positions)
-    # Written over the slopes, which are not needed again.
     derivative = torch.addcmul(slope.mean(dims, keepdim=True).mul_(scale).neg_(), slope, scale, out=slope)
-    return pooled, derivative.addcmul_(standardized, coupling, value=-1.0)
+    return derivative.addcmul_(standardized, coupling, value=-1.0)
 
 
 def _scale_channels(
