@@ -22,6 +22,7 @@ from group_attention.layers import (
     spatial_group_enhance,
     squeeze_excite,
 )
+from group_attention.layers.fused import cga as fused_cga
 from group_attention.layers.fused import common as group_ops
 from group_attention.layers.fused.common import (
     LOOP_MAX_CHANNELS_PER_GROUP,
@@ -379,6 +380,18 @@ def test_cga_fused_matches_autograd_on_maps_larger_than_the_dot_buffer(per_group
     groups = 4
     layer = randomize(CGA(groups * per_group, groups)).double()
     x = torch.randn(2, groups * per_group, 96, 128, dtype=torch.float64) * 2 + 1
+    assert_same_forward_and_gradients(
+        layer, lambda x: plain_cga(layer, x), (x.requires_grad_(),), tuple(layer.parameters())
+    )
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cga_one_channel_per_group_recomputes_in_blocks_like_autograd(monkeypatch, channels_last):
+    """With one channel per group backward recomputes the maps' gradient a block of maps at a time (blocks of 3 of
+    the 2 x 8 maps here, the last one shorter; channels-last takes the one-block path)."""
+    monkeypatch.setattr(fused_cga, "RECOMPUTE_BLOCK_ELEMENTS", 3 * 40 * 36)
+    layer = randomize(CGA(8, 8)).double()
+    x = to_memory_format(torch.randn(2, 8, 40, 36, dtype=torch.float64) * 2 + 1, channels_last)
     assert_same_forward_and_gradients(
         layer, lambda x: plain_cga(layer, x), (x.requires_grad_(),), tuple(layer.parameters())
     )

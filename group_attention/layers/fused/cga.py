@@ -74,25 +74,60 @@ class _ChannelGroupAttention(torch.autograd.Function):
         grad_pooled, grad_weight, grad_bias = _gate_backward(ctx, channel_sums, grad_gate, pooled, weights, weight)
         if not ctx.needs_input_grad[0]:
             return None, grad_weight, grad_bias, None, None, None
+        grad_pooled = broadcast_channels(grad_pooled.to(stat_dtype(x.dtype)), x)
         if ctx.one_channel_per_group:
-            # The maps are x: standardized again with forward's statistics (into the product's memory, free until
-            # dx is written there), then their sigmoid and its derivative.
-            mean, std, inv = kept
-            maps = group_sum(x, groups)
-            scratch = product if product is not None and product.dtype == mean.dtype else None
-            standardized = torch.sub(maps, mean, out=scratch).mul_(scale_factor(std, inv))
-            derivative = saliency_derivative(standardized, torch.sigmoid(standardized), std, inv)
+            # The maps are x: their gradient is recomputed into the product's memory, free until dx is written there.
+            scratch = product if product is not None and product.dtype == grad_pooled.dtype else None
+            grad_maps = recomputed_map_gradient(group_sum(x, groups), *kept, grad_pooled, out=scratch).to(x.dtype)
         else:
             (derivative,) = kept
-        grad_pooled = broadcast_channels(grad_pooled.to(stat_dtype(x.dtype)), derivative)
-        if derivative.dtype == stat_dtype(x.dtype) and ctx.one_channel_per_group:
-            grad_maps = derivative.mul_(grad_pooled).to(x.dtype)  # a temporary of this backward
-        else:
             grad_maps = (derivative * grad_pooled).to(x.dtype)
         # One pass over x: gy * w plus the group map's gradient, shared by the group's channels; on CPU written over
         # the product gy * x (a fresh tensor of x's size costs page faults there).
         grad_x = _scale_channels(grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps, out=product)
         return grad_x, grad_weight, grad_bias, None, None, None
+
+
+# With one channel per group, backward recomputes the maps' gradient a block of whole maps of at most this many
+# elements at a time (1 MiB of float32): the standardized block lives in one small reused buffer and stays in cache.
+RECOMPUTE_BLOCK_ELEMENTS = 1 << 18
+
+
+def recomputed_map_gradient(
+    maps: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    inv: torch.Tensor,
+    grad_pooled: torch.Tensor,
+    out: "torch.Tensor | None" = None,
+) -> torch.Tensor:
+    """``grad_pooled * dGP/dt`` (:func:`saliency_derivative`) from the maps and forward's statistics, standardizing
+    them and taking their sigmoid again; written into ``out`` (the maps' shape, statistics dtype) when given.
+
+    On CPU, for contiguous maps and ``out``, a block of whole maps (:data:`RECOMPUTE_BLOCK_ELEMENTS`) at a time:
+    only ``out`` is of the maps' size, the standardized block is a small buffer reused block after block.
+
+    Shape:
+        ``(B, m, *S)`` maps, ``(B, m, 1, ..)`` statistics and pooled gradient ``-> (B, m, *S)``.
+    """
+    out = torch.empty_like(maps, dtype=std.dtype) if out is None else out
+    positions = spatial_size(maps)
+    contiguous = maps.is_contiguous() and out.is_contiguous()
+    if maps.device.type != "cpu" or not contiguous or maps.numel() <= 2 * RECOMPUTE_BLOCK_ELEMENTS:
+        standardized = (maps - mean).mul_(scale_factor(std, inv))
+        return saliency_derivative(standardized, torch.sigmoid(standardized, out=out), std, inv).mul_(grad_pooled)
+    shape, rows = out.shape, maps.shape[0] * maps.shape[1]
+    maps, out = maps.reshape(1, rows, positions), out.view(1, rows, positions)
+    mean, std, inv, grad_pooled = (t.reshape(1, rows, 1) for t in (mean, std, inv, grad_pooled))
+    per_block = max(1, RECOMPUTE_BLOCK_ELEMENTS // positions)
+    buffer = out.new_empty(1, min(per_block, rows), positions)
+    for start in range(0, rows, per_block):
+        block = slice(start, min(start + per_block, rows))
+        scale = scale_factor(std[:, block], inv[:, block])
+        standardized = torch.sub(maps[:, block], mean[:, block], out=buffer[:, : block.stop - start]).mul_(scale)
+        saliency = torch.sigmoid(standardized, out=out[:, block])
+        saliency_derivative(standardized, saliency, std[:, block], inv[:, block]).mul_(grad_pooled[:, block])
+    return out.view(shape)
 
 
 def saliency_derivative(
