@@ -116,31 +116,29 @@ def cases(
     before: Any, models: bool, quick: bool = False, variants: tuple[str, ...] = ()
 ) -> list[tuple[str, dict[str, Callable[[], None]]]]:
     """(case name, {"before": step, "after": step[, "unmodified": step]}) for every case."""
+    versions = (("before", before), ("after", after))
     found = []
     for shape in (shrink(shape, quick) for shape in CGA_SHAPES):
         x = torch.randn(shape, requires_grad=True)
         grad = torch.randn(shape)
-        steps = {
-            tag: layer_step(package, lambda p, c=shape[1]: p.CGA(c, 32), [x], grad)
-            for tag, package in (("before", before), ("after", after))
-        }
+        steps = {tag: layer_step(package, lambda p, c=shape[1]: p.CGA(c, 32), [x], grad) for tag, package in versions}
         found.append((f"CGA(groups=32) {tuple(shape)}", steps))
     for low_shape, high_shape in ((shrink(low, quick), shrink(high, quick)) for low, high in SKIP_SHAPES):
         low, high = torch.randn(low_shape, requires_grad=True), torch.randn(high_shape, requires_grad=True)
         grad = torch.randn(low_shape)
         steps = {
             tag: layer_step(package, lambda p, c=low_shape[1]: p.integrations.SkipAttention(c, 32), [low, high], grad)
-            for tag, package in (("before", before), ("after", after))
+            for tag, package in versions
         }
         found.append((f"SkipAttention(groups=32) {tuple(low_shape)} <- {tuple(high_shape)}", steps))
     if models:
         for conversion in ("cga", "sgau skips"):
-            steps = {tag: model_step(package, conversion) for tag, package in (("before", before), ("after", after))}
+            steps = {tag: model_step(package, conversion) for tag, package in versions}
             steps["unmodified"] = model_step(after, "none")
             found.append((f"MONAI BasicUNet + {conversion}, training step", steps))
     size = (48, 64) if quick else (192, 256)
     for variant in variants:
-        steps = {tag: variant_step(package, variant, size) for tag, package in (("before", before), ("after", after))}
+        steps = {tag: variant_step(package, variant, size) for tag, package in versions}
         found.append((f"{variant}, training step at {size[0]}x{size[1]}", steps))
     return found
 

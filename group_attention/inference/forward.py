@@ -19,6 +19,12 @@ def autocast(device: "torch.device | str", enabled: bool) -> contextlib.Abstract
     return torch.autocast(device.type, dtype=dtype)
 
 
+def model_device(model: nn.Module, default: "torch.device | str" = "cpu") -> torch.device:
+    """The device of ``model``'s parameters, or ``default`` for a model without any."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device(default)
+
+
 def lesion_probabilities(
     model: nn.Module, images: torch.Tensor, *, amp: bool = False, lesion_channel: int = 1
 ) -> torch.Tensor:

@@ -29,7 +29,7 @@ from ..atomic import atomic_write, atomic_write_text
 from ..data.idrid import read_fundus_image
 from ..data.preprocess import Box, resize_image, training_crop
 from .checkpoint import InferenceSpec
-from .forward import lesion_probabilities
+from .forward import lesion_probabilities, model_device
 from .ground_truth import GroundTruth
 from .outputs import write_mask, write_overlay, write_probability, write_truth_overlay
 from .sliding_window import sliding_window_probabilities
@@ -71,11 +71,6 @@ def fov_box(image: Image.Image, spec: InferenceSpec) -> Box:
     return training_crop(image, spec.crop_fov)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def predict_probability(
     model: nn.Module,
@@ -110,7 +105,7 @@ def predict_probability(
         )
     width, height = image.size
     box = fov_box(image, spec)
-    device = _model_device(model)
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .._checks import check_positive_int
-from .forward import lesion_probabilities
+from .forward import lesion_probabilities, model_device
 
 __all__ = ["window_starts", "gaussian_weight", "sliding_window_probabilities"]
 
@@ -91,8 +91,7 @@ def sliding_window_probabilities(
     tile_h, tile_w = min(int(tile_size[0]), height), min(int(tile_size[1]), width)
     check_positive_int("tile height", tile_h)
     check_positive_int("tile width", tile_w)
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else image.device
+    device = model_device(model, default=image.device)
     weight = gaussian_weight((tile_h, tile_w), sigma_scale).to(device)
     weighted_sum = torch.zeros(height, width, dtype=torch.float32, device=device)
     weight_sum = torch.zeros(height, width, dtype=torch.float32, device=device)

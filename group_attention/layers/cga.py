@@ -123,29 +123,34 @@ class CGA(NotScriptable, nn.Module):
         """Eq. 1 (:func:`group_saliency`): ``(B, C, *spatial) -> (B, m, *spatial)``."""
         return group_saliency(x, self.groups, self.eps)
 
+    @property
+    def _per_group(self) -> bool:
+        """One gate weight per group (``gate="group"``) rather than per channel."""
+        return self.gate == "group"
+
     def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 2's gate (:func:`cga_channel_weights`): ``(B, C, *spatial) -> (B, C)``, values in (0, 1)."""
-        return cga_channel_weights(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self.gate == "group")
+        return cga_channel_weights(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self._per_group)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("x", x, self.channels, type(self).__name__)
         if use_fused(x, self.fc.weight):
-            per_group = self.gate == "group"
-            return fused_channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, per_group)[0]
-        return channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self.gate == "group")
+            return self._fused(x)[0]
+        return channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self._per_group)
 
     def forward_with_gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The output and the channel weights that made it: ``(B, C, *spatial), (B, C)`` with ``y = x * w``."""
         check_feature_map("x", x, self.channels, type(self).__name__)
         if use_fused(x, self.fc.weight):
-            return self._fused(x)
+            output, gate = self._fused(x)
+            gate = gate.to(x.dtype)
+            return output, expand_groups(gate, self.channels) if self._per_group else gate
         weights = self.channel_weights(x).to(x.dtype)
         return x * broadcast_channels(weights, x), weights
 
     def _fused(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        per_group = self.gate == "group"
-        output, gate = fused_channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, per_group)
-        return output, expand_groups(gate.to(x.dtype), self.channels) if per_group else gate.to(x.dtype)
+        """The fused Function's output and its gate, one weight per group or per channel."""
+        return fused_channel_group_attention(x, self.fc.weight, self.fc.bias, self.groups, self.eps, self._per_group)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, groups={self.groups}, gate={self.gate!r}, eps={self.eps}"

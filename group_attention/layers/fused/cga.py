@@ -11,7 +11,7 @@ from torch.autograd.function import once_differentiable
 
 from ..dispatch import triton_kernels, use_triton
 from ..group_ops import broadcast_channels, spatial_dims, spatial_size, stat_dtype
-from .common import group_sum, map_dot, scale_factor, spatial_dot, standardize_maps
+from .common import coupling_factor, group_sum, map_dot, scale_factor, spatial_dot, standardize_maps
 
 
 def fused_channel_group_attention(
@@ -147,9 +147,8 @@ def saliency_derivative(
     """
     dims, positions = spatial_dims(standardized), spatial_size(standardized)
     slope = saliency.addcmul_(saliency, saliency, value=-1.0)  # s (1 - s), in place
-    # sum(s' y) / ((N - 1) std N), 0 for a constant map (whose standardized values are all 0).
-    coupling = map_dot(slope, standardized)
-    coupling = coupling.div_(std.clamp_min(torch.finfo(std.dtype).tiny).mul_(max(positions - 1, 1) * positions))
+    # sum(s' y) / ((N - 1) std N), 0 for a constant map.
+    coupling = map_dot(slope, standardized).mul_(coupling_factor(std, positions)).div_(positions)
     scale = scale_factor(std, inv).div_(positions)
     derivative = torch.addcmul(slope.mean(dims, keepdim=True).mul_(scale).neg_(), slope, scale, out=slope)
     return derivative.addcmul_(standardized, coupling, value=-1.0)

@@ -100,10 +100,13 @@ def map_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ``(B, G, 1, ..)``, in that dtype (the statistics dtype of the callers).
 
     On CPU, for contiguous maps, the product is formed a block of whole maps at a time in one small buffer
-    (:data:`DOT_BUFFER_ELEMENTS`) instead of a temporary of the maps' size; elsewhere a product and a sum.
+    (:data:`DOT_BUFFER_ELEMENTS`) instead of a temporary of the maps' size; elsewhere :func:`spatial_dot` (a
+    batched matrix product on CUDA) or a product and a sum.
     """
     dims = spatial_dims(a)
-    if a.device.type != "cpu" or not (a.is_contiguous() and b.is_contiguous()) or a.numel() <= DOT_BUFFER_ELEMENTS:
+    if a.device.type != "cpu":
+        return spatial_dot(a, b)[0].view(*a.shape[:2], *([1] * len(dims))).to(a.dtype)
+    if not (a.is_contiguous() and b.is_contiguous()) or a.numel() <= DOT_BUFFER_ELEMENTS:
         return (a * b).sum(dims, keepdim=True)
     positions = spatial_size(a)
     rows_a, rows_b = a.view(-1, positions), b.view(-1, positions)
@@ -223,7 +226,7 @@ def standardize_maps_backward(
     positions = spatial_size(standardized)
     # A constant map (std == 0) standardizes to 0 whatever small change is made: its second term vanishes.
     scale = coupling_factor(std, positions)
-    coupling = broadcast_channels(spatial_dot(grad, standardized)[0].to(scale.dtype), scale) * scale
+    coupling = map_dot(grad, standardized).to(scale.dtype) * scale
     grad_mean = grad.mean(dims, keepdim=True)
     grad_maps = grad.sub_(grad_mean) if overwrite else grad - grad_mean
     return grad_maps.mul_(scale_factor(std, inv)).addcmul_(standardized, coupling, value=-1.0)

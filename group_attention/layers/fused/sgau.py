@@ -92,7 +92,7 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
             if one_channel_per_group:
                 grad_low = gain.mul_(grad_attended)
             else:
-                grad_low = (grad_attended.unflatten(1, (groups, -1)) * gain.to(grad.dtype).unsqueeze(2)).flatten(1, 2)
+                grad_low = _times_gain(grad_attended, gain.to(grad.dtype), groups)
             grad_low = grad_low.to(ctx.low_dtype)
         if grad_maps is not None:
             del saliency
