@@ -33,7 +33,7 @@ def make_image(path: Path, size: tuple[int, int]) -> None:
     import numpy as np
     from PIL import Image
 
-    from group_attention.data import render_fundus
+    from group_attention.fundus.data import render_fundus
 
     image, _ = render_fundus(np.random.default_rng(0), size)
     Image.fromarray(image).save(path, quality=95)
@@ -56,7 +56,8 @@ def worker(arguments: argparse.Namespace) -> None:
     import torch
 
     from group_attention import build_variant
-    from group_attention.inference import inference_metadata, load_model, predict, save_model
+    from group_attention.fundus import inference_metadata, load_model, predict
+    from group_attention.inference import save_model
 
     torch.set_num_threads(arguments.threads)
     folder = Path(arguments.work)

@@ -26,10 +26,16 @@ import os
 import sys
 from pathlib import Path
 
-from group_attention.data import PairedFolderSource
-from group_attention.engine import PROTOCOLS, ExperimentConfig, quick_synthetic_config, resolve_device, run_experiment
-from group_attention.engine.config import KEEP_CHECKPOINTS
-from group_attention.engine.experiment import has_work, validate_experiment
+from group_attention.fundus.data import PairedFolderSource
+from group_attention.fundus.engine import (
+    PROTOCOLS,
+    ExperimentConfig,
+    quick_synthetic_config,
+    resolve_device,
+    run_experiment,
+)
+from group_attention.fundus.engine.config import KEEP_CHECKPOINTS
+from group_attention.fundus.engine.experiment import has_work, validate_experiment
 from group_attention.models import VARIANTS
 
 # Mistakes a person can make (options, data files, the output folder): one line and exit code 2, no traceback.

@@ -5,7 +5,7 @@ import pytest
 import torch
 from idrid_trees import REAL_ROOT, SIZE, _base, _source_files
 
-from group_attention.data import IDRiD, make_synthetic_idrid
+from group_attention.fundus.data import IDRiD, make_synthetic_idrid
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from group_attention.data import SegmentationSource
-from group_attention.engine import ExperimentConfig, quick_synthetic_config
+from group_attention.fundus.data import SegmentationSource
+from group_attention.fundus.engine import ExperimentConfig, quick_synthetic_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "idrid_ganet.py"

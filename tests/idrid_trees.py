@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from group_attention.data import (
+from group_attention.fundus.data import (
     make_synthetic_idrid,
 )
 

@@ -16,10 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from group_attention.cli import main
-from group_attention.data import make_synthetic_idrid, read_lesion_mask
-from group_attention.engine import quick_synthetic_config, run_experiment
-from group_attention.inference import inference_metadata, load_model, read_spec, save_model
+from group_attention.fundus import inference_metadata, load_model, read_spec
+from group_attention.fundus.cli import main
+from group_attention.fundus.data import make_synthetic_idrid, read_lesion_mask
+from group_attention.fundus.engine import quick_synthetic_config, run_experiment
+from group_attention.inference import save_model
 from group_attention.metrics import dice, sensitivity
 from tests.test_inference import flood_fill_count
 
@@ -247,32 +248,14 @@ def test_a_checkpoint_of_another_kind_is_a_clear_error(trained, tmp_path, capsys
     assert message in error and str(path) in error
 
 
-def test_an_old_checkpoint_needs_the_flags_the_error_names(trained, predicted, tmp_path, capsys):
+def test_a_checkpoint_without_metadata_is_one_clear_error(trained, tmp_path, capsys):
     state = torch.load(trained["checkpoint"], weights_only=True)
-    old = tmp_path / "old.pt"
-    torch.save({"model": state["model"], "epoch": state["epoch"]}, old)
-    assert predict_cli("--checkpoint", old, trained["images"], "--out", tmp_path / "a") == 2
-    assert "--variant, --lesion, --size" in capsys.readouterr().err
-    assert (
-        predict_cli(
-            "--checkpoint",
-            old,
-            trained["images"],
-            "--out",
-            tmp_path / "b",
-            "--variant",
-            "ganet",
-            "--lesion",
-            "EX",
-            "--size",
-            *TRAIN_SIZE,
-        )
-        == 0
-    )
-    np.testing.assert_array_equal(
-        np.asarray(Image.open(tmp_path / "b" / "masks" / "IDRiD_01_EX.png")),
-        np.asarray(Image.open(predicted / "masks" / "IDRiD_01_EX.png")),
-    )
+    bare = tmp_path / "bare.pt"
+    torch.save({"model": state["model"], "epoch": state["epoch"]}, bare)
+    assert predict_cli("--checkpoint", bare, trained["images"], "--out", tmp_path / "a") == 2
+    error = capsys.readouterr().err
+    assert "no inference metadata" in error and str(bare) in error
+    assert not (tmp_path / "a").exists()
 
 
 def test_python_dash_m_runs_the_command_line(tmp_path):
@@ -288,7 +271,7 @@ def test_python_dash_m_runs_the_command_line(tmp_path):
 
 def test_the_console_script_is_declared():
     text = (REPO / "pyproject.toml").read_text()
-    assert '[project.scripts]\ngroup-attention = "group_attention.cli:main"' in text
+    assert '[project.scripts]\ngroup-attention = "group_attention.fundus.cli:main"' in text
 
 
 IDRID_ROOT = os.environ.get("GA_IDRID_ROOT")
@@ -299,7 +282,7 @@ IDRID_ROOT = os.environ.get("GA_IDRID_ROOT")
     "mode", [[], pytest.param(["--tile", "--tile-size", "384", "512", "--overlap", "0"], marks=pytest.mark.slow)]
 )
 def test_real_idrid_images_at_full_resolution_are_predicted_and_scored(trained, tmp_path, mode):
-    from group_attention.data import discover_idrid
+    from group_attention.fundus.data import discover_idrid
 
     layout = discover_idrid(IDRID_ROOT)
     image_id = layout.ids("all")[0]

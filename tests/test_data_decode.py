@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from group_attention.data import (
+from group_attention.fundus.data import (
     read_lesion_mask,
 )
 

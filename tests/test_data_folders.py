@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from group_attention.data import IDRiDSource, PairedFolderSource
-from group_attention.engine import run_experiment
+from group_attention.fundus.data import IDRiDSource, PairedFolderSource
+from group_attention.fundus.engine import run_experiment
 from tests.engine_runs import tiny_config
 
 REAL_ROOT = os.environ.get("GA_IDRID_ROOT")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from group_attention.data import (
+from group_attention.fundus.data import (
     IDRiD,
     discover_idrid,
     fold_of,

@@ -26,8 +26,8 @@ from idrid_trees import (
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import group_attention.data.idrid as idrid_module
-from group_attention.data import (
+import group_attention.fundus.data.idrid as idrid_module
+from group_attention.fundus.data import (
     IDRiD,
     RandomFlipRotate,
     discover_idrid,

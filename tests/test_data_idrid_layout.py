@@ -13,7 +13,7 @@ from idrid_trees import (
     needs_real_idrid,
 )
 
-from group_attention.data import (
+from group_attention.fundus.data import (
     IDRiD,
     discover_idrid,
     make_synthetic_idrid,

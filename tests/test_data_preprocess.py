@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from group_attention.data import (
+from group_attention.fundus.data import (
     find_fov_box,
     resize_mask,
 )
-from group_attention.data.preprocess import Box
+from group_attention.fundus.data.preprocess import Box
 
 
 def _fundus_frame(height=300, width=450, radius=180, noise=True):

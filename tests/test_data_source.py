@@ -4,7 +4,13 @@ import pytest
 import torch
 from idrid_trees import _base
 
-from group_attention.data import IDRiD, IDRiDSource, SegmentationSource, SyntheticIDRiDSource, make_synthetic_idrid
+from group_attention.fundus.data import (
+    IDRiD,
+    IDRiDSource,
+    SegmentationSource,
+    SyntheticIDRiDSource,
+    make_synthetic_idrid,
+)
 
 
 @pytest.fixture(scope="module")

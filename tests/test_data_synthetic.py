@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from group_attention.data import IDRiD, make_synthetic_idrid, render_fundus
-from group_attention.data import synthetic as synthetic_module
+from group_attention.fundus.data import IDRiD, make_synthetic_idrid, render_fundus
+from group_attention.fundus.data import synthetic as synthetic_module
 
 SIZE = (96, 144)
 FOLDERS = {

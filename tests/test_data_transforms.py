@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
-from group_attention.data import FlipRotateParams, RandomFlipRotate, apply_flip_rotate, random_flip_rotate
+from group_attention.fundus.data import FlipRotateParams, RandomFlipRotate, apply_flip_rotate, random_flip_rotate
 
 
 def _params(hflip, vflip, angle):

@@ -17,8 +17,10 @@ PUBLIC_MODULES = [
     "group_attention.models",
     "group_attention.losses",
     "group_attention.metrics",
-    "group_attention.data",
-    "group_attention.engine",
+    "group_attention.inference",
+    "group_attention.fundus",
+    "group_attention.fundus.data",
+    "group_attention.fundus.engine",
 ]
 
 _OBJECT_DIRECTIVE = re.compile(

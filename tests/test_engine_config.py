@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from group_attention.engine import ExperimentConfig
+from group_attention.fundus.engine import ExperimentConfig
 
 
 @pytest.mark.parametrize(

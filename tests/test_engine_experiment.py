@@ -13,10 +13,10 @@ import pytest
 import torch
 from engine_runs import EXAMPLE, REPO, NumberedSquares, free_port, read_log, tiny_config
 
-import group_attention.engine.train as train_module
-from group_attention.data import make_synthetic_idrid
-from group_attention.engine import ExperimentConfig, run_experiment
-from group_attention.engine.experiment import run_specs
+import group_attention.fundus.engine.train as train_module
+from group_attention.fundus.data import make_synthetic_idrid
+from group_attention.fundus.engine import ExperimentConfig, run_experiment
+from group_attention.fundus.engine.experiment import run_specs
 
 
 @pytest.mark.parametrize(

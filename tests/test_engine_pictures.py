@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from group_attention import GANet
-from group_attention.engine import attention_panels, overlay
-from group_attention.engine.visualize import FALSE_NEGATIVE, FALSE_POSITIVE, TRUE_POSITIVE, overlay_figure
+from group_attention.fundus.engine import attention_panels, overlay
+from group_attention.fundus.engine.visualize import FALSE_NEGATIVE, FALSE_POSITIVE, TRUE_POSITIVE, overlay_figure
 
 VIRIDIS_ENDS = ((68, 1, 84), (253, 231, 37))
 

@@ -7,7 +7,7 @@ import engine_runs
 import pytest
 import torch
 
-from group_attention.engine import run_experiment
+from group_attention.fundus.engine import run_experiment
 from group_attention.models import build_variant
 
 

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import torch
 from engine_runs import tiny_config
 
-import group_attention.engine.train as train_module
-from group_attention.engine import run_experiment
-from group_attention.engine.distributed import Context
+import group_attention.fundus.engine.train as train_module
+from group_attention.fundus.engine import run_experiment
+from group_attention.fundus.engine.distributed import Context
 
 
 def test_checkpoints_are_written_at_most_every_checkpoint_seconds_and_at_the_end(tmp_path):

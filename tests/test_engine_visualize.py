@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from group_attention.engine.visualize import FALSE_NEGATIVE, FALSE_POSITIVE, TRUE_POSITIVE, overlay
+from group_attention.fundus.engine.visualize import FALSE_NEGATIVE, FALSE_POSITIVE, TRUE_POSITIVE, overlay
 
 
 def test_overlay_colours_follow_figure_5():
@@ -19,7 +19,7 @@ def test_overlay_colours_follow_figure_5():
 
 def test_attention_figure_leaves_the_models_recording_as_it_was():
     from group_attention import GANet
-    from group_attention.engine import attention_panels
+    from group_attention.fundus.engine import attention_panels
 
     model = GANet(channels=(32, 64), num_classes=1)
     model.record_attention = True

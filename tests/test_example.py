@@ -16,8 +16,8 @@ import torch
 from engine_runs import EXAMPLE, REPO, read_log
 from PIL import Image
 
-import group_attention.engine.train as train_module
-from group_attention.data import IDRiD, make_synthetic_idrid
+import group_attention.fundus.engine.train as train_module
+from group_attention.fundus.data import IDRiD, make_synthetic_idrid
 from group_attention.models import VARIANTS
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from group_attention.data import make_synthetic_idrid
+from group_attention.fundus.data import make_synthetic_idrid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -211,7 +211,7 @@ def test_the_traceback_is_shown_with_debug_or_ga_debug(capsys, tree, tmp_path, m
 
 
 def test_ctrl_c_says_where_it_stopped_and_the_same_command_resumes(capsys, tree, tmp_path, monkeypatch):
-    from group_attention.engine.train import Trainer
+    from group_attention.fundus.engine.train import Trainer
 
     argv = tiny(tree, tmp_path / "out", tmp_path)
     argv[argv.index("--epochs") + 1] = "3"
@@ -249,7 +249,7 @@ def test_help_shows_the_defaults_of_the_mode_in_use(capsys):
 
 
 def test_a_validation_dice_of_zero_prints_as_a_number_not_a_dash(capsys, tree, tmp_path, monkeypatch):
-    from group_attention.engine import train
+    from group_attention.fundus.engine import train
 
     monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: {"dice": 0.0, "aupr": 0.0})
     argv = [a for a in tiny(tree, tmp_path / "out", tmp_path) if a != "--no-progress"]

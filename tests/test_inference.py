@@ -1,4 +1,5 @@
-"""Inference building blocks: checkpoints and load_model, the sliding window, connected components."""
+"""Inference building blocks: checkpoints (the core's and the fundus application's load_model), the fundus sliding
+window, connected components."""
 
 from __future__ import annotations
 
@@ -12,16 +13,8 @@ from torch import nn
 
 import group_attention
 from group_attention import UNet, build_variant, load_model
-from group_attention.inference import (
-    CheckpointError,
-    count_components,
-    gaussian_weight,
-    inference_metadata,
-    read_spec,
-    save_model,
-    sliding_window_probabilities,
-    window_starts,
-)
+from group_attention.fundus import count_components, inference_metadata, read_spec, sliding_window_probabilities
+from group_attention.inference import CheckpointError, gaussian_weight, load_checkpoint, save_model, window_starts
 
 TINY = {"channels": (4, 8, 16), "encoder_attention": "cga", "skip": "sgau", "groups": 2, "decoder_convs": 1}
 
@@ -50,27 +43,22 @@ def test_load_model_is_exported_from_the_package():
     assert "load_model" in group_attention.__all__ and group_attention.load_model is load_model
 
 
-def test_an_old_checkpoint_without_metadata_names_the_missing_arguments_and_loads_with_them(tmp_path):
-    model = build_variant("baseline", 3, 2).eval()
+def test_a_bare_state_dict_is_refused_naming_the_file_and_what_it_lacks(tmp_path):
     path = tmp_path / "checkpoint_best.pt"
-    torch.save({"model": model.state_dict(), "epoch": 3, "val_dice": 0.4}, path)  # the format before metadata
-    with pytest.raises(CheckpointError) as error:
-        load_model(path)
-    message = str(error.value)
-    assert str(path) in message and "variant=" in message and "lesion=" in message and "size=" in message
-    loaded = load_model(path, variant="baseline", lesion="EX", size=(384, 512))
-    assert loaded.inference_spec.format_version is None and loaded.inference_spec.size == (384, 512)
-    x = torch.rand(1, 3, 32, 32)
+    torch.save({"model": build_variant("baseline", 3, 2).state_dict(), "epoch": 3}, path)
+    for read in (load_model, read_spec):
+        with pytest.raises(CheckpointError, match="no inference metadata") as error:
+            read(path)
+        assert str(path) in str(error.value) and "load_state_dict" in str(error.value)
+
+
+def test_the_core_loader_rebuilds_the_model_and_returns_the_whole_metadata(tmp_path):
+    model, metadata = tiny_model_and_metadata("HE", (40, 56))
+    save_model(tmp_path / "m.pt", model, metadata)
+    loaded, read = load_checkpoint(tmp_path / "m.pt")
+    assert read == metadata and not loaded.training and not hasattr(loaded, "inference_spec")
+    x = torch.rand(1, 3, 24, 40)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-
-
-def test_an_old_last_checkpoint_needs_only_the_size(tmp_path):
-    path = tmp_path / "checkpoint_last.pt"
-    torch.save({"model": build_variant("unet").state_dict(), "spec": {"variant": "unet", "lesion": "HE"}}, path)
-    with pytest.raises(CheckpointError, match=r"pass size= to load_model") as error:
-        read_spec(path)
-    assert "variant=" not in str(error.value).split("pass")[1].split("to load_model")[0]
-    assert read_spec(path, size=(96, 128)).lesion == "HE"
 
 
 def _torch_save(path, obj):
@@ -100,14 +88,15 @@ def test_a_file_that_is_not_a_model_checkpoint_is_refused_naming_it(tmp_path, ma
     path = tmp_path / "file.pt"
     make(path)
     with pytest.raises(CheckpointError, match=message) as error:
-        load_model(path, variant="ganet", lesion="EX", size=(64, 64))
+        load_model(path)
     assert str(path) in str(error.value)
 
 
 def test_weights_of_another_model_are_refused_naming_the_file(tmp_path):
-    path = _torch_save(tmp_path / "linear.pt", {"model": nn.Linear(3, 2).state_dict()})
+    metadata = inference_metadata("ganet", "EX", (64, 64))
+    path = _torch_save(tmp_path / "linear.pt", {"model": nn.Linear(3, 2).state_dict(), "inference": metadata})
     with pytest.raises(CheckpointError, match="do not fit ganet") as error:
-        load_model(path, variant="ganet", lesion="EX", size=(64, 64))
+        load_model(path)
     assert str(path) in str(error.value)
 
 
@@ -119,11 +108,11 @@ def test_a_newer_format_version_is_refused_with_upgrade_advice(tmp_path):
         load_model(tmp_path / "new.pt")
 
 
-def test_arguments_contradicting_a_self_describing_checkpoint_are_refused(tmp_path):
+def test_the_threshold_can_be_overridden_and_is_checked(tmp_path):
     model, metadata = tiny_model_and_metadata("EX")
     save_model(tmp_path / "m.pt", model, metadata)
-    with pytest.raises(CheckpointError, match="lesion='EX'"):
-        load_model(tmp_path / "m.pt", lesion="HE")
+    with pytest.raises(ValueError, match="threshold must be in"):
+        load_model(tmp_path / "m.pt", threshold=1.5)
     assert load_model(tmp_path / "m.pt", threshold=0.25).inference_spec.threshold == 0.25
 
 
@@ -289,9 +278,9 @@ def test_components_refuse_bad_arguments():
 def test_the_experiments_evaluation_runs_the_prediction_forward_pass(monkeypatch):
     import importlib
 
-    from group_attention.engine import LesionArrays, evaluate
+    from group_attention.fundus.engine import LesionArrays, evaluate
 
-    evaluate_module = importlib.import_module("group_attention.engine.evaluate")
+    evaluate_module = importlib.import_module("group_attention.fundus.engine.evaluate")
     from group_attention.inference import lesion_probabilities
 
     calls = []

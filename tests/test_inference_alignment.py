@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from group_attention.data import find_fov_box
-from group_attention.inference import InferenceSpec, predict_probability
+from group_attention.fundus import InferenceSpec, predict_probability
+from group_attention.fundus.data import find_fov_box
 from tests.test_inference import RedThreshold
 
 # (height, width, top, left, bottom, right border widths)
@@ -113,7 +113,7 @@ def test_greyscale_and_alpha_images_are_read_as_in_training(mode, tmp_path):
     image, _, _ = fundus_like(*IMAGES[0], seed=0)
     converted = image.convert(mode)
     converted.save(tmp_path / "x.png")
-    from group_attention.inference import read_image
+    from group_attention.fundus import read_image
 
     read = read_image(tmp_path / "x.png")
     assert read.mode == "RGB" and read.size == image.size

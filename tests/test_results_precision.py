@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from group_attention.engine import LesionArrays, evaluate
-from group_attention.engine.results import write_results
+from group_attention.fundus.engine import LesionArrays, evaluate
+from group_attention.fundus.engine.results import write_results
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

@@ -1,42 +1,40 @@
-"""Applying trained models to new fundus photographs: self-describing checkpoints and :func:`load_model`,
-full-resolution prediction (training scale or sliding window) and the outputs of ``group-attention predict``."""
+"""Generic inference: self-describing checkpoints that rebuild a model, one forward pass to class probabilities,
+and an N-d sliding window over any predictor (like MONAI's ``sliding_window_inference``)."""
 
 from .checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     CheckpointError,
-    InferenceSpec,
-    experiment_metadata,
-    inference_metadata,
-    load_model,
-    read_spec,
+    build_model,
+    check_metadata,
+    checkpoint_metadata,
+    checkpoint_weights,
+    load_checkpoint,
+    model_metadata,
+    read_checkpoint,
     save_model,
 )
-from .components import count_components
-from .forward import autocast, lesion_probabilities
-from .predict import IMAGE_SUFFIXES, PredictionReport, find_images, predict, predict_probability, read_image
-from .sliding_window import gaussian_weight, sliding_window_probabilities, window_starts
+from .forward import autocast, lesion_probabilities, lesion_probability, model_device
+from .sliding_window import WINDOW_MODES, gaussian_weight, sliding_window_inference, window_starts
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "CheckpointError",
-    "InferenceSpec",
-    "inference_metadata",
-    "experiment_metadata",
-    "read_spec",
-    "load_model",
+    "model_metadata",
+    "checkpoint_metadata",
+    "read_checkpoint",
+    "checkpoint_weights",
+    "check_metadata",
+    "build_model",
+    "load_checkpoint",
     "save_model",
-    "count_components",
     "autocast",
+    "model_device",
     "lesion_probabilities",
-    "IMAGE_SUFFIXES",
-    "PredictionReport",
-    "find_images",
-    "predict",
-    "predict_probability",
-    "read_image",
+    "lesion_probability",
+    "sliding_window_inference",
     "gaussian_weight",
-    "sliding_window_probabilities",
     "window_starts",
+    "WINDOW_MODES",
 ]

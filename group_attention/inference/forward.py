@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
-__all__ = ["autocast", "lesion_probabilities", "lesion_probability"]
+__all__ = ["autocast", "model_device", "lesion_probabilities", "lesion_probability"]
 
 
 def autocast(device: "torch.device | str", enabled: bool) -> contextlib.AbstractContextManager:

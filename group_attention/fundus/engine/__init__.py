@@ -1,5 +1,5 @@
 """The reusable training and evaluation engine behind ``examples/idrid_ganet.py``: it trains and tests Table 1's
-variants on any :class:`~group_attention.data.SegmentationSource` (images, masks, ids and folds)."""
+variants on any :class:`~group_attention.fundus.data.SegmentationSource` (images, masks, ids and folds)."""
 
 from .arrays import LesionArrays, load_class_arrays, load_lesion_arrays
 from .config import PROTOCOLS, ExperimentConfig, quick_synthetic_config

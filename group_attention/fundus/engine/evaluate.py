@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 # autocast and lesion_probability are re-exported: train.py and the engine's API import them from here.
-from ..inference.forward import autocast, lesion_probabilities, lesion_probability  # noqa: F401
-from ..metrics import SegmentationMetrics, aupr
+from ...inference.forward import autocast, lesion_probabilities, lesion_probability  # noqa: F401
+from ...metrics import SegmentationMetrics, aupr
 from .arrays import LesionArrays
 
 

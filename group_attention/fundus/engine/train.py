@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ...losses import GeneralizedDiceLoss
+from ...models import build_variant
+from ..checkpoint import experiment_metadata
 from ..data import random_flip_rotate
-from ..inference.checkpoint import experiment_metadata
-from ..losses import GeneralizedDiceLoss
-from ..models import build_variant
 from .arrays import LesionArrays
 from .config import ExperimentConfig
 from .distributed import Context

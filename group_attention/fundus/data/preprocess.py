@@ -32,7 +32,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 
-from ..atomic import atomic_write
+from ...atomic import atomic_write
 
 __all__ = [
     "PREPROCESS_VERSION",

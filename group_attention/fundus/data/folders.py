@@ -3,8 +3,8 @@
 :class:`PairedFolderSource` pairs each image of one folder with its masks, one per class, found either in one
 sub-folder per class (``masks/EX/img01.png``) or in one folder with a suffix per class (``masks/img01_EX.png``).
 The images go through IDRiD's preprocessing (field-of-view crop, which can be turned off, resize, on-disk cache)
-and masks through :func:`~group_attention.data.decode.read_binary_mask`. The matching rules are written in the class
-docstring and in :doc:`/data` ("Your own images").
+and masks through :func:`~group_attention.fundus.data.decode.read_binary_mask`. The matching rules are written in
+the class docstring and in :doc:`/data` ("Your own images").
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import check_choice
+from ..._checks import check_choice
 from .decode import header_size, read_binary_mask, read_fundus_image, read_lesion_mask
 from .idrid import IDRiD, _size_mismatch
 from .preprocess import ArrayCache, PreprocessConfig, default_cache_dir
@@ -130,7 +130,8 @@ class PairedFolderDataset(IDRiD):
 
 
 class PairedFolderSource(SegmentationSource):
-    """A folder of images with binary masks per class, as a :class:`~group_attention.data.source.SegmentationSource`.
+    """A folder of images with binary masks per class, as a
+    :class:`~group_attention.fundus.data.source.SegmentationSource`.
 
     Layouts (``images`` and ``masks`` are the two folders given)::
 
@@ -168,7 +169,7 @@ class PairedFolderSource(SegmentationSource):
             ``ids("train")``/``ids("test")`` and the ``"official"`` protocol. Without them only ``"all"`` exists
             (cross-validation).
         binary_masks: refuse masks with more than two values (default True); False thresholds them as IDRiD's
-            (:func:`~group_attention.data.read_lesion_mask`).
+            (:func:`~group_attention.fundus.data.read_lesion_mask`).
 
     Raises:
         FileNotFoundError: a folder that does not exist.

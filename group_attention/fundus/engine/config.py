@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._checks import check_choice, check_int, check_positive_int
+from ..._checks import check_choice, check_int, check_positive_int
+from ...models import VARIANTS
 from ..data import IDRiDSource, SegmentationSource, SyntheticIDRiDSource
 from ..data.source import PROTOCOLS
-from ..models import VARIANTS
 
 KEEP_CHECKPOINTS = ("best", "all", "none")
 # The network halves the resolution four times: a side below its total stride leaves nothing to attend to.
@@ -29,7 +29,7 @@ class ExperimentConfig:
     Attributes:
         data_root: IDRiD root (the folder holding ``A. Segmentation``); None generates the synthetic look-alike.
         lesions: lesions segmented separately, one model each (paper: EX and HE): class names of the data source,
-            checked against it by :func:`~group_attention.engine.run_experiment` before anything is written.
+            checked against it by :func:`~group_attention.fundus.engine.run_experiment` before anything is written.
         variants: Table 1 rows to train (names of :data:`~group_attention.VARIANTS`).
         protocol: ``"cv"`` (k-fold cross-validation over all images, the paper's) or ``"official"`` (train on the
             official training set, test on the testing set).

@@ -1,9 +1,9 @@
 """The seam between data and the training engine: what a segmentation data source provides.
 
-The engine (:mod:`group_attention.engine`) never reads a folder itself: it asks a :class:`SegmentationSource` for
+The engine (:mod:`group_attention.fundus.engine`) never reads a folder itself: it asks a :class:`SegmentationSource` for
 the class names, the image ids of each split, the folds of a protocol, and a Dataset of preprocessed images and
-masks. :class:`~group_attention.data.IDRiDSource` (the download's layout) and
-:class:`~group_attention.data.SyntheticIDRiDSource` (the generated look-alike) are two such sources; the contract
+masks. :class:`~group_attention.fundus.data.IDRiDSource` (the download's layout) and
+:class:`~group_attention.fundus.data.SyntheticIDRiDSource` (the generated look-alike) are two such sources; the contract
 below is what a new one (e.g. a folder of images with a folder of masks per class) must keep. :doc:`/data`
 ("Data sources") says the same with an example.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from torch.utils.data import Dataset
 
-from .._checks import check_choice
+from ..._checks import check_choice
 from .folds import kfold_ids
 
 __all__ = ["PROTOCOLS", "SOURCE_SPLITS", "SegmentationSource"]
@@ -43,7 +43,7 @@ class SegmentationSource(ABC):
       source may make optional) and the on-disk cache are the source's business; a Dataset must be picklable so
       that DataLoader workers can load it.
     - :meth:`folds`: ``[(train_ids, test_ids), ...]`` for a protocol of :data:`PROTOCOLS`, test folds disjoint.
-      The default is :func:`~group_attention.data.kfold_ids` over ``ids("all")`` for ``"cv"`` and
+      The default is :func:`~group_attention.fundus.data.kfold_ids` over ``ids("all")`` for ``"cv"`` and
       ``[(ids("train"), ids("test"))]`` for ``"official"``.
     - :meth:`prepare`: makes the files exist (the synthetic source writes its tree). The engine calls it once, on
       process 0 only, before any other method; other processes wait. The default does nothing.
@@ -54,7 +54,7 @@ class SegmentationSource(ABC):
     - :meth:`summary`: what the source holds, for a person (counts per split and class).
 
     Example:
-        >>> from group_attention.data import SyntheticIDRiDSource
+        >>> from group_attention.fundus.data import SyntheticIDRiDSource
         >>> import tempfile
         >>> source = SyntheticIDRiDSource(tempfile.mkdtemp(), n_train=4, n_test=2, size=(64, 96))
         >>> source.prepare()

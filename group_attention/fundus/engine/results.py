@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..models.variants import VARIANT_LABELS
+from ...models.variants import VARIANT_LABELS
 from .io import write_json, write_text
 
 TABLE_METRICS = (

@@ -1,7 +1,7 @@
 """A synthetic IDRiD look-alike, written in the official layout and file formats.
 
 For tests, CI and a first try where IDRiD itself is not available. :func:`make_synthetic_idrid` writes
-``A. Segmentation/...`` exactly like the download (see :mod:`group_attention.data.idrid`): JPEG fundus
+``A. Segmentation/...`` exactly like the download (see :mod:`group_attention.fundus.data.idrid`): JPEG fundus
 photographs and red-on-black TIFF masks (palette or RGB), one training image without a haemorrhage
 mask, soft exudate masks for only some images. Each photograph has a dark background around a circular
 orange-red field of view clipped at top and bottom like IDRiD's, vignetting, a darker macula, vessels
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, features
 
-from .._checks import check_int
-from ..atomic import atomic_write_text
+from ..._checks import check_int
+from ...atomic import atomic_write_text
 from .idrid import IDRiDSource
 from .idrid_layout import IMAGES_FOLDER, LESIONS, MASKS_FOLDER, SET_FOLDERS, TOP_FOLDER
 from .preprocess import check_size
@@ -75,7 +75,7 @@ def render_fundus(
 
     Shape:
         Returns the image ``(H, W, 3)`` uint8 and ``{code: (H, W) bool}`` for every code of
-        :data:`~group_attention.data.idrid.LESIONS` (all-False where none was drawn).
+        :data:`~group_attention.fundus.data.idrid.LESIONS` (all-False where none was drawn).
     """
     height, width = check_size(size)
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -362,7 +362,7 @@ def make_synthetic_idrid(
         for plan in plans:
             _write_image_and_masks(base, plan, size, seed, mask_encoding)
         marker = {
-            "generator": "group_attention.data.make_synthetic_idrid",
+            "generator": "group_attention.fundus.data.make_synthetic_idrid",
             "n_train": n_train,
             "n_test": n_test,
             "size": list(size),
@@ -397,9 +397,9 @@ def _write_image_and_masks(base: Path, plan: _ImagePlan, size, seed: int, mask_e
 
 
 class SyntheticIDRiDSource(IDRiDSource):
-    """The synthetic look-alike as a :class:`~group_attention.data.source.SegmentationSource`: :meth:`prepare`
+    """The synthetic look-alike as a :class:`~group_attention.fundus.data.source.SegmentationSource`: :meth:`prepare`
     writes it under ``root`` with :func:`make_synthetic_idrid` (once: an existing tree is reused), then it reads
-    like :class:`~group_attention.data.IDRiDSource`.
+    like :class:`~group_attention.fundus.data.IDRiDSource`.
 
     Args:
         root: folder to write ``A. Segmentation`` into.

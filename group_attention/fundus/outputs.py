@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..atomic import atomic_write
+from .pictures import FALSE_NEGATIVE, FALSE_POSITIVE, LESION_COLOURS, TRUE_POSITIVE, save_png
 
 __all__ = [
-    "LESION_COLOURS",
     "write_mask",
     "write_probability",
     "write_overlay",
@@ -21,23 +20,13 @@ __all__ = [
     "read_probability",
 ]
 
-#: One colour per lesion in the prediction overlay (RGB).
-LESION_COLOURS: dict[str, tuple[int, int, int]] = {
-    "EX": (255, 255, 0),  # yellow
-    "HE": (0, 255, 255),  # cyan: stands out on the red fundus, where red would not
-    "MA": (255, 0, 255),  # magenta
-    "SE": (0, 255, 0),  # green
-    "OD": (0, 96, 255),  # blue
-}
 OVERLAY_OPACITY = 0.6
 # Large photographs: zlib level 1 writes a 12-megapixel PNG several times faster than the default 6.
 PNG_COMPRESS_LEVEL = 1
 
 
 def _save_png(path: "str | os.PathLike", image: Image.Image) -> Path:
-    return atomic_write(
-        path, lambda stream: image.save(stream, format="PNG", compress_level=PNG_COMPRESS_LEVEL), durable=False
-    )
+    return save_png(path, image, compress_level=PNG_COMPRESS_LEVEL, durable=False)  # a rerun rewrites them
 
 
 def write_mask(path: "str | os.PathLike", mask: np.ndarray) -> Path:
@@ -70,9 +59,7 @@ def write_overlay(path: "str | os.PathLike", image: Image.Image, masks: dict[str
 def write_truth_overlay(
     path: "str | os.PathLike", image: Image.Image, prediction: np.ndarray, truth: np.ndarray
 ) -> Path:
-    """The Fig. 5 picture at full resolution (the experiment's colours, :mod:`group_attention.engine.visualize`)."""
-    from ..engine.visualize import FALSE_NEGATIVE, FALSE_POSITIVE, TRUE_POSITIVE  # engine imports this package
-
+    """The Fig. 5 picture at full resolution, in the experiment's colours."""
     canvas = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     predicted, actual = np.asarray(prediction, dtype=bool), np.asarray(truth, dtype=bool)
     canvas[predicted & actual] = TRUE_POSITIVE

@@ -1,7 +1,7 @@
 """The ``group-attention`` command line (also ``python -m group_attention``).
 
 ``group-attention predict --checkpoint CKPT [--checkpoint CKPT2 ...] INPUTS... --out DIR`` applies trained models
-to fundus photographs at their original resolution; see :func:`group_attention.inference.predict` and the docs'
+to fundus photographs at their original resolution; see :func:`group_attention.fundus.predict` and the docs'
 "Applying a trained model" page. Exit status: 0 when every image was predicted (or skipped as done), 1 when some
 could not be read, 2 for a bad command line or a checkpoint that cannot be loaded.
 """
@@ -50,9 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
         "paper's metrics and AUPR at full resolution and Fig. 5 overlays",
     )
     add("--threshold", type=float, help="decision threshold (default: the checkpoint's, 0.5)")
-    add("--variant", help="for checkpoints without metadata (older versions): the Table 1 variant")
-    add("--lesion", help="for checkpoints without metadata: the lesion code")
-    add("--size", type=int, nargs=2, metavar=("H", "W"), help="for checkpoints without metadata: the training size")
     add("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -72,23 +69,15 @@ def _device(name: str) -> "object":
 
 
 def run_predict(arguments: argparse.Namespace) -> int:
-    from .inference import load_model, predict
+    from .checkpoint import load_model
+    from .predict import predict
 
     if arguments.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive int, got {arguments.batch_size}")
     device = _device(arguments.device)
     models, identities = [], []
     for checkpoint in arguments.checkpoint:
-        models.append(
-            load_model(
-                checkpoint,
-                device=device,
-                variant=arguments.variant,
-                lesion=arguments.lesion,
-                size=arguments.size,
-                threshold=arguments.threshold,
-            )
-        )
+        models.append(load_model(checkpoint, device=device, threshold=arguments.threshold))
         stat = os.stat(checkpoint)
         identities.append([str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns])
     report = predict(

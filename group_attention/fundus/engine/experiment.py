@@ -1,6 +1,6 @@
 """The experiment of the paper on a data source: every (variant, lesion, fold) run, resumable, then Table 1 and
-pictures. The data come from a :class:`~group_attention.data.SegmentationSource` (IDRiD, its synthetic look-alike,
-or any other source)."""
+pictures. The data come from a :class:`~group_attention.fundus.data.SegmentationSource` (IDRiD, its synthetic
+look-alike, or any other source)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from ..data import SegmentationSource
+from ..pictures import save_png
 from .arrays import LesionArrays, load_class_arrays
 from .config import ExperimentConfig
 from .distributed import Context, init_distributed, resolve_device, shutdown_distributed
 from .evaluate import evaluate, predict_batches
-from .io import read_json, save_png, write_json
+from .io import read_json, write_json
 from .results import write_results
 from .train import EpochCallback, RunSpec, Trainer, run_seed
 from .visualize import attention_panels, save_overlays
@@ -161,7 +162,7 @@ def count_images(config: ExperimentConfig, source: SegmentationSource) -> "dict[
 def validate_experiment(config: ExperimentConfig, out_dir: "str | Path", source: SegmentationSource) -> None:
     """Every check that can refuse ``config`` before anything is written: the output folder (writable, and no
     runs of other settings in it), the number of folds against the number of images, and the mask files of the
-    classes asked for (the source's :meth:`~group_attention.data.source.SegmentationSource.check_masks`).
+    classes asked for (the source's :meth:`~group_attention.fundus.data.source.SegmentationSource.check_masks`).
 
     Raises:
         ValueError: naming the setting or file at fault and what would be valid.

@@ -1,4 +1,4 @@
-"""The experiment's files (JSON, checkpoints, PNGs), each written atomically through :mod:`group_attention.atomic`."""
+"""The experiment's files (JSON, checkpoints), each written atomically through :mod:`group_attention.atomic`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write, atomic_write_text
+from ...atomic import atomic_write, atomic_write_text
 
 
 def write_text(path: "str | os.PathLike", text: str) -> Path:
@@ -34,8 +34,3 @@ def save_checkpoint(path: "str | os.PathLike", state: dict) -> Path:
 def load_checkpoint(path: "str | os.PathLike", map_location: "str | torch.device" = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (our own files: full unpickling is allowed)."""
     return torch.load(path, map_location=map_location, weights_only=False)
-
-
-def save_png(path: "str | os.PathLike", image: Any) -> Path:
-    """Save a Pillow image as PNG atomically."""
-    return atomic_write(path, lambda stream: image.save(stream, format="PNG"))

@@ -10,12 +10,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..layers import SGAU
-from .io import save_png
+from ...layers import SGAU
+from ..pictures import FALSE_NEGATIVE, FALSE_POSITIVE, TRUE_POSITIVE, save_png
 
-TRUE_POSITIVE = (255, 255, 0)  # yellow
-FALSE_POSITIVE = (255, 0, 0)  # red
-FALSE_NEGATIVE = (0, 0, 255)  # blue
 LEGEND = ((TRUE_POSITIVE, "true positive"), (FALSE_POSITIVE, "false positive"), (FALSE_NEGATIVE, "false negative"))
 PANEL_TITLES = ("ground truth", "low-level feature", "attention map", "attended feature")
 MIN_FIGURE_WIDTH = 512

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_text
-from ..data.preprocess import Box
 from ..metrics import aupr_error_bound, aupr_from_histogram, confusion_counts, score_histogram
 from .components import count_components
+from .data.preprocess import Box
 
 __all__ = ["SUMMARY_FIELDS", "lesion_statistics", "truth_metrics", "pooled_metrics", "write_summary"]
 

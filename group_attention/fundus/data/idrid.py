@@ -2,10 +2,10 @@
 
 GANet (Ye et al., SPIE Medical Imaging 2020) segments hard exudates (EX) and haemorrhages (HE) on IDRiD's 81 images
 with 3-fold cross-validation. :class:`IDRiD` gives items ``{"image": (3, H, W), "mask": (L, H, W), "id"}``: found
-by :func:`~group_attention.data.idrid_layout.discover_idrid`, decoded by
-:func:`~group_attention.data.decode.read_lesion_mask`, preprocessed by :mod:`group_attention.data.preprocess` and
-cached on disk. :class:`IDRiDSource` is the same data behind the engine's
-:class:`~group_attention.data.source.SegmentationSource` seam.
+by :func:`~group_attention.fundus.data.idrid_layout.discover_idrid`, decoded by
+:func:`~group_attention.fundus.data.decode.read_lesion_mask`, preprocessed by
+:mod:`group_attention.fundus.data.preprocess` and cached on disk. :class:`IDRiDSource` is the same data behind the
+engine's :class:`~group_attention.fundus.data.source.SegmentationSource` seam.
 
 The layout names (:data:`LESIONS`, :data:`SPLITS`, :class:`IDRiDLayout`, :func:`discover_idrid`) and the readers
 (:func:`read_fundus_image`, :func:`read_lesion_mask`) stay importable from here.
@@ -82,7 +82,7 @@ class IDRiD(Dataset):
 
     Each image is cropped to its field of view, resized to ``size`` (image: antialiased bilinear;
     masks: area coverage >= 0.5 keeping every small lesion, see
-    :func:`~group_attention.data.preprocess.resize_mask`), and cached as uint8 arrays. A missing mask
+    :func:`~group_attention.fundus.data.preprocess.resize_mask`), and cached as uint8 arrays. A missing mask
     file means no lesion: an all-zero mask.
 
     Args:
@@ -91,9 +91,9 @@ class IDRiD(Dataset):
         split: ``"train"`` (official training set, default), ``"test"`` or ``"all"``.
         size: output ``(H, W)``. Default ``(384, 512)``, the paper's 512 x 384.
         ids: optional list of ``"IDRiD_NN"`` restricting the images (e.g. a cross-validation fold from
-            :func:`~group_attention.data.kfold_ids`); each must belong to ``split``.
+            :func:`~group_attention.fundus.data.kfold_ids`); each must belong to ``split``.
         transform: optional callable applied to each item dict (e.g.
-            :class:`~group_attention.data.RandomFlipRotate`).
+            :class:`~group_attention.fundus.data.RandomFlipRotate`).
         cache_dir: ``"auto"`` (default: ``$GA_CACHE_DIR`` or ``~/.cache/group-attention/idrid``), a
             folder, or None for no cache. Nothing is ever written next to the data.
         crop_fov: crop the black background first. Default ``True``.
@@ -318,7 +318,7 @@ def _size_mismatch(image_path: Path, image_size, mask_path: Path, mask_size) -> 
 
 
 class IDRiDSource(SegmentationSource):
-    """An IDRiD "A. Segmentation" download as a :class:`~group_attention.data.source.SegmentationSource`.
+    """An IDRiD "A. Segmentation" download as a :class:`~group_attention.fundus.data.source.SegmentationSource`.
 
     Classes are the lesion codes of :data:`LESIONS`; ``"train"`` and ``"test"`` are the official sets. The folder
     is searched when the source is built, so a wrong root fails at once.

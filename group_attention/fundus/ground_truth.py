@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.idrid import IDRiDLayout, discover_idrid, read_lesion_mask
+from .data.idrid import IDRiDLayout, discover_idrid, read_lesion_mask
 
 __all__ = ["GroundTruth"]
 
@@ -17,7 +17,7 @@ MASK_SUFFIXES = (".tif", ".tiff", ".png", ".gif", ".bmp", ".jpg", ".jpeg")
 
 class GroundTruth:
     """Ground-truth masks under ``root``: an IDRiD root (``A. Segmentation``; a missing mask of an image whose
-    lesion folder exists means no lesion, as in :class:`~group_attention.data.IDRiD`) or a plain folder holding
+    lesion folder exists means no lesion, as in :class:`~group_attention.fundus.data.IDRiD`) or a plain folder holding
     ``<stem>_<LESION>.<ext>``, ``<LESION>/<stem>.<ext>`` or, for a run with one lesion, ``<stem>.<ext>``."""
 
     def __init__(self, root: "str | os.PathLike", lesions: list[str]) -> None:

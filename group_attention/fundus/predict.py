@@ -1,6 +1,6 @@
 """Applying trained models to fundus photographs end to end, at the original resolution.
 
-For each image: the field-of-view crop of training (:func:`~group_attention.data.training_crop`), then either the
+For each image: the field-of-view crop of training (:func:`~group_attention.fundus.data.training_crop`), then either the
 model at its training scale (the crop resized to the training size exactly as in training, the probabilities
 resized back to the crop with bilinear interpolation, the inverse mapping of pixel centres) or sliding-window
 inference on the crop at full resolution (:func:`sliding_window_probabilities`). Either way the probabilities are
@@ -26,14 +26,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write, atomic_write_text
-from ..data.idrid import read_fundus_image
-from ..data.preprocess import Box, resize_image, training_crop
+from ..inference.forward import lesion_probabilities, model_device
 from .checkpoint import InferenceSpec
-from .forward import lesion_probabilities, model_device
+from .data.idrid import read_fundus_image
+from .data.preprocess import Box, resize_image, training_crop
 from .ground_truth import GroundTruth
 from .outputs import write_mask, write_overlay, write_probability, write_truth_overlay
-from .sliding_window import sliding_window_probabilities
 from .summary import lesion_statistics, pooled_metrics, truth_metrics, write_summary
+from .tiles import sliding_window_probabilities
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -310,7 +310,7 @@ def predict(
         out_dir: the output folder.
         tile, tile_size, overlap, batch_size, amp: as for :func:`predict_probability`.
         masks: ground truth: an IDRiD root or a folder of ``<stem>_<L>.<ext>`` masks (see
-            :class:`~group_attention.inference.ground_truth.GroundTruth`).
+            :class:`~group_attention.fundus.ground_truth.GroundTruth`).
         progress: show a progress bar.
         settings: what identifies the models (e.g. checkpoint paths and sizes), recorded and part of the key that
             decides whether a rerun may skip an image.

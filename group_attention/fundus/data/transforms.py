@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
-from .._checks import check_real
+from ..._checks import check_real
 
 __all__ = ["FlipRotateParams", "sample_flip_rotate", "apply_flip_rotate", "random_flip_rotate", "RandomFlipRotate"]
 
