@@ -34,7 +34,7 @@ from group_attention.fundus.engine import (
     resolve_device,
     run_experiment,
 )
-from group_attention.fundus.engine.config import KEEP_CHECKPOINTS
+from group_attention.fundus.engine.config import ACTIVATIONS, KEEP_CHECKPOINTS, LOSSES
 from group_attention.fundus.engine.experiment import has_work, validate_experiment
 from group_attention.models import VARIANTS
 
@@ -48,6 +48,8 @@ OPTION_OF = {
     "epochs": "--epochs",
     "batch_size": "--batch-size",
     "lr": "--lr",
+    "activation": "--activation",
+    "loss": "--loss",
     "seed": "--seed",
     "device": "--device",
     "lesion": "--lesion",
@@ -118,6 +120,16 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
     add("--epochs", type=int, help=f"training epochs (default: {defaults.epochs}; paper: 300)")
     add("--batch-size", type=int, help=f"batch size (default: {defaults.batch_size}; paper: 8)")
     add("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr:g}; paper: 1e-4)")
+    add(
+        "--activation",
+        choices=tuple(ACTIVATIONS),
+        help=f"softmax: background and lesion logits (paper); sigmoid: a lesion logit (default: {defaults.activation})",
+    )
+    add(
+        "--loss",
+        choices=tuple(LOSSES),
+        help=f"generalized_dice (paper) or dice: plain soft Dice (default: {defaults.loss})",
+    )
     add(
         "--size",
         type=int,
@@ -201,6 +213,8 @@ def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
         "epochs": arguments.epochs,
         "batch_size": arguments.batch_size,
         "lr": arguments.lr,
+        "activation": arguments.activation,
+        "loss": arguments.loss,
         "size": arguments.size,
         "val_fraction": arguments.val_fraction,
         "seed": arguments.seed,

@@ -40,24 +40,24 @@ def read_log(path: Path) -> list[dict]:
 
 class NumberedSquares(SegmentationSource):
     """A source that is not IDRiD: image k is filled with grey level k (so a batch tells which images it holds) and
-    its one class, "square", is a centred square."""
+    its one class, "square", is a centred square. ``channels`` image channels (3, or 1 for a greyscale source)."""
 
     classes = ("square",)
 
-    def __init__(self, count: int = 8, test: int = 2) -> None:
+    def __init__(self, count: int = 8, test: int = 2, channels: int = 3) -> None:
         self.names = [f"img{k}" for k in range(1, count + 1)]
-        self.test = test
+        self.test, self.channels = test, channels
 
     def ids(self, split: str = "all") -> list[str]:
         return {"all": self.names, "train": self.names[: -self.test], "test": self.names[-self.test :]}[split]
 
     def dataset(self, classes, ids, size, cache_dir="auto") -> Dataset:
-        return _NumberedItems(list(ids), size)
+        return _NumberedItems(list(ids), size, self.channels)
 
 
 class _NumberedItems(Dataset):
-    def __init__(self, ids, size):
-        self.ids, self.size = ids, size
+    def __init__(self, ids, size, channels=3):
+        self.ids, self.size, self.channels = ids, size, channels
 
     def __len__(self):
         return len(self.ids)
@@ -67,7 +67,8 @@ class _NumberedItems(Dataset):
         number = int(self.ids[index][3:])
         mask = torch.zeros(1, height, width)
         mask[:, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1
-        return {"image": torch.full((3, height, width), number / 255), "mask": mask, "id": self.ids[index]}
+        image = torch.full((self.channels, height, width), number / 255)
+        return {"image": image, "mask": mask, "id": self.ids[index]}
 
 
 def free_port() -> int:

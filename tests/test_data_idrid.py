@@ -26,7 +26,7 @@ from idrid_trees import (
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import group_attention.fundus.data.idrid as idrid_module
+import group_attention.fundus.data.preprocessed as preprocessed_module
 from group_attention.fundus.data import (
     IDRiD,
     RandomFlipRotate,
@@ -179,8 +179,8 @@ def test_cache_hits_return_identical_tensors_without_decoding(tmp_path, monkeypa
     def must_not_decode(path):
         raise AssertionError(f"decoded {path} despite the cache")
 
-    monkeypatch.setattr(idrid_module, "read_fundus_image", must_not_decode)
-    monkeypatch.setattr(idrid_module, "read_lesion_mask", must_not_decode)
+    monkeypatch.setattr(preprocessed_module, "read_fundus_image", must_not_decode)
+    monkeypatch.setattr(preprocessed_module, "read_lesion_mask", must_not_decode)
     second = _all_items(IDRiD(root, lesion=["EX", "HE"], split="all", size=(24, 36), cache_dir=cache))
     _assert_same_items(first, second)
 
@@ -207,13 +207,13 @@ def test_other_settings_or_a_changed_source_file_miss_the_cache(tmp_path, monkey
     stat = mask_path.stat()
     os.utime(mask_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     decoded = []
-    original = idrid_module.read_lesion_mask
+    original = preprocessed_module.read_lesion_mask
 
     def counting_read(path):
         decoded.append(Path(path).name)
         return original(path)
 
-    monkeypatch.setattr(idrid_module, "read_lesion_mask", counting_read)
+    monkeypatch.setattr(preprocessed_module, "read_lesion_mask", counting_read)
     _all_items(IDRiD(root, lesion="EX", size=(24, 36), cache_dir=cache))
     assert decoded == ["IDRiD_01_EX.tif"]
 
@@ -394,7 +394,7 @@ def test_real_cache_hit_is_identical_and_root_may_be_the_segmentation_folder(
     real_root, real_dataset, real_ids, monkeypatch
 ):
     first = _all_items(real_dataset)
-    monkeypatch.setattr(idrid_module, "read_fundus_image", lambda path: pytest.fail(f"decoded {path}"))
+    monkeypatch.setattr(preprocessed_module, "read_fundus_image", lambda path: pytest.fail(f"decoded {path}"))
     again = IDRiD(real_root, lesion=["EX", "HE"], split="train", ids=real_ids, cache_dir=real_dataset.cache.directory)
     _assert_same_items(first, _all_items(again))
     inner = IDRiD(_base(real_root), lesion="EX", split="train", ids=real_ids[:1], cache_dir=None)

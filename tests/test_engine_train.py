@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
-from engine_runs import tiny_config
+from engine_runs import NumberedSquares, tiny_config
 
 import group_attention.fundus.engine.train as train_module
+from group_attention.fundus import load_model
 from group_attention.fundus.engine import run_experiment
 from group_attention.fundus.engine.distributed import Context
 
@@ -39,3 +41,53 @@ def test_processes_under_torchrun_draw_disjoint_equal_shares_of_each_epoch():
     assert len(shares[0]) == len(shares[1]) == 4  # 7 images padded to 8, as DistributedSampler does
     assert sorted(set(shares[0]) | set(shares[1])) == list(range(7))
     assert len(set(shares[0]) & set(shares[1])) == 1  # only the one image repeated to even the shares
+
+
+def test_the_model_follows_the_data_and_the_config_not_engine_constants(tmp_path):
+    """A greyscale source and a sigmoid output: the engine builds a 1 -> 1 channel model and records it."""
+    config = tiny_config(
+        lesions=("square",), variants=("baseline",), epochs=1, overlays=0, activation="sigmoid", loss="dice"
+    )
+    run_experiment(config, tmp_path / "out", progress=False, source=NumberedSquares(channels=1))
+    model = load_model(tmp_path / "out" / "runs" / "baseline" / "square" / "fold1" / "checkpoint_best.pt")
+    spec = model.inference_spec
+    assert (spec.in_channels, spec.num_classes, spec.lesion_channel) == (1, 1, 0)
+    assert model(torch.rand(2, 1, 32, 48)).shape == (2, 1, 32, 48)
+
+
+def _soft_dice_loss(probability, truth, smooth=1e-5):
+    """1 - soft Dice of one foreground channel per image, averaged over the batch, written out."""
+    losses = []
+    for p, g in zip(probability.flatten(1).double(), truth.flatten(1).double()):
+        losses.append(1 - (2 * (p * g).sum() + smooth) / (p.sum() + g.sum() + smooth))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_the_dice_loss_is_soft_dice_over_the_model_output(activation):
+    config = tiny_config(activation=activation, loss="dice")
+    torch.manual_seed(0)
+    logits = torch.randn(3, config.num_classes, 8, 10)
+    masks = (torch.rand(3, 8, 10) < 0.3).long()
+    loss = train_module.make_loss(config)(logits, masks)
+    if activation == "sigmoid":
+        expected = _soft_dice_loss(torch.sigmoid(logits[:, 0]), masks)
+    else:  # both classes weigh the same
+        expected = _soft_dice_over_classes(torch.softmax(logits, dim=1), masks)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def _soft_dice_over_classes(probability, masks, smooth=1e-5):
+    """Multi-class soft Dice with uniform weights: 1 - (2 sum_c sum_i p g + e) / (sum_c sum_i (p + g) + e)."""
+    truth = torch.stack([masks == 0, masks == 1], dim=1).double()
+    p = probability.double()
+    numerator = 2 * (p * truth).flatten(1).sum(1) + smooth
+    denominator = (p + truth).flatten(1).sum(1) + smooth
+    return (1 - numerator / denominator).mean()
+
+
+def test_an_unknown_activation_or_loss_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"activation must be one of \['softmax', 'sigmoid'\]"):
+        tiny_config(activation="relu")
+    with pytest.raises(ValueError, match=r"loss must be one of \['generalized_dice', 'dice'\]"):
+        tiny_config(loss="focal")

@@ -116,10 +116,13 @@ def inference_metadata(
     )
 
 
-def experiment_metadata(variant: str, lesion: str, config: Any) -> dict[str, Any]:
-    """:func:`inference_metadata` of one run of the IDRiD experiment (``config``: an ``ExperimentConfig``): the
-    variant's UNet with 3 -> 2 channels, trained on the field-of-view crop resized to ``config.size``."""
-    return inference_metadata(variant, lesion, tuple(config.size))
+def experiment_metadata(variant: str, lesion: str, config: Any, in_channels: int = 3) -> dict[str, Any]:
+    """:func:`inference_metadata` of one run of the experiment (``config``: an ``ExperimentConfig``): the variant's
+    UNet from ``in_channels`` to ``config.num_classes`` channels, trained on the field-of-view crop resized to
+    ``config.size``."""
+    return inference_metadata(
+        variant, lesion, tuple(config.size), in_channels=in_channels, num_classes=config.num_classes
+    )
 
 
 def _spec_from_metadata(metadata: Any, path: "str | os.PathLike") -> InferenceSpec:

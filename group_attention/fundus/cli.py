@@ -54,27 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _device(name: str) -> "object":
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
-
-
 def run_predict(arguments: argparse.Namespace) -> int:
     from .checkpoint import load_model
+    from .devices import resolve_device
     from .predict import predict
 
     if arguments.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive int, got {arguments.batch_size}")
-    device = _device(arguments.device)
+    device = resolve_device(arguments.device)
     models, identities = [], []
     for checkpoint in arguments.checkpoint:
         models.append(load_model(checkpoint, device=device, threshold=arguments.threshold))

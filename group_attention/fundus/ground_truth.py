@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from .data.idrid import IDRiDLayout, discover_idrid, read_lesion_mask
+from .data.suffixes import MASK_SUFFIXES
 
 __all__ = ["GroundTruth"]
-
-MASK_SUFFIXES = (".tif", ".tiff", ".png", ".gif", ".bmp", ".jpg", ".jpeg")
 
 
 class GroundTruth:

@@ -30,6 +30,7 @@ from ..inference.forward import lesion_probabilities, model_device
 from .checkpoint import InferenceSpec
 from .data.idrid import read_fundus_image
 from .data.preprocess import Box, resize_image, training_crop
+from .data.suffixes import IMAGE_SUFFIXES, has_image_suffix
 from .ground_truth import GroundTruth
 from .outputs import write_mask, write_overlay, write_probability, write_truth_overlay
 from .summary import lesion_statistics, pooled_metrics, truth_metrics, write_summary
@@ -45,7 +46,6 @@ __all__ = [
     "PredictionReport",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 #: Smaller images are refused: no field of view can be found in them, nor a lesion seen.
 MIN_IMAGE_SIDE = 32
 
@@ -148,7 +148,7 @@ def find_images(inputs: Sequence["str | os.PathLike"]) -> tuple[list[Path], list
     missing: list[dict[str, str]] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
-            images += sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images += sorted(p for p in entry.iterdir() if p.is_file() and has_image_suffix(p))
         elif entry.exists():
             images.append(entry)
         else:
@@ -186,13 +186,28 @@ def _settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _outputs(out_dir: Path, stem: str, lesions: list[str], with_truth: set[str]) -> dict[str, str]:
-    names = {"overlay": f"overlays/{stem}.png"}
+#: The folder of each kind of output under ``out_dir``.
+OUTPUT_FOLDERS = {
+    "mask": "masks",
+    "probability": "probabilities",
+    "overlay": "overlays",
+    "truth_overlay": "truth_overlays",
+}
+
+
+def output_name(kind: str, stem: str, lesion: "str | None" = None) -> str:
+    """Where an output of ``kind`` (a key of :data:`OUTPUT_FOLDERS`) lives, relative to ``out_dir``:
+    ``<folder>/<stem>.png``, or ``<folder>/<stem>_<lesion>.png`` for one lesion's."""
+    return f"{OUTPUT_FOLDERS[kind]}/{stem}.png" if lesion is None else f"{OUTPUT_FOLDERS[kind]}/{stem}_{lesion}.png"
+
+
+def _outputs(stem: str, lesions: list[str], with_truth: set[str]) -> dict[str, str]:
+    names = {"overlay": output_name("overlay", stem)}
     for lesion in lesions:
-        names[f"mask_{lesion}"] = f"masks/{stem}_{lesion}.png"
-        names[f"probability_{lesion}"] = f"probabilities/{stem}_{lesion}.png"
+        names[f"mask_{lesion}"] = output_name("mask", stem, lesion)
+        names[f"probability_{lesion}"] = output_name("probability", stem, lesion)
         if lesion in with_truth:
-            names[f"truth_overlay_{lesion}"] = f"truth_overlays/{stem}_{lesion}.png"
+            names[f"truth_overlay_{lesion}"] = output_name("truth_overlay", stem, lesion)
     return names
 
 
@@ -250,13 +265,13 @@ def _predict_one(
             entry.update(metrics=metrics, counts=counts)
             histograms[spec.lesion] = histogram
             truths[spec.lesion] = truth_mask
-        write_mask(out_dir / "masks" / f"{stem}_{spec.lesion}.png", mask)
-        write_probability(out_dir / "probabilities" / f"{stem}_{spec.lesion}.png", probability)
+        write_mask(out_dir / output_name("mask", stem, spec.lesion), mask)
+        write_probability(out_dir / output_name("probability", stem, spec.lesion), probability)
         record["lesions"][spec.lesion] = entry
-    write_overlay(out_dir / "overlays" / f"{stem}.png", image, masks)
+    write_overlay(out_dir / output_name("overlay", stem), image, masks)
     for lesion, truth_mask in truths.items():
-        write_truth_overlay(out_dir / "truth_overlays" / f"{stem}_{lesion}.png", image, masks[lesion], truth_mask)
-    record["outputs"] = _outputs(out_dir, stem, lesions, set(truths))
+        write_truth_overlay(out_dir / output_name("truth_overlay", stem, lesion), image, masks[lesion], truth_mask)
+    record["outputs"] = _outputs(stem, lesions, set(truths))
     if histograms:
         atomic_write(out_dir / "records" / f"{stem}.npz", lambda stream: np.savez(stream, **histograms))
     # Written last: its presence (with the same settings) marks the image done for a rerun.

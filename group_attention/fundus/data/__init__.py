@@ -32,6 +32,7 @@ from .preprocess import (
     resize_mask,
     training_crop,
 )
+from .preprocessed import PreprocessedDataset
 from .source import PROTOCOLS, SOURCE_SPLITS, SegmentationSource
 from .synthetic import SyntheticIDRiDSource, make_synthetic_idrid, render_fundus
 from .transforms import (
@@ -48,6 +49,7 @@ __all__ = [
     "SyntheticIDRiDSource",
     "PairedFolderSource",
     "PairedFolderDataset",
+    "PreprocessedDataset",
     "PROTOCOLS",
     "SOURCE_SPLITS",
     "IDRiD",

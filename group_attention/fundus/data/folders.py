@@ -18,14 +18,13 @@ import numpy as np
 
 from ..._checks import check_choice
 from .decode import header_size, read_binary_mask, read_fundus_image, read_lesion_mask
-from .idrid import IDRiD, _size_mismatch
-from .preprocess import ArrayCache, PreprocessConfig, default_cache_dir
+from .preprocess import PreprocessConfig
+from .preprocessed import PreprocessedDataset, size_mismatch
 from .source import SegmentationSource
+from .suffixes import IMAGE_SUFFIXES, has_image_suffix
 
-__all__ = ["IMAGE_EXTENSIONS", "MISSING_MASK", "PairedFolderDataset", "PairedFolderSource"]
+__all__ = ["MISSING_MASK", "PairedFolderDataset", "PairedFolderSource"]
 
-#: File extensions read as images or masks (compared case-insensitively); other files are ignored.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 #: What an image without a mask file for a class means: ``"error"`` (refuse) or ``"empty"`` (no lesion).
 MISSING_MASK = ("error", "empty")
 _SPLIT_NAMES = ("train", "test")
@@ -38,7 +37,7 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
         raise FileNotFoundError(f"{what} folder {str(folder)!r} does not exist or is not a folder")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+        if path.name.startswith(".") or not path.is_file() or not has_image_suffix(path):
             continue
         if path.stem in found:
             raise ValueError(
@@ -48,7 +47,7 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
         found[path.stem] = path
     if not found:
         raise ValueError(
-            f"{what} folder {str(folder)!r} holds no image file (extensions {', '.join(IMAGE_EXTENSIONS)}, any case)"
+            f"{what} folder {str(folder)!r} holds no image file (extensions {', '.join(IMAGE_SUFFIXES)}, any case)"
         )
     return found
 
@@ -79,8 +78,8 @@ class _FolderFiles:
     orphan_masks: list[Path] = field(default_factory=list)
 
 
-class PairedFolderDataset(IDRiD):
-    """The images and masks of a :class:`PairedFolderSource` as a Dataset: IDRiD's preprocessing and cache.
+class PairedFolderDataset(PreprocessedDataset):
+    """The images and masks of a :class:`PairedFolderSource` as a Dataset: the same preprocessing and cache as IDRiD.
 
     Items are ``{"image": float32 (3, H, W) in [0, 1], "mask": float32 (L, H, W) 0/1, "id": str}``, a missing
     mask file giving an all-zero channel (the source refuses missing masks unless told they are empty). Built by
@@ -97,36 +96,26 @@ class PairedFolderDataset(IDRiD):
         crop_fov: bool,
         binary_masks: bool,
     ) -> None:
-        self.lesions = tuple(classes)
-        self.split = "all"
-        self.config = PreprocessConfig(size=size, crop_fov=crop_fov)
-        self.transform = None
-        self.layout = files
         self.binary_masks = binary_masks
-        self.ids = list(ids)
-        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
-            raise TypeError(f"cache_dir must be 'auto', a folder path or None, got {cache_dir!r}")
-        if cache_dir == "auto":
-            cache_dir = default_cache_dir()
-        self.cache = ArrayCache(cache_dir) if cache_dir is not None else None
-        self._check_mask_sizes()
-
-    def read_mask(self, path: Path) -> np.ndarray:
-        return read_binary_mask(path) if self.binary_masks else read_lesion_mask(path)
-
-    def _cached(self, name, kind, sources, settings, compute):
-        # A mask read leniently (e.g. by IDRiD from the same file) must not be served to a strict reader.
-        if kind == "mask":
-            settings = {**settings, "binary_masks": self.binary_masks}
-        return super()._cached(name, kind, sources, settings, compute)
+        super().__init__(
+            files.images,
+            files.masks,
+            classes,
+            ids,
+            PreprocessConfig(size=size, crop_fov=crop_fov),
+            cache_dir,
+            read_mask=read_binary_mask if binary_masks else read_lesion_mask,
+            # A mask read leniently (e.g. by IDRiD from the same file) must not be served to a strict reader.
+            mask_settings={"binary_masks": binary_masks},
+        )
 
     def summary(self) -> str:
         counts = self.mask_counts()
-        per_class = ", ".join(f"{name} {counts[name]}/{counts['images']}" for name in self.lesions)
+        per_class = ", ".join(f"{name} {counts[name]}/{counts['images']}" for name in self.classes)
         return f"paired folders: {counts['images']} images; masks {per_class}"
 
     def __repr__(self) -> str:
-        return f"PairedFolderDataset(classes={list(self.lesions)}, size={self.size}, images={len(self.ids)})"
+        return f"PairedFolderDataset(classes={list(self.classes)}, size={self.size}, images={len(self.ids)})"
 
 
 class PairedFolderSource(SegmentationSource):
@@ -143,7 +132,7 @@ class PairedFolderSource(SegmentationSource):
     Matching rules:
 
     - Files are read directly in each folder (not in sub-folders); files whose extension is not one of
-      :data:`IMAGE_EXTENSIONS` (compared case-insensitively) and hidden files are ignored.
+      :data:`IMAGE_SUFFIXES` (compared case-insensitively) and hidden files are ignored.
     - An image's id is its file stem (name without the extension), compared exactly (case-sensitive). A mask
       belongs to the image whose stem it equals (per-class folders) or equals followed by the class suffix (suffix
       layout), whatever the extension of either. Two files of one folder with the same stem (``a.png`` and
@@ -362,7 +351,7 @@ class PairedFolderSource(SegmentationSource):
                     continue
                 mask = read_mask(mask_path)
                 if (mask.shape[1], mask.shape[0]) != size:
-                    raise ValueError(_size_mismatch(image_path, size, mask_path, (mask.shape[1], mask.shape[0])))
+                    raise ValueError(size_mismatch(image_path, size, mask_path, (mask.shape[1], mask.shape[0])))
                 lesion_pixels[name] += int(mask.sum())
         areas = np.asarray([w * h for w, h in sizes])
         self._scan = {
@@ -383,7 +372,7 @@ class PairedFolderSource(SegmentationSource):
             for name in self.classes:
                 mask_path = self.files.masks[name].get(image_id)
                 if mask_path is not None and header_size(mask_path, "mask") != size:
-                    raise ValueError(_size_mismatch(image_path, size, mask_path, header_size(mask_path, "mask")))
+                    raise ValueError(size_mismatch(image_path, size, mask_path, header_size(mask_path, "mask")))
 
     def summary(self) -> str:
         """Counts, image sizes, lesion pixel share per class, ids without masks, masks without images: every file is

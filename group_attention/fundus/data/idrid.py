@@ -16,16 +16,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import torch
-from einops import rearrange
-from torch.utils.data import Dataset
-
-from .decode import header_size, read_fundus_image, read_lesion_mask
+from .decode import read_fundus_image, read_lesion_mask
 from .idrid_layout import (  # the folder names are re-exported (``as``) for code that reads them from here
     IMAGES_FOLDER as IMAGES_FOLDER,
 )
@@ -42,16 +35,8 @@ from .idrid_layout import (
 from .idrid_layout import (
     TOP_FOLDER as TOP_FOLDER,
 )
-from .preprocess import (
-    ArrayCache,
-    Box,
-    PreprocessConfig,
-    cache_key,
-    default_cache_dir,
-    resize_image,
-    resize_mask,
-    training_crop,
-)
+from .preprocess import PreprocessConfig
+from .preprocessed import PreprocessedDataset
 from .source import SegmentationSource
 
 __all__ = [
@@ -77,12 +62,13 @@ def _check_lesions(lesion: str | Sequence[str]) -> tuple[str, ...]:
     return codes
 
 
-class IDRiD(Dataset):
+class IDRiD(PreprocessedDataset):
     """IDRiD lesion segmentation as a torch Dataset, preprocessed as in GANet and cached on disk.
 
-    Each image is cropped to its field of view, resized to ``size`` (image: antialiased bilinear;
-    masks: area coverage >= 0.5 keeping every small lesion, see
-    :func:`~group_attention.fundus.data.preprocess.resize_mask`), and cached as uint8 arrays. A missing mask
+    The files of the download (:func:`discover_idrid`) as a
+    :class:`~group_attention.fundus.data.preprocessed.PreprocessedDataset`: each image is cropped to its field of
+    view, resized to ``size`` (image: antialiased bilinear; masks: area coverage >= 0.5 keeping every small lesion,
+    see :func:`~group_attention.fundus.data.preprocess.resize_mask`), and cached as uint8 arrays. A missing mask
     file means no lesion: an all-zero mask.
 
     Args:
@@ -128,30 +114,25 @@ class IDRiD(Dataset):
         crop_fov: bool = True,
         mask_resize: str = "area",
     ) -> None:
-        self.lesions = _check_lesions(lesion)
+        lesions = _check_lesions(lesion)
         check_split(split)
         self.split = split
-        self.config = PreprocessConfig(size=size, crop_fov=crop_fov, mask_resize=mask_resize)
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be a callable taking and returning an item dict, got {transform!r}")
-        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
-            raise TypeError(f"cache_dir must be 'auto', a folder path or None, got {cache_dir!r}")
-        self.transform = transform
+        config = PreprocessConfig(size=size, crop_fov=crop_fov, mask_resize=mask_resize)
         self.layout = discover_idrid(root)
-        self.ids = self._select_ids(ids)
-        self._check_lesion_folders()
-        self._check_mask_sizes()
-        if cache_dir == "auto":
-            cache_dir = default_cache_dir()
-        self.cache = ArrayCache(cache_dir) if cache_dir is not None else None
+        selected = self._select_ids(ids)
+        self._check_lesion_folders(lesions, selected)
+        super().__init__(
+            self.layout.images, self.layout.masks, lesions, selected, config, cache_dir, transform=transform
+        )
         logger.info("%s", self.summary())
         without_any_mask = [code for code in self.lesions if self.mask_counts()[code] == 0]
         if without_any_mask:
             logger.warning("IDRiD: none of the %d selected images has a %s mask", len(self.ids), without_any_mask)
 
     @property
-    def size(self) -> tuple[int, int]:
-        return self.config.size
+    def lesions(self) -> tuple[str, ...]:
+        """The lesion codes of the mask channels, in order."""
+        return self.classes
 
     def _select_ids(self, ids: Sequence[str] | None) -> list[str]:
         available = self.layout.ids(self.split)
@@ -175,9 +156,9 @@ class IDRiD(Dataset):
             )
         return sorted(requested, key=id_order)
 
-    def _check_lesion_folders(self) -> None:
-        splits = {self.layout.split_of[i] for i in self.ids}
-        for code in self.lesions:
+    def _check_lesion_folders(self, lesions: tuple[str, ...], ids: list[str]) -> None:
+        splits = {self.layout.split_of[i] for i in ids}
+        for code in lesions:
             absent = sorted(splits - self.layout.lesion_folders[code])
             if absent:
                 present = [c for c in LESIONS if splits <= self.layout.lesion_folders[c]]
@@ -186,29 +167,6 @@ class IDRiD(Dataset):
                     f"{' and '.join(SET_FOLDERS[s] for s in absent)} under {str(self.layout.base)!r}; "
                     f"lesions with masks there: {present}"
                 )
-
-    def _check_mask_sizes(self) -> None:
-        for image_id in self.ids:
-            image_path = self.layout.images[image_id]
-            image_size = header_size(image_path, "image")
-            for code in self.lesions:
-                mask_path = self.layout.masks[code].get(image_id)
-                if mask_path is None:
-                    continue
-                mask_size = header_size(mask_path, "mask")
-                if mask_size != image_size:
-                    raise ValueError(_size_mismatch(image_path, image_size, mask_path, mask_size))
-
-    def read_mask(self, path: Path) -> np.ndarray:
-        """Decode a mask file to ``(h, w)`` bool (:func:`read_lesion_mask`); a subclass may read more strictly."""
-        return read_lesion_mask(path)
-
-    def mask_counts(self) -> dict[str, int]:
-        """Number of images (``"images"``) and of mask files per requested lesion among :attr:`ids`."""
-        counts = {"images": len(self.ids)}
-        for code in self.lesions:
-            counts[code] = sum(i in self.layout.masks[code] for i in self.ids)
-        return counts
 
     def summary(self) -> str:
         """E.g. ``"IDRiD train: 54 images; masks EX 54/54, HE 53/54 (missing = no lesion)"``."""
@@ -223,98 +181,6 @@ class IDRiD(Dataset):
             f"IDRiD(root={str(self.layout.root)!r}, lesion={list(self.lesions)}, split={self.split!r}, "
             f"size={self.size}, images={len(self.ids)}, masks={masks}, cache={self.cache!r})"
         )
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict:
-        image_id = self.ids[index]
-        image, masks = self.load_arrays(image_id)
-        item = {
-            # The arrays are fresh (read from the cache or just computed), so they can be shared.
-            "image": rearrange(torch.from_numpy(image), "h w c -> c h w").float().div_(255.0),
-            "mask": torch.from_numpy(masks).float(),
-            "id": image_id,
-        }
-        return self.transform(item) if self.transform is not None else item
-
-    def load_arrays(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed uint8 arrays of one image, from the cache when possible.
-
-        Shape:
-            Returns image ``(H, W, 3)`` and masks ``(L, H, W)`` with values 0/1.
-        """
-        entry = self._image_entry(image_id)
-        box = Box(*entry["box"].tolist())
-        source_size = tuple(entry["source_size"].tolist())
-        masks = [self._mask_entry(image_id, code, box, source_size) for code in self.lesions]
-        return entry["image"], np.stack(masks)
-
-    def crop_box(self, image_id: str) -> Box:
-        """The field-of-view box cropped out of the source image (source pixels), e.g. to map
-        predictions back to the original 4288 x 2848 resolution."""
-        return Box(*self._image_entry(image_id)["box"].tolist())
-
-    def prepare(self, num_threads: int = 1) -> "IDRiD":
-        """Preprocess every image into the cache now, in ``num_threads`` threads (Pillow decodes without the GIL)."""
-        if num_threads <= 1:
-            for image_id in self.ids:
-                self.load_arrays(image_id)
-        else:
-            with ThreadPoolExecutor(num_threads) as pool:
-                list(pool.map(self.load_arrays, self.ids))
-        return self
-
-    def _cached(self, name: str, kind: str, sources: list[Path], settings: dict, compute) -> dict[str, np.ndarray]:
-        """``compute()``'s arrays, read from the cache when an entry with the same key exists."""
-        if self.cache is None:
-            return compute()
-        key = cache_key(kind, sources, settings)
-        stored = self.cache.load(name, key)
-        if stored is None:
-            stored = compute()
-            self.cache.save(name, key, stored)
-        return stored
-
-    def _image_entry(self, image_id: str) -> dict[str, np.ndarray]:
-        image_path = self.layout.images[image_id]
-
-        def compute() -> dict[str, np.ndarray]:
-            image = read_fundus_image(image_path)
-            width, height = image.size
-            box = training_crop(image, self.config.crop_fov)
-            return {
-                "image": resize_image(image, box, self.config.size),
-                "box": np.asarray(box, dtype=np.int64),
-                "source_size": np.asarray([width, height], dtype=np.int64),
-            }
-
-        settings = {"size": self.config.size, "crop_fov": self.config.crop_fov}
-        return self._cached(f"{image_id}-image", "image", [image_path], settings, compute)
-
-    def _mask_entry(self, image_id: str, code: str, box: Box, source_size: tuple[int, int]) -> np.ndarray:
-        mask_path = self.layout.masks[code].get(image_id)
-        if mask_path is None:
-            return np.zeros(self.config.size, dtype=np.uint8)
-        image_path = self.layout.images[image_id]
-
-        def compute() -> dict[str, np.ndarray]:
-            lesion = self.read_mask(mask_path)
-            mask_size = (lesion.shape[1], lesion.shape[0])
-            if mask_size != source_size:
-                raise ValueError(_size_mismatch(image_path, source_size, mask_path, mask_size))
-            return {"mask": resize_mask(lesion, box, self.config.size, self.config.mask_resize)}
-
-        # The crop box comes from the image, so the image file is part of the mask's key too.
-        sources = [image_path, mask_path]
-        return self._cached(f"{image_id}-{code}", "mask", sources, asdict(self.config), compute)["mask"]
-
-
-def _size_mismatch(image_path: Path, image_size, mask_path: Path, mask_size) -> str:
-    return (
-        f"mask {str(mask_path)!r} is {mask_size[0]}x{mask_size[1]} (W x H) but its image "
-        f"{str(image_path)!r} is {image_size[0]}x{image_size[1]}; a mask must have its image's size"
-    )
 
 
 class IDRiDSource(SegmentationSource):

@@ -22,6 +22,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .suffixes import has_image_suffix
+
 __all__ = ["LESIONS", "SPLITS", "IDRiDLayout", "discover_idrid"]
 
 #: Lesion code -> ground-truth folder name, in the official order.
@@ -41,7 +43,6 @@ SET_FOLDERS = {"train": "a. Training Set", "test": "b. Testing Set"}
 
 _IMAGE_NAME = re.compile(r"^(IDRiD_\d+)\.jpe?g$", re.IGNORECASE)
 _MASK_NAME = re.compile(r"^(IDRiD_\d+)_([A-Z]{2})\.tiff?$", re.IGNORECASE)
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 # Names are compared without their "1. " / "a. " prefix and case, so "hemorrhages" matches too.
 _NAME_ALIASES = {"hemorrhages": "haemorrhages", "ground truths": "groundtruths"}
 
@@ -236,7 +237,7 @@ def _collect_masks(layout: IDRiDLayout) -> None:
 
 def _warn_about_leftovers(layout: IDRiDLayout) -> None:
     # Images must never be dropped silently: anything image-like that we skip is announced.
-    skipped_images = [p for p in layout.ignored if p.suffix.lower() in _IMAGE_SUFFIXES]
+    skipped_images = [p for p in layout.ignored if has_image_suffix(p)]
     if skipped_images:
         warnings.warn(
             f"IDRiD: ignoring {len(skipped_images)} files not named IDRiD_NN.jpg / IDRiD_NN_XX.tif "

@@ -1,9 +1,9 @@
 """The reusable training and evaluation engine behind ``examples/idrid_ganet.py``: it trains and tests Table 1's
 variants on any :class:`~group_attention.fundus.data.SegmentationSource` (images, masks, ids and folds)."""
 
-from .arrays import LesionArrays, load_class_arrays, load_lesion_arrays
+from ..devices import resolve_device
+from .arrays import LesionArrays, load_class_arrays
 from .config import PROTOCOLS, ExperimentConfig, quick_synthetic_config
-from .distributed import resolve_device
 from .evaluate import evaluate, lesion_probability
 from .experiment import check_resumable, run_experiment
 from .results import summarize, write_results
@@ -20,7 +20,6 @@ __all__ = [
     "Trainer",
     "RunSpec",
     "LesionArrays",
-    "load_lesion_arrays",
     "load_class_arrays",
     "evaluate",
     "lesion_probability",

@@ -1,5 +1,5 @@
 """A data source's images and one class's masks held in memory as uint8 tensors: an epoch is index slicing (on the
-GPU if there is one), images ``(N, 3, H, W)`` and masks ``(N, 1, H, W)``.
+GPU if there is one), images ``(N, C, H, W)`` and masks ``(N, 1, H, W)``.
 
 Files are decoded once, through the source's Dataset and its on-disk cache (IDRiD's 81 images at 384 x 512 are
 48 MB as uint8); batches are then cut from one tensor and augmented on the device.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import IDRiDSource, SegmentationSource
+from ..data import SegmentationSource
 
 
 @dataclass
@@ -22,7 +22,7 @@ class LesionArrays:
 
     Attributes:
         ids: image ids, in the order of the tensors.
-        images: ``(N, 3, H, W)`` uint8.
+        images: ``(N, C, H, W)`` uint8 (C = 3 for RGB photographs).
         masks: ``(N, 1, H, W)`` uint8, 0/1.
     """
 
@@ -40,7 +40,7 @@ class LesionArrays:
         return torch.tensor([position[image_id] for image_id in ids], dtype=torch.long)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images as float in [0, 1] ``(B, 3, H, W)`` and masks as float 0/1 ``(B, 1, H, W)``."""
+        """Images as float in [0, 1] ``(B, C, H, W)`` and masks as float 0/1 ``(B, 1, H, W)``."""
         indices = indices.to(self.images.device)
         return self.images[indices].float().div_(255), self.masks[indices].float()
 
@@ -63,12 +63,3 @@ def load_class_arrays(
         images.append(item["image"].mul(255).round().to(torch.uint8))
         masks.append(item["mask"].to(torch.uint8))
     return LesionArrays(loaded_ids, torch.stack(images), torch.stack(masks))
-
-
-def load_lesion_arrays(
-    root: str, lesion: str, split: str, size: tuple[int, int], cache_dir: "str | None" = "auto", workers: int = 0
-) -> LesionArrays:
-    """Every image of ``split`` of the IDRiD download at ``root`` with its ``lesion`` mask (see
-    :func:`load_class_arrays`)."""
-    source = IDRiDSource(root)
-    return load_class_arrays(source, lesion, source.ids(split), size, cache_dir, workers)

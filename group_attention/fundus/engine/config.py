@@ -17,6 +17,13 @@ from ..data.source import PROTOCOLS
 
 KEEP_CHECKPOINTS = ("best", "all", "none")
 # The network halves the resolution four times: a side below its total stride leaves nothing to attend to.
+#: The model's output per class: ``"softmax"`` over a background and a lesion logit (the paper's two-class U-Net),
+#: or ``"sigmoid"`` of one lesion logit. Value: the logit channels per class.
+ACTIVATIONS = {"softmax": 2, "sigmoid": 1}
+#: Training losses: the generalized Dice loss (Sudre et al. 2017, the paper's) or plain soft Dice (uniform class
+#: weights). Value: the ``weight_type`` of :class:`~group_attention.losses.GeneralizedDiceLoss`.
+LOSSES = {"generalized_dice": "square", "dice": "uniform"}
+
 MIN_SIDE = 16
 # IDRiD photographs are 4288 x 2848; a larger side only upsamples, and the cached arrays would not fit in memory.
 MAX_SIDE = 8192
@@ -36,6 +43,9 @@ class ExperimentConfig:
         folds: number of cross-validation folds (paper: 3).
         only_folds: run only these fold indices (0-based), e.g. to spread folds over machines; None runs all.
         epochs, batch_size, lr: Adam training (paper: 300, 8, 1e-4).
+        activation: the model's output per class, a key of :data:`ACTIVATIONS`: ``"softmax"`` (paper: a background
+            and a lesion logit) or ``"sigmoid"`` (one lesion logit).
+        loss: a key of :data:`LOSSES`: ``"generalized_dice"`` (paper) or ``"dice"``.
         size: ``(H, W)`` after cropping the background (paper: 384 x 512).
         val_fraction: share of each training fold held out to pick the best checkpoint (at least one image).
         seed: seeds the model, folds, shuffling and augmentation.
@@ -62,6 +72,8 @@ class ExperimentConfig:
     epochs: int = 300
     batch_size: int = 8
     lr: float = 1e-4
+    activation: str = "softmax"
+    loss: str = "generalized_dice"
     size: tuple[int, int] = (384, 512)
     val_fraction: float = 0.1
     seed: int = 0
@@ -89,6 +101,8 @@ class ExperimentConfig:
         for variant in self.variants:
             check_choice("variant", variant, list(VARIANTS))
         check_choice("protocol", self.protocol, PROTOCOLS)
+        check_choice("activation", self.activation, list(ACTIVATIONS))
+        check_choice("loss", self.loss, list(LOSSES))
         for name in ("folds", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
         if self.protocol == "cv" and self.folds < 2:
@@ -117,6 +131,11 @@ class ExperimentConfig:
     @property
     def num_folds(self) -> int:
         return self.folds if self.protocol == "cv" else 1
+
+    @property
+    def num_classes(self) -> int:
+        """The model's output channels for one lesion (2 with softmax, 1 with sigmoid)."""
+        return ACTIVATIONS[self.activation]
 
     @property
     def synthetic_data(self) -> bool:

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 
 from ..data import SegmentationSource
+from ..devices import resolve_device
 from ..pictures import save_png
 from .arrays import LesionArrays, load_class_arrays
 from .config import ExperimentConfig
-from .distributed import Context, init_distributed, resolve_device, shutdown_distributed
+from .distributed import Context, init_distributed, shutdown_distributed
 from .evaluate import evaluate, predict_batches
 from .io import read_json, write_json
 from .results import write_results

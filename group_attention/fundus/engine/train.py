@@ -24,7 +24,7 @@ from ...models import build_variant
 from ..checkpoint import experiment_metadata
 from ..data import random_flip_rotate
 from .arrays import LesionArrays
-from .config import ExperimentConfig
+from .config import LOSSES, ExperimentConfig
 from .distributed import Context
 from .evaluate import autocast, evaluate
 from .io import load_checkpoint, save_checkpoint, write_text
@@ -83,9 +83,17 @@ def _cpu_copy(state: dict) -> dict:
     return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
 
 
+def make_loss(config: ExperimentConfig) -> nn.Module:
+    """The training loss the config names, for its activation: ``(B, K, H, W)`` logits, ``(B, H, W)`` 0/1 masks."""
+    mode = "multiclass" if config.activation == "softmax" else "binary"
+    # validate_args=False: our masks are 0/1 by construction, so the check's device sync is skipped.
+    return GeneralizedDiceLoss(mode, weight_type=LOSSES[config.loss], validate_args=False)
+
+
 def batch_dice(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Dice of the argmax prediction on one training batch, for the progress bar (a 0-dim tensor, no sync)."""
-    predicted = logits.argmax(1, keepdim=True).bool()
+    """Dice of the predicted lesion on one training batch, for the progress bar (a 0-dim tensor, no sync): the
+    argmax of two or more logit channels, a positive logit of one."""
+    predicted = logits.argmax(1, keepdim=True).bool() if logits.shape[1] > 1 else logits > 0
     truth = masks.bool()
     overlap = (predicted & truth).sum()
     total = predicted.sum() + truth.sum()
@@ -160,7 +168,8 @@ class Trainer:
         self.spec, self.arrays, self.config, self.run_dir = spec, arrays, config, run_dir
         self.device, self.context, self.progress = device, context, progress
         torch.manual_seed(run_seed(config.seed, spec.fold))
-        self.model = build_variant(spec.variant, in_channels=3, num_classes=2).to(device)
+        in_channels = arrays.images.shape[1]  # what the data source gives (3 for RGB photographs)
+        self.model = build_variant(spec.variant, in_channels=in_channels, num_classes=config.num_classes).to(device)
         self.parallel_model: nn.Module = self.model
         if context.enabled:
             self.parallel_model = nn.parallel.DistributedDataParallel(
@@ -168,7 +177,7 @@ class Trainer:
             )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
-        self.loss = GeneralizedDiceLoss("multiclass", validate_args=False)  # our masks are 0/1: skip the sync
+        self.loss = make_loss(config)
         self.train_indices = arrays.indices_of(spec.train_ids)
         self.val_indices = arrays.indices_of(spec.val_ids)
         self.start_epoch, self.best_dice, self.history = 0, -math.inf, []
@@ -300,7 +309,9 @@ class Trainer:
     def save(self, epochs_done: int) -> None:
         """Write the best checkpoint (if it changed) and then the last one, each atomically: a crash between the
         two leaves a last checkpoint whose ``best_dice`` still describes the best checkpoint on disk."""
-        inference = experiment_metadata(self.spec.variant, self.spec.lesion, self.config)  # for load_model
+        inference = experiment_metadata(  # for load_model
+            self.spec.variant, self.spec.lesion, self.config, in_channels=self.arrays.images.shape[1]
+        )
         if self.best_state is not None and self.best_state["epoch"] != self.saved_best_epoch:
             save_checkpoint(self.best_path, {**self.best_state, "inference": inference})
             self.saved_best_epoch = self.best_state["epoch"]
