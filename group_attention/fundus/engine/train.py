@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ...inference.checkpoint import UnsafeCheckpointError
 from ...losses import GeneralizedDiceLoss
 from ...models import build_variant
 from ..checkpoint import experiment_metadata
@@ -130,6 +131,8 @@ def read_checkpoint_or_set_aside(path: Path) -> "dict | None":
         return state
     except FileNotFoundError:
         return None
+    except UnsafeCheckpointError:
+        raise  # a crafted file, not a damaged one: refused, neither unpickled nor silently replaced
     except CORRUPT_CHECKPOINT_ERRORS as error:
         aside = set_aside_path(path)
         os.replace(path, aside)
