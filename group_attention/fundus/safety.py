@@ -20,6 +20,7 @@ __all__ = [
     "LOCK_NAME",
     "FolderLockedError",
     "check_finite",
+    "check_inputs_outside",
     "check_writable_folder",
     "finite_float",
     "lock_output_folder",
@@ -66,6 +67,21 @@ def check_writable_folder(out_dir: "str | os.PathLike", option: str = "--out") -
         raise ValueError(
             f"cannot write to output folder {str(out_dir)!r}: {str(existing)!r} is not writable ({option})"
         )
+
+
+def check_inputs_outside(inputs: "list[Path]", out_dir: "str | os.PathLike") -> None:
+    """Raise ``ValueError`` for an input inside a sub-folder of ``out_dir`` (where the run writes its outputs, so
+    that an input there could be overwritten by its own output), by its path as given or as resolved."""
+    out = Path(os.path.abspath(out_dir))
+    resolved_out = out.resolve()
+    for path in inputs:
+        for folder, candidate in ((out, Path(os.path.abspath(path))), (resolved_out, Path(path).resolve())):
+            if folder in candidate.parents and candidate.parent != folder:
+                inside = candidate.relative_to(folder).parts[0]
+                raise ValueError(
+                    f"input {str(path)!r} is inside the output folder's {inside}/ ({str(out)!r}), where this run "
+                    "writes and could overwrite it: move the image out of that folder, or give another --out"
+                )
 
 
 def _try_lock(descriptor: int) -> bool:

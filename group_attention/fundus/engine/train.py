@@ -266,6 +266,13 @@ class Trainer:
         for epoch in range(self.start_epoch, self.config.epochs):
             started = time.perf_counter()
             train_loss, train_dice = self.train_epoch(epoch)
+            if not math.isfinite(train_loss):  # the weights are lost: stop before they reach a checkpoint
+                kept = f"its checkpoint of epoch {self.saved_epoch} is kept" if self.saved_epoch else "no checkpoint"
+                raise ValueError(
+                    f"[{self.spec.name}] the training loss became {train_loss} in epoch {epoch + 1}: the learning "
+                    f"rate lr={self.config.lr:g} is too high for this run; try a lower --lr (into another --out, the "
+                    f"settings change); {kept}"
+                )
             row = {
                 "epoch": epoch + 1,
                 "train_loss": round(train_loss, 6),
