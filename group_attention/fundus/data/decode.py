@@ -130,7 +130,8 @@ def read_fundus_image(path: str | os.PathLike) -> Image.Image:
     - its EXIF orientation is applied (``ImageOps.exif_transpose``);
     - 8-bit RGB, greyscale, palette, 1-bit, CMYK and YCbCr files are converted to RGB (alpha is dropped);
     - 16-bit and other high-bit-depth greyscale files (``I;16``, ``I``, ``F``) are scaled to 8 bits by their real
-      range (:func:`_to_eight_bits`), never clipped; Pillow reads 16-bit RGB files as 8-bit RGB by their high byte;
+      range (an integer image by the full scale of the fewest bits holding its largest value, a float one in
+      [0, 1] by 255), never clipped; Pillow reads 16-bit RGB files as 8-bit RGB by their high byte;
     - any other mode is refused, as is a file of more than :func:`max_pixels` pixels (before decoding).
 
     The returned image's ``info["decoded"]`` says what was done: ``{"mode": <the file's mode>,
