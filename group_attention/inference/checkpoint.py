@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,11 @@ def safe_torch_load(path: "str | os.PathLike", map_location: "str | torch.device
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
         if "weights only load failed" in str(err).lower():
+            found = re.search(r"GLOBAL ([\w.]+)", detail)
+            what = f"it calls or builds {found.group(1)}" if found else detail[:200]
             raise UnsafeCheckpointError(
-                f"{path} is refused: it holds Python objects beyond tensors and plain data ({detail[:200]}); "
-                "unpickling it could run code from the file. Load only checkpoints written by group-attention"
+                f"{path} is refused: it holds Python objects beyond tensors and plain data ({what}); unpickling "
+                "it could run code from the file. Load only checkpoints written by group-attention"
             ) from err
         raise CheckpointError(f"{path} is not a readable checkpoint (UnpicklingError: {detail[:200]})") from err
     except Exception as err:  # torch.load raises many types (EOFError, RuntimeError, KeyError...)
