@@ -341,7 +341,7 @@ def test_lr_inf_or_nan_is_refused_at_once(capsys, value):
     from tests.test_example import example
 
     with pytest.raises(SystemExit) as exit_:
-        example.main(["--no-progress", "--lr", value])
+        example.main(["--no-progress", f"--lr={value}"])
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert "--lr" in error and "finite" in error
