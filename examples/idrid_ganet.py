@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from group_attention.fundus.data import PairedFolderSource
+from group_attention.fundus.data.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
 from group_attention.fundus.engine import (
     PROTOCOLS,
     ExperimentConfig,
@@ -36,6 +37,7 @@ from group_attention.fundus.engine import (
 )
 from group_attention.fundus.engine.config import ACTIVATIONS, KEEP_CHECKPOINTS, LOSSES
 from group_attention.fundus.engine.experiment import has_work, validate_experiment
+from group_attention.fundus.safety import finite_float
 from group_attention.models import VARIANTS
 
 # Mistakes a person can make (options, data files, the output folder): one line and exit code 2, no traceback.
@@ -119,7 +121,7 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
     add("--only-folds", type=int, nargs="+", metavar="K", help="run only these folds (1-based; default: all)")
     add("--epochs", type=int, help=f"training epochs (default: {defaults.epochs}; paper: 300)")
     add("--batch-size", type=int, help=f"batch size (default: {defaults.batch_size}; paper: 8)")
-    add("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr:g}; paper: 1e-4)")
+    add("--lr", type=finite_float, help=f"Adam learning rate (default: {defaults.lr:g}; paper: 1e-4)")
     add(
         "--activation",
         choices=tuple(ACTIVATIONS),
@@ -139,7 +141,7 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
     )
     add(
         "--val-fraction",
-        type=float,
+        type=finite_float,
         help=f"share of each training fold used to pick the best checkpoint (default: {defaults.val_fraction:g})",
     )
     add(
@@ -151,7 +153,7 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
     add("--overlays", type=int, help=f"overlay pictures per fold (-1: every test image; default: {defaults.overlays})")
     add(
         "--checkpoint-seconds",
-        type=float,
+        type=finite_float,
         help=f"write the last checkpoint at most this often (0: every epoch; default: {defaults.checkpoint_seconds:g})",
     )
     add(
@@ -159,6 +161,11 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
         choices=KEEP_CHECKPOINTS,
         help="what a finished run keeps: best (the best weights), all (also the last checkpoint with the optimizer "
         f"state, to train on) or none (default: {defaults.keep_checkpoints})",
+    )
+    add(
+        "--max-pixels",
+        type=int,
+        help=f"refuse images of more pixels, before decoding (default {DEFAULT_MAX_PIXELS:,})",
     )
     add("--cache-dir", help="preprocessed image cache (default $GA_CACHE_DIR or ~/.cache/group-attention)")
     add("--out", type=Path, help="output folder (default runs/idrid-ganet or runs/idrid-ganet-synthetic)")
@@ -264,6 +271,10 @@ def main(argv: "list[str] | None" = None) -> int:
     arguments = parse_arguments(argv)
     last_epoch: dict = {}
     try:
+        if arguments.max_pixels is not None:
+            if arguments.max_pixels < 1:
+                raise ValueError(f"--max-pixels must be a positive number of pixels, got {arguments.max_pixels}")
+            os.environ[MAX_PIXELS_ENV] = str(arguments.max_pixels)  # also for the processes filling the cache
         folders = build_source(arguments)
         config = build_config(arguments)
         if folders is not None and arguments.lesion is None:

@@ -73,11 +73,12 @@ class _Custom:
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda p: p.write_text("not a checkpoint"), "torch.load cannot read it"),
-        (lambda p: p.write_bytes(b""), "torch.load cannot read it"),
+        (lambda p: p.write_text("not a checkpoint"), "is not a PyTorch checkpoint: it starts with b'not a ch"),
+        (lambda p: p.write_bytes(b""), "is not a PyTorch checkpoint"),
+        (lambda p: p.write_bytes(b"PK\x03\x04 cut"), "torch.load cannot read it"),
         (lambda p: _torch_save(p, [1, 2, 3]), "holds a list"),
         (lambda p: _torch_save(p, {"optimizer": {"lr": 1.0}}), "no model weights"),
-        (lambda p: _torch_save(p, _Custom()), "torch.load cannot read it"),
+        (lambda p: _torch_save(p, _Custom()), "is refused: it holds Python objects beyond tensors"),
         (
             lambda p: _torch_save(p, {"model": {"w": torch.ones(1)}, "inference": {"format": "other-tool/classifier"}}),
             "another kind",

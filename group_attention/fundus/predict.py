@@ -33,6 +33,7 @@ from .data.preprocess import Box, resize_image, training_crop
 from .data.suffixes import IMAGE_SUFFIXES, has_image_suffix
 from .ground_truth import GroundTruth
 from .outputs import write_mask, write_overlay, write_probability, write_truth_overlay
+from .safety import check_inputs_outside
 from .summary import lesion_statistics, pooled_metrics, truth_metrics, write_summary
 from .tiles import sliding_window_probabilities
 
@@ -153,7 +154,8 @@ def find_images(inputs: Sequence["str | os.PathLike"]) -> tuple[list[Path], list
             images.append(entry)
         else:
             missing.append({"image": str(entry), "error": f"input {str(entry)!r} does not exist"})
-    unique = list(dict.fromkeys(p.resolve() for p in images))
+    # The names given (a symlink keeps its own, the name the user chose); one file under one name counts once.
+    unique = list({(p.resolve(), p.name): Path(os.path.abspath(p)) for p in images}.values())
     by_stem: dict[str, Path] = {}
     for path in unique:
         if path.stem in by_stem:
@@ -247,6 +249,7 @@ def _predict_one(
         "stem": stem,
         "width": width,
         "height": height,
+        "decoded": image.info.get("decoded"),  # the file's mode and the EXIF orientation applied (1: none)
         "settings_key": key,
         "lesions": {},
     }
@@ -359,6 +362,7 @@ def predict(
     }
     key = _settings_key(run_settings)
     images, failures = find_images(inputs)
+    check_inputs_outside(images, out_dir)
     report = PredictionReport(out_dir, failures=failures)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(images, desc="predict", unit="image", disable=not progress or None)

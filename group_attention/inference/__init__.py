@@ -5,6 +5,7 @@ from .checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     CheckpointError,
+    UnsafeCheckpointError,
     build_model,
     check_metadata,
     checkpoint_metadata,
@@ -12,6 +13,7 @@ from .checkpoint import (
     load_checkpoint,
     model_metadata,
     read_checkpoint,
+    safe_torch_load,
     save_model,
 )
 from .forward import autocast, lesion_probabilities, lesion_probability, model_device
@@ -21,6 +23,8 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "CheckpointError",
+    "UnsafeCheckpointError",
+    "safe_torch_load",
     "model_metadata",
     "checkpoint_metadata",
     "read_checkpoint",

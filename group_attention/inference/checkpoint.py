@@ -11,6 +11,8 @@ decision threshold, see :mod:`group_attention.fundus.checkpoint`).
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "CheckpointError",
+    "UnsafeCheckpointError",
+    "safe_torch_load",
     "model_metadata",
     "checkpoint_metadata",
     "read_checkpoint",
@@ -44,6 +48,57 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A file that is not a group-attention model checkpoint, or one this version cannot apply."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A file that holds Python objects beyond tensors and plain data: unpickling it could run code from the file."""
+
+
+# A checkpoint is a zip archive (torch.save since 1.6) or, in the legacy format, a pickle stream (protocol 2+).
+_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def safe_torch_load(path: "str | os.PathLike", map_location: "str | torch.device" = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers only, so that no code from
+    the file runs; every failure is a one-line :class:`CheckpointError` naming ``path`` and why.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist or is not a file.
+        UnsafeCheckpointError: the file needs more than plain data (e.g. a pickled object whose ``__reduce__``
+            would call a function): refused, never unpickled.
+        CheckpointError: the file is not a PyTorch checkpoint (e.g. a text file) or is truncated or damaged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist" if not path.exists() else f"checkpoint {path} is not a file"
+        )
+    with open(path, "rb") as stream:
+        head = stream.read(8)
+    if not head.startswith(_CHECKPOINT_MAGIC):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not a zip archive or pickle stream "
+            "(a text file, or another format?)"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
+        if "weights only load failed" in str(err).lower():
+            found = re.search(r"GLOBAL ([\w.]+)", detail)
+            what = f"it calls or builds {found.group(1)}" if found else detail[:200]
+            raise UnsafeCheckpointError(
+                f"{path} is refused: it holds Python objects beyond tensors and plain data ({what}); unpickling "
+                "it could run code from the file. Load only checkpoints written by group-attention"
+            ) from err
+        raise CheckpointError(f"{path} is not a readable checkpoint (UnpicklingError: {detail[:200]})") from err
+    except Exception as err:  # torch.load raises many types (EOFError, RuntimeError, KeyError...)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: torch.load cannot read it, is it truncated or damaged? "
+            f"({type(err).__name__}: {reason[:200]})"
+        ) from err
 
 
 def model_metadata(
@@ -91,21 +146,10 @@ def read_checkpoint(path: "str | os.PathLike") -> dict:
 
     Raises:
         FileNotFoundError: ``path`` does not exist or is not a file.
-        CheckpointError: naming ``path``, when torch cannot read it as plain data or it holds no dict.
+        UnsafeCheckpointError: naming ``path``, when it holds more than plain data (refused, never unpickled).
+        CheckpointError: naming ``path``, when torch cannot read it or it holds no dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist" if not path.exists() else f"checkpoint {path} is not a file"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types (EOFError, UnpicklingError, RuntimeError...)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path} is not a group-attention model checkpoint: torch.load cannot read it "
-            f"({type(err).__name__}: {reason[:200]})"
-        ) from err
+    state = safe_torch_load(path)
     if not isinstance(state, dict):
         raise CheckpointError(
             f"{path} is not a group-attention model checkpoint: it holds a {type(state).__name__}, not a dict"

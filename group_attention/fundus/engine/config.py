@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,8 @@ class ExperimentConfig:
                 raise ValueError(f"only_folds must be fold indices in 0..{self.num_folds - 1}, got {list(bad)}")
         check_image_size(self.size)
         check_choice("keep_checkpoints", self.keep_checkpoints, KEEP_CHECKPOINTS)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite positive number, got {self.lr}")
         if not self.checkpoint_seconds >= 0:
             raise ValueError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds}")
         if not 0 <= self.val_fraction < 1:

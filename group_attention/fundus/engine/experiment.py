@@ -4,6 +4,7 @@ look-alike, or any other source)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -15,6 +16,7 @@ import torch
 from ..data import SegmentationSource
 from ..devices import resolve_device
 from ..pictures import save_png
+from ..safety import check_writable_folder, lock_output_folder
 from .arrays import LesionArrays, load_class_arrays
 from .config import ExperimentConfig
 from .distributed import Context, init_distributed, shutdown_distributed
@@ -136,20 +138,6 @@ def has_work(out_dir: "str | Path") -> bool:
     )
 
 
-def check_writable_folder(out_dir: "str | Path") -> None:
-    """Raise ``ValueError`` if ``out_dir`` is a file or cannot be created or written (creates nothing)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output folder {str(out_dir)!r} is a file; give a folder (--out)")
-    existing = out_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"cannot create output folder {str(out_dir)!r}: {str(existing)!r} is a file (--out)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to output folder {str(out_dir)!r}: {str(existing)!r} is not writable (--out)")
-
-
 def count_images(config: ExperimentConfig, source: SegmentationSource) -> "dict[str, int]":
     """Images of the training and testing sets that ``config`` reads (the generated ones of a synthetic source
     that is not written yet)."""
@@ -230,10 +218,13 @@ def run_experiment(
     source.check_classes(config.lesions)
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     context = init_distributed(device)
+    lock = contextlib.ExitStack()
     try:
         if context.is_main:
             validate_experiment(config, out_dir, source)
             out_dir.mkdir(parents=True, exist_ok=True)
+            lock.enter_context(lock_output_folder(out_dir, "experiment"))  # one run per folder
+            check_resumable(out_dir, config)  # again under the lock: a run that ended just now may have bound it
         context.barrier()
         prepare_source(source, context)
         folds = [
@@ -281,6 +272,7 @@ def run_experiment(
         write_results(out_dir, finished, config.to_dict(), source.synthetic, complete=len(finished) == expected)
         return read_json(out_dir / "results.json")
     finally:
+        lock.close()
         shutdown_distributed(context)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ...atomic import atomic_write, atomic_write_text
+from ...inference.checkpoint import safe_torch_load
 
 
 def write_text(path: "str | os.PathLike", text: str) -> Path:
@@ -32,5 +33,7 @@ def save_checkpoint(path: "str | os.PathLike", state: dict) -> Path:
 
 
 def load_checkpoint(path: "str | os.PathLike", map_location: "str | torch.device" = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` (our own files: full unpickling is allowed)."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True`` (tensors and plain data: no code
+    from the file runs); a file that needs more raises
+    :class:`~group_attention.inference.checkpoint.UnsafeCheckpointError` naming it."""
+    return safe_torch_load(path, map_location=map_location)

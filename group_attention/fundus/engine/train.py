@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ...inference.checkpoint import UnsafeCheckpointError
 from ...losses import GeneralizedDiceLoss
 from ...models import build_variant
 from ..checkpoint import experiment_metadata
@@ -138,6 +139,8 @@ def read_checkpoint_or_set_aside(path: Path) -> "dict | None":
         return state
     except FileNotFoundError:
         return None
+    except UnsafeCheckpointError:
+        raise  # a crafted file, not a damaged one: refused, neither unpickled nor silently replaced
     except CORRUPT_CHECKPOINT_ERRORS as error:
         aside = set_aside_path(path)
         os.replace(path, aside)
@@ -272,6 +275,13 @@ class Trainer:
         for epoch in range(self.start_epoch, self.config.epochs):
             started = time.perf_counter()
             train_loss, train_dice = self.train_epoch(epoch)
+            if not math.isfinite(train_loss):  # the weights are lost: stop before they reach a checkpoint
+                kept = f"its checkpoint of epoch {self.saved_epoch} is kept" if self.saved_epoch else "no checkpoint"
+                raise ValueError(
+                    f"[{self.spec.name}] the training loss became {train_loss} in epoch {epoch + 1}: the learning "
+                    f"rate lr={self.config.lr:g} is too high for this run; try a lower --lr (into another --out, the "
+                    f"settings change); {kept}"
+                )
             row = {
                 "epoch": epoch + 1,
                 "train_loss": round(train_loss, 6),
