@@ -64,10 +64,7 @@ def check_groups(channels_name: str, channels: int, groups: int, owner: "str | N
     check_positive_int("groups", groups)
     if channels % groups:
         valid = divisors(channels)
-        message = (
-            f"{channels_name}={channels} is not divisible by groups={groups}; valid groups for {channels} "
-            f"channels: {valid}"
-        )
+        message = f"{channels_name}={channels} is not divisible by groups={groups}; valid groups: {valid}"
         if owner is not None:
             fit = max(d for d in valid if d <= groups)
             message = (
