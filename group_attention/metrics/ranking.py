@@ -45,7 +45,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import check_bool
+from .._checks import check_bool
 
 __all__ = [
     "ConfusionCounts",
