@@ -64,10 +64,7 @@ def check_groups(channels_name: str, channels: int, groups: int, owner: "str | N
     check_positive_int("groups", groups)
     if channels % groups:
         valid = divisors(channels)
-        message = (
-            f"{channels_name}={channels} is not divisible by groups={groups}; valid groups for {channels} "
-            f"channels: {valid}"
-        )
+        message = f"{channels_name}={channels} is not divisible by groups={groups}; valid groups: {valid}"
         if owner is not None:
             fit = max(d for d in valid if d <= groups)
             message = (
@@ -106,16 +103,3 @@ def check_choice(name: str, value: object, valid: "list[str] | tuple[str, ...]")
     if value not in valid:
         raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
     return value  # type: ignore[return-value]
-
-
-def check_sigmoid_gate(owner: str, gate_layer: object) -> None:
-    """Accept only a sigmoid gate (``None``, ``"sigmoid"`` or ``nn.Sigmoid``): the layer's equation fixes it.
-
-    timm passes ``gate_layer`` to attention layers; a different gate would silently change the equation.
-    """
-    if gate_layer is None or gate_layer is torch.nn.Sigmoid or gate_layer == "sigmoid":
-        return
-    raise ValueError(
-        f"{owner}: gate_layer must be the sigmoid of its equation (None, 'sigmoid' or nn.Sigmoid), "
-        f"got {gate_layer!r}; use SE for another gate"
-    )

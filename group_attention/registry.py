@@ -11,9 +11,6 @@ from .layers import CGA, SE, SGAU, SGE, ConcatSkip
 
 ATTENTION_LAYERS: dict[str, type[nn.Module]] = {"cga": CGA, "se": SE, "sge": SGE}
 SKIP_CONNECTIONS: dict[str, type[nn.Module]] = {"concat": ConcatSkip, "sgau": SGAU}
-NO_ATTENTION = (None, "none")
-
-AttentionSpec = "str | type[nn.Module] | Callable[..., nn.Module] | None"
 
 
 def get_attention(name: Any) -> "Callable[..., nn.Module] | None":

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import GROUPS, PER_GROUP, assert_each_sample_on_its_own, fused_and_readable_agree, randomized
 
-from group_attention import SGAU
-from group_attention.layers import spatial_group_attention
+from group_attention import SGAU, integrations
+from group_attention.layers import SkipAttention, spatial_group_attention
 
 
 @pytest.mark.parametrize(
@@ -77,3 +77,46 @@ def test_sgau_fused_path_equals_its_readable_form_and_gradients(case, seed):
     low, high = low.requires_grad_(), high.requires_grad_()
     readable = torch.cat([spatial_group_attention(low, high, groups, sgau.eps), sgau.upsample(high, low.shape[2:])], 1)
     fused_and_readable_agree(sgau(low, high), readable, [low, high], list(sgau.parameters()), seed)
+
+
+# -- the gate: one layer for SGAU and sgau_skips -----------------------------------------------------------------------
+def test_sgau_gates_its_skip_with_the_public_skip_attention_layer():
+    sgau = SGAU(8, 16, 4, eps=1e-4)
+    assert isinstance(sgau.gate, SkipAttention) and (sgau.gate.channels, sgau.gate.groups, sgau.gate.eps) == (
+        8,
+        4,
+        1e-4,
+    )
+    assert (sgau.groups, sgau.eps) == (4, 1e-4)
+    assert integrations.SkipAttention is SkipAttention
+    assert not list(sgau.gate.parameters()) and set(sgau.state_dict()) == {"up.weight", "up.bias"}
+
+
+def test_skip_attention_with_up_is_sgaus_concatenation():
+    gate = SkipAttention(4, 2)
+    low, high, up = (
+        torch.randn(2, 4, 6, 8, dtype=torch.float64),
+        torch.randn(2, 8, 3, 4, dtype=torch.float64),
+        torch.randn(2, 4, 6, 8, dtype=torch.float64),
+    )
+    expected = torch.cat([spatial_group_attention(low, high, 2, gate.eps), up], 1)
+    torch.testing.assert_close(gate(low, high, up), expected, rtol=1e-12, atol=1e-12)
+
+
+ILL_CASES = [
+    (
+        lambda: SkipAttention(4, 2)(torch.randn(1, 4, 6, 8), torch.randn(1, 8, 3, 4), torch.randn(1, 4, 6, 7)),
+        r"up must be a tensor of low's shape \(1, 4, 6, 8\), got \(1, 4, 6, 7\)",
+    ),
+    (
+        lambda: SkipAttention(4, 2)(torch.randn(1, 4, 6, 8), torch.randn(1, 6, 3, 4)[:, :5]),
+        r"high must be a tensor .* channels divisible by groups=2, got \(1, 5, 3, 4\)",
+    ),
+    (lambda: SkipAttention(6, 4), r"channels=6 is not divisible by groups=4; valid groups: \[1, 2, 3, 6\]"),
+]
+
+
+@pytest.mark.parametrize("call, message", ILL_CASES)
+def test_skip_attention_refuses_ill_inputs_naming_them(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -291,18 +289,6 @@ def test_group_norm_fits_widths_that_8_does_not_divide():
     norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
     assert {(m.num_groups, m.num_channels) for m in norms} >= {(4, 12), (8, 24)}
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 1, 16, 16)
-
-
-@pytest.mark.parametrize("name", ["ganet", "unet-se"])
-def test_state_dicts_saved_before_the_encoder_owned_its_attention_still_load(name):
-    """Files written by group-attention 0.1.0.dev0 of November 2026 (tests/data, made by that version's code): the
-    old keys load into the new layout and give that version's outputs."""
-    saved = torch.load(Path(__file__).parent / "data" / f"unet-0.1.0.dev0-{name}.pt")
-    model = UNet(3, 2, channels=(4, 8), groups=2, **saved["kwargs"]).eval()
-    result = model.load_state_dict(saved["state_dict"])
-    assert not result.missing_keys and not result.unexpected_keys
-    with torch.no_grad():
-        torch.testing.assert_close(model(saved["input"]), saved["output"], rtol=0, atol=1e-6)
 
 
 def test_the_new_layout_round_trips_through_its_own_state_dict():

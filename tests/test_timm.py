@@ -55,6 +55,12 @@ def test_a_gate_other_than_the_sigmoid_is_refused(name):
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
+def test_a_keyword_timm_does_not_pass_is_refused_naming_timms(name):
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['reduce'\].*'rd_ratio'"):
+        LAYERS[name](64, reduce=4)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
 def test_resnet_block_args(name):
     model = timm.create_model("resnet18", pretrained=False, num_classes=3, block_args=dict(attn_layer=LAYERS[name]))
     assert count(model, LAYERS[name]) == 8

@@ -9,81 +9,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from .._checks import check_feature_map, check_positive_int, divisors
-from ..layers.dispatch import use_fused
-from ..layers.fused.sgau import fused_spatial_group_attention
+from .._checks import check_positive_int, divisors
 from ..layers.group_ops import DEFAULT_EPS
-from ..layers.sgau import spatial_group_attention
+from ..layers.sgau import SkipAttention
 from ._wrap import InsertedModule, check_insertable, original
 from .insert import InsertedAttention, declared_channels
 
 
-class SkipAttention(nn.Module):
-    r"""SGAU's gating of a U-Net skip: the low-level features times one plus the upsampled spatial attention maps
-    of the high-level features, group by group (eq. 3 of Ye et al. 2020; see :class:`~group_attention.SGAU`):
-
-    .. math::
-        A_g = \sigma\Big(\mathrm{Norm}\big(\textstyle\sum_{k \in g} F^{n+1}_k\, \mathrm{GP}(F^{n+1}_k)\big)\Big),
-        \qquad Y_g = F^n_g \otimes (1 + \mathrm{Up}(A_g))
-
-    It has no parameters: in a converted U-Net the upsampling of the high-level features stays the model's own.
-
-    Args:
-        channels: channels ``C_low`` of the skip (low-level) features; divisible by ``groups``.
-        groups: number of groups ``m`` (default 32); must also divide the high-level channels.
-        eps: added to the spatial standard deviation (default 1e-5).
-
-    Shape:
-        - low: ``(B, C_low, *S)``; high: ``(B, C_high, *s)``, with 1 to 3 spatial dims (``s`` is usually ``S / 2``).
-        - Output: ``(B, C_low, *S)``, between ``low`` and ``2 * low``.
-
-    Example:
-        >>> gate = SkipAttention(64, groups=32)
-        >>> gate(torch.randn(2, 64, 32, 32), torch.randn(2, 128, 16, 16)).shape
-        torch.Size([2, 64, 32, 32])
-    """
-
-    def __init__(self, channels: int, groups: int = 32, *, eps: float = DEFAULT_EPS) -> None:
-        super().__init__()
-        check_positive_int("channels", channels)
-        check_positive_int("groups", groups)
-        if channels % groups:
-            raise ValueError(
-                f"channels={channels} is not divisible by groups={groups}; valid groups: {divisors(channels)}"
-            )
-        self.channels = channels
-        self.groups = groups
-        self.eps = eps
-
-    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        owner = type(self).__name__
-        check_feature_map("low", low, self.channels, owner)
-        if not isinstance(high, torch.Tensor) or high.dim() != low.dim() or high.shape[1] % self.groups:
-            raise ValueError(
-                f"{owner}: high must be a tensor with low's number of dims ({low.dim()}) and channels "
-                f"divisible by groups={self.groups}, got "
-                f"{tuple(high.shape) if isinstance(high, torch.Tensor) else type(high).__name__}"
-            )
-        if use_fused(low, high):
-            return fused_spatial_group_attention(low, high, self.groups, self.eps)
-        return spatial_group_attention(low, high, self.groups, self.eps)
-
-    def extra_repr(self) -> str:
-        return f"{self.channels}, groups={self.groups}, eps={self.eps}"
-
-
 class GatedSkip(InsertedModule):
-    """A U-Net decoder block whose skip argument is gated by :class:`SkipAttention` before the block sees it.
+    """A U-Net decoder block whose skip argument is gated by :class:`~group_attention.layers.SkipAttention` (SGAU's
+    gate) before the block sees it.
 
     ``forward`` takes the block's own arguments; the high-level features are its first argument, the skip the
     argument named ``skip_argument`` (left alone when it is None). The state dict is the block's.
 
     Args:
         block: the decoder block (e.g. smp's ``UnetDecoderBlock``, MONAI's ``UpCat``).
-        attention: the :class:`SkipAttention` for the block's skip.
+        attention: the :class:`~group_attention.layers.SkipAttention` for the block's skip.
         skip_argument: the name of the block's ``forward`` argument that receives the skip features.
     """
 

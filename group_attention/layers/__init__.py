@@ -9,7 +9,7 @@ wherever a graph is traced, compiled or exported, and their fused versions (:mod
 from .cga import CGA, cga_channel_weights, channel_group_attention, group_saliency
 from .dispatch import get_kernels, kernels, set_kernels
 from .se import SE, squeeze_excite
-from .sgau import SGAU, sgau_attention, spatial_group_attention
+from .sgau import SGAU, SkipAttention, sgau_attention, spatial_group_attention
 from .sge import SGE, sge_gate, spatial_group_enhance
 from .skip import ConcatSkip
 
@@ -19,6 +19,7 @@ __all__ = [
     "SGE",
     "SGAU",
     "ConcatSkip",
+    "SkipAttention",
     "channel_group_attention",
     "cga_channel_weights",
     "group_saliency",

@@ -3,14 +3,17 @@ image segmentation", SPIE Medical Imaging 2020 (doi:10.1117/12.2548310)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_feature_map, check_groups, check_sigmoid_gate
+from .._checks import check_choice, check_feature_map, check_groups
 from .dispatch import NotScriptable, use_fused
 from .fused.cga import fused_channel_group_attention
 from .group_ops import DEFAULT_EPS, broadcast_channels, expand_groups, group_sum, spatial_dims, spatial_standardize
+from .timm_keywords import TimmKeywords
 
 GATE_MODES = ("group", "channel")
 
@@ -74,10 +77,10 @@ class CGA(NotScriptable, nn.Module):
         groups: number of groups ``m`` (default 32, the paper's); must divide ``channels``.
         gate: ``"group"`` (one weight per group, default) or ``"channel"`` (one weight per channel).
         eps: added to the spatial standard deviation (default 1e-5).
-        act_layer, rd_ratio, rd_channels, rd_divisor: accepted for timm's ``attn_layer``/``se_layer`` contract and
-            ignored: CGA has no bottleneck and no hidden activation.
-        gate_layer: the gate's activation; only the paper's sigmoid (``None``, ``"sigmoid"`` or ``nn.Sigmoid``).
         device, dtype: factory keyword arguments for the parameters (timm passes them).
+        **timm_keywords: the keywords timm passes to an ``attn_layer``/``se_layer``
+            (:class:`~group_attention.layers.timm_keywords.TimmKeywords`), ignored as CGA has no bottleneck and no
+            hidden activation; ``gate_layer`` must be the paper's sigmoid.
 
     Shape:
         - Input: ``(B, C, *spatial)`` with 1 to 3 spatial dims (images or volumes), any memory format.
@@ -96,18 +99,14 @@ class CGA(NotScriptable, nn.Module):
         *,
         gate: str = "group",
         eps: float = DEFAULT_EPS,
-        act_layer: object = None,
-        rd_ratio: object = None,
-        rd_channels: object = None,
-        rd_divisor: object = None,
-        gate_layer: object = None,
         device: "torch.device | str | None" = None,
         dtype: "torch.dtype | None" = None,
+        **timm_keywords: Any,
     ) -> None:
         super().__init__()
         check_groups("channels", channels, groups, "CGA")
         check_choice("gate", gate, GATE_MODES)
-        check_sigmoid_gate("CGA", gate_layer)
+        TimmKeywords.parse("CGA", timm_keywords).require_sigmoid_gate("CGA")
         self.channels = channels
         self.groups = groups
         self.gate = gate

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_feature_map, check_positive_int, check_positive_real
+from .._checks import check_feature_map, check_positive_int
 from .dispatch import NotScriptable, use_fused
 from .fused.se import fused_squeeze_excite
 from .group_ops import broadcast_channels
+from .timm_keywords import TimmKeywords
 
 
 def squeeze_excite(
@@ -46,14 +48,12 @@ class SE(NotScriptable, nn.Module):
     Args:
         channels: number of input channels ``C`` (first positional argument: works as timm's ``attn_layer``).
         reduction: bottleneck ratio (default 16).
-        rd_ratio: bottleneck width as a share of ``channels`` (timm's keyword; ``1 / reduction``); overrides
-            ``reduction`` when given.
-        rd_channels: bottleneck width; overrides ``reduction`` and ``rd_ratio`` when given.
-        rd_divisor: accepted for timm's contract and ignored (the width is not rounded, see above).
-        act_layer: activation between the two linear maps: a class, a timm name such as ``"leaky_relu"``, or None
-            (default ``nn.ReLU``).
-        gate_layer: gating activation: a class, a timm name, or None (default ``nn.Sigmoid``).
         device, dtype: factory keyword arguments for the parameters.
+        **timm_keywords: the keywords timm passes (:class:`~group_attention.layers.timm_keywords.TimmKeywords`):
+            ``rd_ratio`` (the width as a share of ``channels``) or ``rd_channels`` (the width) override
+            ``reduction``; ``act_layer`` (default ``nn.ReLU``) and ``gate_layer`` (default ``nn.Sigmoid``) are a
+            class, a timm name such as ``"leaky_relu"``, or None; ``rd_divisor`` is ignored (the width is not
+            rounded, see above).
 
     Shape:
         - Input: ``(B, C, *spatial)`` with 1 to 3 spatial dims.
@@ -69,26 +69,20 @@ class SE(NotScriptable, nn.Module):
         channels: int,
         reduction: int = 16,
         *,
-        rd_ratio: "float | None" = None,
-        rd_channels: "int | None" = None,
-        rd_divisor: object = None,
-        act_layer: "type[nn.Module] | str | None" = None,
-        gate_layer: "type[nn.Module] | str | None" = None,
         device: "torch.device | str | None" = None,
         dtype: "torch.dtype | None" = None,
+        **timm_keywords: Any,
     ) -> None:
         super().__init__()
         check_positive_int("channels", channels)
         check_positive_int("reduction", reduction)
-        if rd_channels is None:
-            ratio = 1 / reduction if rd_ratio is None else check_positive_real("rd_ratio", rd_ratio)
-            rd_channels = max(1, int(channels * ratio + 1e-9))
-        check_positive_int("rd_channels", rd_channels)
+        options = TimmKeywords.parse("SE", timm_keywords)
+        rd_channels = options.bottleneck_width(channels, reduction)
         self.channels = channels
         self.fc1 = nn.Linear(channels, rd_channels, device=device, dtype=dtype)
-        self.act = _activation("act_layer", act_layer, nn.ReLU)
+        self.act = options.activation()
         self.fc2 = nn.Linear(rd_channels, channels, device=device, dtype=dtype)
-        self.gate = _activation("gate_layer", gate_layer, nn.Sigmoid)
+        self.gate = options.gate()
 
     def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
         """The excitation: one weight per channel. ``(B, C, *spatial) -> (B, C)``."""
@@ -102,25 +96,3 @@ class SE(NotScriptable, nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.channels}, rd_channels={self.fc1.out_features}"
-
-
-def _activation(name: str, layer: "type[nn.Module] | str | None", default: type[nn.Module]) -> nn.Module:
-    """An activation module from a class, a timm activation name, or None (``default``)."""
-    if layer is None:
-        return default()
-    if isinstance(layer, str):
-        from timm.layers import get_act_layer  # timm's names, as its attention layers take them
-
-        try:
-            resolved = get_act_layer(layer)
-        except Exception as error:  # noqa: BLE001 - timm raises KeyError or others for unknown names
-            raise ValueError(
-                f"{name}: unknown activation name {layer!r} (timm's names, e.g. 'relu', "
-                f"'leaky_relu', 'silu', 'sigmoid')"
-            ) from error
-        return resolved()
-    if isinstance(layer, nn.Module):
-        return layer
-    if not callable(layer):
-        raise TypeError(f"{name} must be an activation class, a timm activation name or None, got {layer!r}")
-    return layer()

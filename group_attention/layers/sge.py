@@ -3,13 +3,16 @@ in Convolutional Networks", arXiv:1905.09646 (2019)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from .._checks import check_feature_map, check_groups, check_sigmoid_gate
+from .._checks import check_feature_map, check_groups
 from .dispatch import NotScriptable, use_fused
 from .fused.sge import fused_spatial_group_enhance
 from .group_ops import DEFAULT_EPS, group_pooled_dot, grouped, spatial_standardize
+from .timm_keywords import TimmKeywords
 
 
 def sge_gate(
@@ -47,10 +50,10 @@ class SGE(NotScriptable, nn.Module):
         channels: number of input channels ``C`` (first positional argument: works as timm's ``attn_layer``).
         groups: number of groups ``m`` (default 32); must divide ``channels``.
         eps: added to the spatial standard deviation (default 1e-5, the authors').
-        act_layer, rd_ratio, rd_channels, rd_divisor: accepted for timm's ``attn_layer``/``se_layer`` contract and
-            ignored: SGE has no bottleneck and no hidden activation.
-        gate_layer: the gate's activation; only the authors' sigmoid (``None``, ``"sigmoid"`` or ``nn.Sigmoid``).
         device, dtype: factory keyword arguments for the parameters.
+        **timm_keywords: the keywords timm passes to an ``attn_layer``/``se_layer``
+            (:class:`~group_attention.layers.timm_keywords.TimmKeywords`), ignored as SGE has no bottleneck and no
+            hidden activation; ``gate_layer`` must be the authors' sigmoid.
 
     Shape:
         - Input: ``(B, C, *spatial)`` with 1 to 3 spatial dims.
@@ -67,17 +70,13 @@ class SGE(NotScriptable, nn.Module):
         groups: int = 32,
         *,
         eps: float = DEFAULT_EPS,
-        act_layer: object = None,
-        rd_ratio: object = None,
-        rd_channels: object = None,
-        rd_divisor: object = None,
-        gate_layer: object = None,
         device: "torch.device | str | None" = None,
         dtype: "torch.dtype | None" = None,
+        **timm_keywords: Any,
     ) -> None:
         super().__init__()
         check_groups("channels", channels, groups, "SGE")
-        check_sigmoid_gate("SGE", gate_layer)
+        TimmKeywords.parse("SGE", timm_keywords).require_sigmoid_gate("SGE")
         self.channels = channels
         self.groups = groups
         self.eps = eps

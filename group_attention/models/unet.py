@@ -133,7 +133,6 @@ class UNet(NotScriptable, nn.Module):
         self.head = SegmentationHead(
             self.encoder.channels[0], num_classes, spatial_dims=spatial_dims, upsample=self.encoder.reductions[0]
         )
-        self._register_load_state_dict_pre_hook(_rename_version_0_keys, with_module=True)
 
     @staticmethod
     def _attention_factory(
@@ -253,34 +252,3 @@ def _pad_bottom_right(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     for current, wanted in zip(reversed(x.shape[2:]), reversed(tuple(size))):
         pads += [0, wanted - current]
     return F.pad(x, pads)
-
-
-def _rename_version_0_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
-    """Load state dicts saved before the encoder stages owned their attention (group-attention 0.1.0.dev0 before
-    December 2026): ``encoder.stages.i.1`` -> ``encoder.stages.i.block``, ``encoder_attention.i`` -> the encoder's
-    stage attention, ``skips``/``decoder_blocks`` -> ``decoder.skips``/``decoder.blocks``, ``head`` -> ``head.conv``."""
-    timm_encoder = isinstance(module.encoder, TimmEncoder)
-    renames = []
-    for key in state_dict:
-        if not key.startswith(prefix):
-            continue
-        rest = key[len(prefix) :]
-        parts = rest.split(".")
-        new = None
-        if parts[0] == "encoder_attention":
-            new = ["encoder", "attention", parts[1]] if timm_encoder else ["encoder", "stages", parts[1], "attention"]
-            new += parts[2:]
-        elif parts[:2] == ["encoder", "stages"] and len(parts) > 3 and parts[3] not in ("block", "attention", "pool"):
-            index = int(parts[2])
-            if index == 0:
-                new = ["encoder", "stages", "0", "block"] + parts[3:]
-            elif parts[3] == "1":
-                new = ["encoder", "stages", parts[2], "block"] + parts[4:]
-        elif parts[0] in ("skips", "decoder_blocks"):
-            new = ["decoder", "skips" if parts[0] == "skips" else "blocks"] + parts[1:]
-        elif parts[0] == "head" and parts[1] in ("weight", "bias"):
-            new = ["head", "conv", parts[1]]
-        if new is not None:
-            renames.append((key, prefix + ".".join(new)))
-    for old, new in renames:
-        state_dict[new] = state_dict.pop(old)

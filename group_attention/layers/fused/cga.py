@@ -17,7 +17,7 @@ from .common import coupling_factor, group_sum, map_dot, scale_factor, spatial_d
 def fused_channel_group_attention(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float, per_group: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x * w, gate)`` as :func:`~group_attention.layers.cga.channel_group_attention` with ``return_gate=True``,
+    """``(x * w, gate)`` as :meth:`~group_attention.CGA.forward_with_gate` (the gate per group or per channel),
     on the Triton kernels where they serve ``x``, else on PyTorch operations."""
     function = _ChannelGroupAttentionKernels if use_triton(x, weight) else _ChannelGroupAttention
     return function.apply(x, weight, bias, groups, eps, per_group)
