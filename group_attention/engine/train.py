@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from group_attention import _compat  # absolute: this module may move within the package
+
 from ..data import random_flip_rotate
 from ..inference.checkpoint import experiment_metadata
 from ..losses import GeneralizedDiceLoss
@@ -167,7 +169,7 @@ class Trainer:
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+        self.scaler = _compat.grad_scaler(device.type, enabled=config.amp and device.type == "cuda")
         self.loss = GeneralizedDiceLoss("multiclass", validate_args=False)  # our masks are 0/1: skip the sync
         self.train_indices = arrays.indices_of(spec.train_ids)
         self.val_indices = arrays.indices_of(spec.val_ids)
