@@ -9,20 +9,38 @@ an older torch call :func:`require_torch` so they fail with a message naming the
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 
 import torch
 
 #: The oldest torch the package declares and tests (pyproject.toml, .ci/floor-constraints.txt).
 TORCH_FLOOR = (2, 2)
+#: The oldest Triton the layers' kernels run on (Triton 3.0 came with torch 2.4). Triton 2.2 (torch 2.2's) runs
+#: them wrongly in its interpreter (``tl.arange`` refuses a block size passed down to a helper), so with an older
+#: Triton the layers use PyTorch operations, as without Triton.
+TRITON_FLOOR = (3, 0)
 
 # Devices torch.autocast accepts on torch < 2.4 (besides the PrivateUse1 backend), from torch/amp/autocast_mode.py.
 _AUTOCAST_DEVICES_BEFORE_2_4 = ("cpu", "cuda", "xpu", "ipu", "hpu", "xla")
 
 
+def _major_minor(version: str) -> tuple[int, int]:
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
 def torch_version() -> tuple[int, int]:
     """The installed torch's (major, minor), e.g. ``(2, 2)`` for ``2.2.2+cu121``."""
-    major, minor = torch.__version__.split("+")[0].split(".")[:2]
-    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+    return _major_minor(torch.__version__)
+
+
+def triton_supported() -> bool:
+    """Whether Triton is installed in a version the layers' kernels run on (:data:`TRITON_FLOOR` or newer)."""
+    try:
+        version = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return _major_minor(version) >= TRITON_FLOOR
 
 
 def require_torch(version: tuple[int, int], feature: str) -> None:

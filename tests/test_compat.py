@@ -171,3 +171,22 @@ def test_require_torch_names_the_feature_and_both_versions(monkeypatch):
     _compat.require_torch((2, 2), "Anything")
     with pytest.raises(RuntimeError, match=r"Dynamic-shape export needs torch>=2\.6; this is torch 2\.2\.2\+cu121"):
         _compat.require_torch((2, 6), "Dynamic-shape export")
+
+
+@pytest.mark.parametrize(
+    "installed, supported", [("2.2.0", False), ("2.3.1", False), ("3.0.0", True), ("3.8.0+git1", True), (None, False)]
+)
+def test_the_kernels_need_triton_3(monkeypatch, installed, supported):
+    def version(name):
+        assert name == "triton"
+        if installed is None:
+            raise _compat.importlib.metadata.PackageNotFoundError(name)
+        return installed
+
+    monkeypatch.setattr(_compat.importlib.metadata, "version", version)
+    assert _compat.triton_supported() is supported
+    monkeypatch.setattr(dispatch, "_triton_module", False)  # not tried yet
+    if not supported:
+        assert dispatch.triton_kernels() is None
+        with kernels("triton"):
+            assert not dispatch.use_triton(torch.randn(2, 4, 3, 3))

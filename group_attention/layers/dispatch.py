@@ -93,9 +93,12 @@ def kernels(name: str) -> Iterator[None]:
 
 
 def triton_kernels() -> "ModuleType | None":
-    """The kernel module, or None when Triton cannot be imported."""
+    """The kernel module, or None when Triton cannot be imported or is older than ``_compat.TRITON_FLOOR``."""
     global _triton_module
     if _triton_module is False:
+        if not _compat.triton_supported():  # not installed, or older than the kernels need
+            _triton_module = None
+            return None
         try:
             from .fused import triton as triton_module
         except ImportError:
