@@ -53,6 +53,7 @@ def show_compat(monkeypatch, removed=tuple(TORCH_2_2_MISSING), **replaced):
         monkeypatch.setattr(_compat, flag, path not in removed)
 
 
+@pytest.mark.skipif(_compat.torch_version() < (2, 9), reason="torch.fx's is_fx_symbolic_tracing needs torch>=2.9")
 def test_the_newest_torch_has_every_api_compat_prefers():
     """Else the tests below would not test the fallbacks against the real APIs' answers."""
     assert all(getattr(_compat, flag) for flag in TORCH_2_2_MISSING.values())
@@ -152,6 +153,7 @@ def test_grad_scaler_without_torch_amp_grad_scaler(monkeypatch):
         _compat.grad_scaler("cpu", enabled=True)
 
 
+@pytest.mark.skipif(not _compat.HAS_AMP_GRAD_SCALER, reason="torch.amp.GradScaler needs torch>=2.3")
 def test_grad_scaler_with_torch_amp_grad_scaler():
     scaler = _compat.grad_scaler("cpu", enabled=True)
     assert isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled()
