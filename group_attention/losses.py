@@ -17,12 +17,11 @@ image undefined (infinite weight); the convention used here, and how it compares
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _compat
 from ._checks import check_bool, check_real
 
 __all__ = ["GeneralizedDiceLoss", "generalized_dice_loss", "class_weights"]
@@ -323,6 +322,4 @@ def _reduce(per_image: Tensor, reduction: str) -> Tensor:
 
 def _autocast_disabled(device_type: str):
     # fp16 sums of 1/V^2-weighted volumes overflow or flush to zero; keep the loss in float32
-    if torch.amp.is_autocast_available(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
+    return _compat.autocast_disabled(device_type)

@@ -98,7 +98,10 @@ def test_predict_writes_every_output_at_the_original_size(predicted):
             mask = np.asarray(mask_file)
         assert set(np.unique(mask)) <= {0, 255}
         with Image.open(out / "probabilities" / f"{stem}_EX.png") as probability_file:
-            assert probability_file.mode.startswith("I;16") and probability_file.size == (113, 75)
+            # 16-bit greyscale PNG (IHDR bit depth 16, colour type 0); Pillow 9.2 opens it in mode "I", 13 in "I;16"
+            header = (out / "probabilities" / f"{stem}_EX.png").read_bytes()[:26]
+            assert header[24:26] == bytes([16, 0]) and probability_file.mode.startswith("I")
+            assert probability_file.size == (113, 75)
             probability = np.asarray(probability_file).astype(np.float64) / 65535
         # the mask is the thresholded probability (up to the 16-bit rounding of values at the threshold)
         decided = np.abs(probability - 0.5) > 1 / 65535

@@ -7,6 +7,7 @@ initial) parameters; the eager module is itself checked against float64 referenc
 
 from __future__ import annotations
 
+import inspect
 import io
 import warnings
 
@@ -17,6 +18,7 @@ from torch import nn
 from torch.export import Dim
 
 from group_attention import CGA, SE, SGAU, SGE, VARIANTS, ConcatSkip, GANet, build_variant
+from group_attention._compat import needs_torch
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning"
@@ -64,7 +66,16 @@ def inputs(shapes, seed):
     return tuple(torch.randn(shape, generator=generator) * 2 + 0.5 for shape in shapes)
 
 
+# Before torch 2.6 there is no Dim.DYNAMIC (and torch.onnx.export takes dynamic_shapes from 2.5): the tests of
+# dynamic-shape export skip there; tracing and the legacy ONNX exporter are tested on every torch.
+DIM_DYNAMIC = "torch.export.Dim.DYNAMIC (dynamic-shape export, and torch.onnx.export(dynamo=True) with it)"
+# torch.onnx.export takes dynamo= from torch 2.4; before that the legacy (TorchScript) exporter is its only one.
+LEGACY_ONNX = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def dynamic_shapes(shapes):
+    if not hasattr(Dim, "DYNAMIC"):
+        pytest.skip(str(needs_torch((2, 6), DIM_DYNAMIC)))
     return tuple({dim: Dim.DYNAMIC for dim in [0, *range(2, len(shape))]} for shape in shapes)
 
 
@@ -89,7 +100,7 @@ def onnxruntime_runner(path):
 def legacy_onnx(module, args, path):
     names = [f"input{index}" for index in range(len(args))]
     axes = {name: {dim: f"{name}_{dim}" for dim in [0, *range(2, arg.dim())]} for name, arg in zip(names, args)}
-    torch.onnx.export(module, args, str(path), dynamo=False, input_names=names, dynamic_axes=axes)
+    torch.onnx.export(module, args, str(path), **LEGACY_ONNX, input_names=names, dynamic_axes=axes)
     return onnxruntime_runner(path)
 
 
@@ -262,7 +273,7 @@ def test_the_onnx_graph_depends_on_its_input():
         module,
         inputs(MODEL_SHAPES, 0),
         buffer,
-        dynamo=False,
+        **LEGACY_ONNX,
         input_names=["x"],
         dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}},
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,10 +19,10 @@ import pytest
 import references
 import torch
 
-from group_attention import CGA, SE, SGAU, SGE
+from group_attention import CGA, SE, SGAU, SGE, _compat
 from group_attention.layers import get_kernels, kernels, set_kernels
 
-HAVE_TRITON = importlib.util.find_spec("triton") is not None
+HAVE_TRITON = _compat.triton_supported()  # installed, and new enough for the kernels
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1" and get_kernels() == "triton"
 if torch.cuda.is_available() and HAVE_TRITON:
     DEVICE = "cuda"
@@ -46,7 +45,7 @@ def test_kernels_in_triton_interpreter(selection):
     if DEVICE is not None:
         pytest.skip("the kernels are tested directly in this process")
     if not HAVE_TRITON:
-        pytest.skip("Triton is not installed: the layers use PyTorch operations only")
+        pytest.skip("Triton is not installed or older than 3.0: the layers use PyTorch operations only")
     env = {**os.environ, "TRITON_INTERPRET": "1", "GROUP_ATTENTION_KERNELS": "triton"}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
     if selection is not None:
@@ -358,7 +357,7 @@ def test_launch_layout_stays_within_cudas_grid():
     """A grid's second dimension (the tiles) is at most 65535 on CUDA: a 4096 x 4097 map with 16 channels per group
     needs 65552 tiles of the usual 256 positions, so its tiles double instead."""
     if not HAVE_TRITON:
-        pytest.skip("Triton is not installed")
+        pytest.skip("Triton is not installed or older than 3.0")
     from group_attention.layers.fused.triton import common as _triton_kernels
 
     usual = _triton_kernels._launch(torch.empty(8, 64, 192, 256, device="meta"), 32)
@@ -482,7 +481,7 @@ def test_kernels_launch_on_their_tensors_device(monkeypatch):
     """Triton launches on the current CUDA device: a launch wrapper makes its input's device current (a model on
     cuda:1 while cuda:0 is current) and leaves the current device alone otherwise."""
     if not HAVE_TRITON:
-        pytest.skip("Triton is not installed")
+        pytest.skip("Triton is not installed or older than 3.0")
     from group_attention.layers.fused.triton import common as _triton_kernels
 
     entered = []

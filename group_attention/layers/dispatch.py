@@ -32,6 +32,8 @@ from types import ModuleType
 
 import torch
 
+from .. import _compat
+
 KERNEL_CHOICES = ("auto", "torch", "triton")
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MIN_CAPABILITY = (7, 0)  # Triton's floor for NVIDIA GPUs (as PyTorch's own has_triton check)
@@ -91,9 +93,12 @@ def kernels(name: str) -> Iterator[None]:
 
 
 def triton_kernels() -> "ModuleType | None":
-    """The kernel module, or None when Triton cannot be imported."""
+    """The kernel module, or None when Triton cannot be imported or is older than ``_compat.TRITON_FLOOR``."""
     global _triton_module
     if _triton_module is False:
+        if not _compat.triton_supported():  # not installed, or older than the kernels need
+            _triton_module = None
+            return None
         try:
             from .fused import triton as triton_module
         except ImportError:
@@ -171,13 +176,12 @@ def use_triton(*tensors: torch.Tensor) -> bool:
 def tracing_or_compiling() -> bool:
     """Inside ``torch.compile``, ``torch.export``, ``torch.jit.trace``/``script`` (ONNX export) or ``torch.fx``
     symbolic tracing: where a graph is recorded, the layers run their readable functional form."""
-    compiler = torch.compiler
     return (
         torch.jit.is_tracing()
         or torch.jit.is_scripting()
-        or compiler.is_compiling()
-        or (hasattr(compiler, "is_exporting") and compiler.is_exporting())
-        or _fx_tracing()
+        or _compat.is_compiling()
+        or _compat.is_exporting()
+        or _compat.is_fx_symbolic_tracing()
     )
 
 
@@ -192,11 +196,6 @@ def use_fused(*tensors: torch.Tensor) -> bool:
     """Whether a layer may run its fused autograd Function (or kernels) on ``tensors``: plain eager mode, outside
     every graph capture and ``torch.func`` transform, on plain tensors."""
     return not tracing_or_compiling() and all(_plain_tensor(tensor) for tensor in tensors)
-
-
-def _fx_tracing() -> bool:
-    symbolic = torch.fx._symbolic_trace
-    return getattr(symbolic, "is_fx_symbolic_tracing", symbolic.is_fx_tracing)()
 
 
 class NotScriptable:

@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import _compat
+
 DEFAULT_EPS = 1e-5
 INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -121,7 +123,4 @@ def pad_or_crop_to(x: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> tor
 
 def autocast_enabled(x: torch.Tensor) -> bool:
     """Whether autocast is on for ``x``'s device type."""
-    try:
-        return torch.is_autocast_enabled(x.device.type)
-    except TypeError:  # torch < 2.4 takes no device type
-        return torch.is_autocast_cpu_enabled() if x.device.type == "cpu" else torch.is_autocast_enabled()
+    return _compat.is_autocast_enabled(x.device.type)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ... import _compat
 from ...inference.checkpoint import UnsafeCheckpointError
 from ...losses import GeneralizedDiceLoss
 from ...models import build_variant
@@ -179,7 +180,7 @@ class Trainer:
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+        self.scaler = _compat.grad_scaler(device.type, enabled=config.amp and device.type == "cuda")
         self.loss = make_loss(config)
         self.train_indices = arrays.indices_of(spec.train_ids)
         self.val_indices = arrays.indices_of(spec.val_ids)
