@@ -743,6 +743,12 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
         default=None,
         help="an extra encoder shape B,C,H,W (repeatable; default 4,64,96,128)",
     )
+    parser.add_argument(
+        "--skip-shape",
+        action="append",
+        default=None,
+        help="an extra SGAU case, its low-level shape B,C,H,W (high: 2C channels at half the size; repeatable)",
+    )
     parser.add_argument("--batch", type=int, default=8, help="batch of GANet's shapes (default 8)")
     parser.add_argument("--size", default="384,512", help="GANet's input size H,W (default 384,512)")
     parser.add_argument("--no-ganet-shapes", action="store_true", help="time only the --shape cases")
@@ -789,17 +795,18 @@ def case_shapes(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, ...
         ("encoder", "user shape", timing.parse_ints(s, 4, "--shape"))
         for s in (args.shape or (["2,64,24,32"] if args.quick else [",".join(map(str, DEFAULT_SHAPE))]))
     ]
+    user_skips = [("skip", "user skip", timing.parse_ints(s, 4, "--skip-shape")) for s in args.skip_shape or []]
     if args.quick:
         return user + ([] if args.no_skip else [("skip", "decoder level (quick)", (2, 32, 48, 64))])
     if args.no_ganet_shapes:
-        return user
+        return user + user_skips
     stages = ganet_shapes(args.batch, timing.parse_ints(args.size, 2, "--size"))
     skips = (
         []
         if args.no_skip
         else [("skip", f"decoder level {index + 1}", shape) for index, (_, shape) in enumerate(stages[:-1])]
     )
-    return [("encoder", label, shape) for label, shape in stages] + user + skips
+    return [("encoder", label, shape) for label, shape in stages] + user + skips + user_skips
 
 
 def run_cases(
