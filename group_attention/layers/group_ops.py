@@ -126,8 +126,10 @@ def double_linear(maps: torch.Tensor) -> torch.Tensor:
     """
     for dim in range(maps.dim() - 1, 1, -1):
         length = maps.shape[dim]
-        previous = torch.cat([maps.narrow(dim, 0, 1), maps.narrow(dim, 0, length - 1)], dim)
-        following = torch.cat([maps.narrow(dim, 1, length - 1), maps.narrow(dim, length - 1, 1)], dim)
+        # Edges repeated, then shifted windows of the input's own length (no slice of length n - 1, whose size-1
+        # case would be a new specialization, hence a recompilation, under dynamic shapes).
+        padded = torch.cat([maps.narrow(dim, 0, 1), maps, maps.narrow(dim, length - 1, 1)], dim)
+        previous, following = padded.narrow(dim, 0, length), padded.narrow(dim, 2, length)
         even, odd = torch.lerp(maps, previous, 0.25), torch.lerp(maps, following, 0.25)
         maps = torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
     return maps
