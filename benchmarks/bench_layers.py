@@ -48,6 +48,7 @@ DEFAULT_SHAPE = (4, 64, 96, 128)
 MODES = ("fwd", "fwd+bwd")
 ENCODER_CONTENDERS = ("timm SE", "SE", "CGA", "SGE", "SGE (materializing)")
 SKIP_CONTENDERS = ("ConcatSkip", "SGAU")
+COMPILED = " (compiled)"
 TORCH_OPS = " (torch ops)"
 KERNEL_LAYERS = ("SE", "CGA", "SGE", "SGAU")  # the layers with Triton kernels on CUDA
 MAP_BYTES = 4  # the group maps are float32 statistics whatever the features' dtype
@@ -89,7 +90,7 @@ class TorchOps(nn.Module):
 
 def with_torch_ops(modules: dict[str, nn.Module], settings: "Settings") -> dict[str, nn.Module]:
     """On CUDA (eager), add ``<layer> (torch ops)`` beside every layer that has Triton kernels."""
-    if settings.device.type != "cuda" or settings.compile:
+    if settings.device.type != "cuda":
         return modules
     extra = {name + TORCH_OPS: TorchOps(module) for name, module in modules.items() if name in KERNEL_LAYERS}
     return {**modules, **extra}
@@ -241,7 +242,15 @@ def prepare(module: nn.Module, settings: Settings) -> nn.Module:
     module = module.to(settings.device)
     if settings.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    return torch.compile(module) if settings.compile else module
+    return module
+
+
+def with_compiled(modules: dict[str, nn.Module], settings: "Settings") -> dict[str, nn.Module]:
+    """With ``--compile``, add ``<contender> (compiled)`` (``torch.compile``, inductor's default mode, the same
+    parameters) beside every contender: eager and compiled in the same rounds."""
+    if not settings.compile:
+        return modules
+    return {**modules, **{name + COMPILED: torch.compile(module) for name, module in modules.items()}}
 
 
 def workloads(
@@ -315,6 +324,14 @@ def time_case(
     return results
 
 
+def add_compiled_ratios(results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Store, per mode, each compiled contender's time over its eager twin's as ``vs_eager``."""
+    for by_name in results.values():
+        for name in list(by_name):
+            if name.endswith(COMPILED) and name.removesuffix(COMPILED) in by_name:
+                by_name[name]["vs_eager"] = ratio_fields(by_name, name, name.removesuffix(COMPILED))
+
+
 def add_kernel_speedups(results: dict[str, dict[str, dict[str, Any]]]) -> None:
     """Store, per mode, each layer's PyTorch-operations time over its kernels' time as ``kernel_speedup``."""
     for by_name in results.values():
@@ -356,10 +373,11 @@ def encoder_case(
             modules[name] = prepare(ENCODER_FACTORIES[name](channels), settings)
         except ImportError as error:
             notes.append(f"{name} skipped: {error}")
-    modules = with_torch_ops(modules, settings)
+    modules = with_torch_ops(with_compiled(modules, settings), settings)
     log(f"{label} {tuple(shape)}: {', '.join(modules)}")
     results = time_case(modules, (x,), settings, log)
     add_kernel_speedups(results)
+    add_compiled_ratios(results)
     for by_name in results.values():
         for name, summary in by_name.items():
             summary["vs_timm_se"] = ratio_fields(by_name, name, "timm SE")
@@ -395,10 +413,11 @@ def skip_case(
         "ConcatSkip": prepare(ConcatSkip(low_channels, 2 * low_channels, spatial_dims=len(size)), settings),
         "SGAU": prepare(SGAU(low_channels, 2 * low_channels, GROUPS, spatial_dims=len(size)), settings),
     }
-    modules = with_torch_ops(modules, settings)
+    modules = with_torch_ops(with_compiled(modules, settings), settings)
     log(f"{label} low {tuple(low_shape)}, high {tuple(high_shape)}: {', '.join(modules)}")
     results = time_case(modules, (low, high), settings, log)
     add_kernel_speedups(results)
+    add_compiled_ratios(results)
     for by_name in results.values():
         by_name["SGAU"]["vs_concat_skip"] = ratio_fields(by_name, "SGAU", "ConcatSkip")
     case = {
@@ -486,6 +505,29 @@ def skip_table(cases: list[dict[str, Any]], mode: str) -> str:
                 timing.format_ratio(sgau["vs_floor"]),
             ]
         )
+    return timing.markdown_table(headers, rows)
+
+
+def compiled_table(cases: list[dict[str, Any]]) -> "str | None":
+    """Each contender eager and ``torch.compile``'d, forward and forward+backward (``--compile``)."""
+    rows = []
+    for case in cases:
+        shape = "x".join(map(str, case["shape"]))
+        names = [name for name in case["results"]["fwd"] if name + COMPILED in case["results"]["fwd"]]
+        for name in names:
+            cells = []
+            for mode in MODES:
+                results = case["results"][mode]
+                cells += [
+                    spread(results[name]),
+                    spread(results[name + COMPILED]),
+                    timing.format_ratio(results[name + COMPILED].get("vs_eager")),
+                ]
+            rows.append([case["case"], shape, name, *cells])
+    if not rows:
+        return None
+    headers = ["case", "shape", "layer", "fwd eager ms", "fwd compiled ms", "fwd compiled / eager"]
+    headers += ["fwd+bwd eager ms", "fwd+bwd compiled ms", "fwd+bwd compiled / eager"]
     return timing.markdown_table(headers, rows)
 
 
@@ -579,7 +621,7 @@ def settings_title(settings: dict[str, Any]) -> str:
     return (
         f"{settings['device']}, {settings['dtype']}{' autocast' if settings['dtype'] != 'fp32' else ''}, "
         f"{'channels_last' if settings['channels_last'] else 'contiguous (NCHW)'}, "
-        f"{'torch.compile' if settings['compile'] else 'eager'}"
+        f"{'eager and torch.compile' if settings['compile'] else 'eager'}"
     )
 
 
@@ -627,6 +669,17 @@ def run_report(run: dict[str, Any]) -> list[str]:
                 table,
                 "",
             ]
+    compiled = compiled_table(cases)
+    if compiled:
+        lines += [
+            "### torch.compile against eager (same rounds)",
+            "",
+            "Compiled: `torch.compile(layer)`, inductor's default mode; the ratio is the median of per-round ratios "
+            "of the compiled layer's time to the eager layer's.",
+            "",
+            compiled,
+            "",
+        ]
     comparison = kernels_table(cases)
     if comparison:
         lines += [
@@ -680,13 +733,21 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
         help=f"comma-separated subset of {', '.join(ENCODER_CONTENDERS)} (SGAU and ConcatSkip always run together)",
     )
     parser.add_argument("--channels-last", action="store_true", help="channels_last features and modules")
-    parser.add_argument("--compile", action="store_true", help="torch.compile every contender (inductor)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time every contender torch.compile'd (inductor), same rounds"
+    )
     parser.add_argument("--quick", action="store_true", help="small shapes, few rounds: a smoke test")
     parser.add_argument(
         "--shape",
         action="append",
         default=None,
         help="an extra encoder shape B,C,H,W (repeatable; default 4,64,96,128)",
+    )
+    parser.add_argument(
+        "--skip-shape",
+        action="append",
+        default=None,
+        help="an extra SGAU case, its low-level shape B,C,H,W (high: 2C channels at half the size; repeatable)",
     )
     parser.add_argument("--batch", type=int, default=8, help="batch of GANet's shapes (default 8)")
     parser.add_argument("--size", default="384,512", help="GANet's input size H,W (default 384,512)")
@@ -734,17 +795,18 @@ def case_shapes(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, ...
         ("encoder", "user shape", timing.parse_ints(s, 4, "--shape"))
         for s in (args.shape or (["2,64,24,32"] if args.quick else [",".join(map(str, DEFAULT_SHAPE))]))
     ]
+    user_skips = [("skip", "user skip", timing.parse_ints(s, 4, "--skip-shape")) for s in args.skip_shape or []]
     if args.quick:
         return user + ([] if args.no_skip else [("skip", "decoder level (quick)", (2, 32, 48, 64))])
     if args.no_ganet_shapes:
-        return user
+        return user + user_skips
     stages = ganet_shapes(args.batch, timing.parse_ints(args.size, 2, "--size"))
     skips = (
         []
         if args.no_skip
         else [("skip", f"decoder level {index + 1}", shape) for index, (_, shape) in enumerate(stages[:-1])]
     )
-    return [("encoder", label, shape) for label, shape in stages] + user + skips
+    return [("encoder", label, shape) for label, shape in stages] + user + skips + user_skips
 
 
 def run_cases(

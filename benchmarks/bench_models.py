@@ -7,7 +7,11 @@ Adam step) and an inference forward pass of:
 - when installed (the ``bench`` extra), MONAI's ``AttentionUnet`` and ``BasicUNet`` with the same 32..512 widths,
   and segmentation_models_pytorch's ``Unet`` with a ResNet-18 encoder (64..512 widths);
 - on CUDA, ``ganet (torch ops)``: GANet with PyTorch operations instead of its layers' Triton kernels, the kernels'
-  before/after in the same rounds.
+  before/after in the same rounds;
+- with ``--compile``, every model twice, eager and ``torch.compile``'d (``<name> (compiled)``, a second copy with the
+  same parameters) in the same rounds; the compiled rows' ratios are to the compiled Baseline and to their own eager
+  model, and the compile time (the first training step and the first inference pass, which compile) is reported on
+  its own, not in the step time.
 
 Memory: the activations autograd keeps for backward, and the peak memory allocated during a training step above
 what was allocated before it (``torch.cuda.max_memory_allocated`` on CUDA; on CPU the same count taken by
@@ -21,6 +25,7 @@ Examples::
     python benchmarks/bench_models.py --quick
     python benchmarks/bench_models.py --threads 1 --out benchmarks/results
     python benchmarks/bench_models.py --device cuda --dtype bf16 --out results
+    python benchmarks/bench_models.py --threads 1 --compile --models baseline,ganet --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +88,7 @@ FACTORIES: dict[str, Callable[[], nn.Module]] = {
     "ganet (torch ops)": variant_factory("ganet"),
 }
 TORCH_OPS = " (torch ops)"
+COMPILED = " (compiled)"
 OPTIONAL = {
     "MONAI AttentionUnet": "monai",
     "MONAI BasicUNet": "monai",
@@ -93,9 +100,11 @@ OPTIONAL = {
 class Bench:
     """A model with its optimizer and a fixed batch: the training step and the inference pass to time."""
 
-    def __init__(self, name: str, args: argparse.Namespace, device: torch.device, dtype: str) -> None:
+    def __init__(
+        self, name: str, args: argparse.Namespace, device: torch.device, dtype: str, compiled: bool = False
+    ) -> None:
         torch.manual_seed(0)
-        self.name = name
+        self.name = name + (COMPILED if compiled else "")
         self.device = device
         self.dtype = dtype
         model = FACTORIES[name]().to(device)
@@ -111,9 +120,18 @@ class Bench:
             device, memory_format=torch.channels_last if args.channels_last else torch.contiguous_format
         )
         self.labels = torch.randint(0, NUM_CLASSES, (args.batch, height, width), generator=generator).to(device)
-        self.forward = torch.compile(model) if args.compile else model
+        self.forward = torch.compile(model) if compiled else model
         # Each layer picks its implementation in forward (backward follows), so only forward needs the choice.
         self.kernels = "torch" if name.endswith(TORCH_OPS) else get_kernels()
+        self.compile_s = self.compile() if compiled else None
+
+    def compile(self) -> float:
+        """Run one training step and one inference pass (each compiles its graphs); their wall time in seconds."""
+        start = time.perf_counter()
+        self.train_step()
+        self.infer()
+        timing.synchronize(self.device)
+        return time.perf_counter() - start
 
     def loss(self) -> torch.Tensor:
         with timing.autocast_context(self.device, self.dtype), kernels(self.kernels):
@@ -158,9 +176,24 @@ def mib(value: "int | None") -> str:
     return "n/a" if value is None else f"{value / 2**20:.0f}"
 
 
+def reference_of(name: str) -> str:
+    """The Baseline a model is compared with: the compiled one for compiled models."""
+    return REFERENCE + COMPILED if name.endswith(COMPILED) else REFERENCE
+
+
 def relative(results: dict[str, dict[str, Any]], name: str, key: str) -> "float | None":
-    value, reference = results[name].get(key), results.get(REFERENCE, {}).get(key)
+    value, reference = results[name].get(key), results.get(reference_of(name), {}).get(key)
     return value / reference if value is not None and reference else None
+
+
+def compiled_cells(result: dict[str, Any]) -> list[str]:
+    """A compiled model's step and inference time as a ratio to its eager model's, and its compile time."""
+    compile_s = result.get("compile_s")
+    return [
+        timing.format_ratio(result["train"].get("vs_eager")),
+        timing.format_ratio(result["infer"].get("vs_eager")),
+        "" if compile_s is None else f"{compile_s:.0f}",
+    ]
 
 
 def run_report(run: dict[str, Any]) -> list[str]:
@@ -180,6 +213,8 @@ def run_report(run: dict[str, Any]) -> list[str]:
         "activations kept MiB",
         f"vs {REFERENCE}",
     ]
+    if settings.get("compile"):
+        headers += ["train vs eager", "infer vs eager", "compile s"]
     rows = []
     for name, result in results.items():
         train, infer = result["train"], result["infer"]
@@ -198,6 +233,7 @@ def run_report(run: dict[str, Any]) -> list[str]:
                 mib(result["saved_activation_bytes"]),
                 timing.format_ratio(relative(results, name, "saved_activation_bytes")),
             ]
+            + (compiled_cells(result) if settings.get("compile") else [])
         )
     height, width = settings["size"]
     lines = [
@@ -214,12 +250,19 @@ def report(machine: dict[str, Any], runs: list[dict[str, Any]], command: str) ->
     first = runs[0]["settings"]
     lines = timing.report_header("Model benchmark", machine) + [
         f"Command: `{command}`. {'channels_last' if first['channels_last'] else 'Contiguous (NCHW)'}, "
-        f"{'torch.compile' if first['compile'] else 'eager'}, Adam, cross-entropy; up to {first['rounds']} "
+        f"{'eager and torch.compile' if first['compile'] else 'eager'}, Adam, cross-entropy; up to {first['rounds']} "
         f"interleaved rounds after {first['warmup']} warm-up steps. A training step is zero_grad, forward, loss, "
         "backward and the optimizer step. Times are medians with half the interquartile range; ratios to the "
         "Baseline are medians of per-round ratios. Peak train memory: the most memory allocated during a training "
         "step above what was allocated before it (parameters and optimizer state); activations kept: the storages "
-        "autograd holds for backward after the forward pass.",
+        "autograd holds for backward after the forward pass."
+        + (
+            " Compiled rows (`(compiled)`, inductor, default mode) are compared with the compiled Baseline, and with "
+            "their eager model in `vs eager`; `compile s` is the wall time of their first training step and first "
+            "inference pass, which compile (not in the step times)."
+            if first["compile"]
+            else ""
+        ),
         "",
     ]
     for run in runs:
@@ -237,7 +280,9 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
         "--dtype", default="fp32", help="fp32, bf16 or fp16 (autocast), or a comma-separated list, one section each"
     )
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile every model (inductor)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time every model torch.compile'd (inductor), in the same rounds"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny images, two rounds: a smoke test")
     parser.add_argument("--batch", type=int, default=None, help="default 8 on CUDA, 2 on CPU, 1 with --quick")
     parser.add_argument("--size", default=None, help="H,W; default 384,512 on CUDA, 192,256 on CPU")
@@ -298,10 +343,15 @@ def run_models(
     notes: list[str] = []
     benches: dict[str, Bench] = {}
     for name in selected_models(args, notes):
-        try:
-            benches[name] = Bench(name, args, device, dtype)
-        except Exception as error:  # noqa: BLE001 - a broken optional contender is skipped, not fatal
-            notes.append(f"{name} skipped: {type(error).__name__}: {error}")
+        for compiled in (False, True) if args.compile else (False,):
+            try:
+                bench = Bench(name, args, device, dtype, compiled)
+            except Exception as error:  # noqa: BLE001 - a broken optional contender is skipped, not fatal
+                notes.append(f"{name}{COMPILED if compiled else ''} skipped: {type(error).__name__}: {error}")
+                continue
+            benches[bench.name] = bench
+            if compiled:
+                log(f"  compiled {bench.name} in {bench.compile_s:.0f} s")
     log(f"== {dtype}: {', '.join(benches)}; batch {args.batch} at {args.size_hw}")
     samples: dict[str, dict[str, timing.Samples]] = {}
     for mode in MODES:
@@ -318,13 +368,16 @@ def run_models(
         log(f"  {mode}: " + ", ".join(f"{n} {timing.format_ms(s.median)} ms" for n, s in samples[mode].items()))
     results: dict[str, dict[str, Any]] = {}
     for name, bench in benches.items():
-        result: dict[str, Any] = {"parameters": bench.parameters}
+        result: dict[str, Any] = {"parameters": bench.parameters, "compile_s": bench.compile_s}
         for mode in MODES:
             summary = samples[mode][name].summary()
             summary["half_iqr_percent"] = (summary["p75_ms"] - summary["p25_ms"]) / 2 / summary["median_ms"] * 100
             summary["images_per_s"] = 1000 * args.batch / summary["median_ms"]
-            if REFERENCE in samples[mode]:
-                summary[f"vs_{REFERENCE}"] = timing.paired_ratio(samples[mode], name, REFERENCE)
+            if reference_of(name) in samples[mode]:
+                summary[f"vs_{REFERENCE}"] = timing.paired_ratio(samples[mode], name, reference_of(name))
+            eager = name.removesuffix(COMPILED)
+            if name != eager and eager in samples[mode]:
+                summary["vs_eager"] = timing.paired_ratio(samples[mode], name, eager)
             summary["samples_ms"] = samples[mode][name].times_ms
             result[mode] = summary
         result["saved_activation_bytes"] = bench.saved_activation_bytes()

@@ -105,8 +105,43 @@ def expand_groups(group_values: torch.Tensor, channels: int) -> torch.Tensor:
 
 def resize_to(maps: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
     """Linearly interpolate ``(B, m, *s)`` maps to ``size`` (bilinear in 2D, trilinear in 3D; ``align_corners=False``,
-    so an unchanged size is the identity)."""
+    so an unchanged size is the identity).
+
+    Under ``torch.compile`` (not ``torch.export``) an exact doubling, U-Net's skips, is :func:`double_linear`: the
+    same values as ``F.interpolate``, as a fixed stencil that inductor fuses into its loops and whose backward is a
+    gather, where ATen's interpolation compiles to a scatter (atomic adds on CPU). Exported graphs keep
+    ``F.interpolate``, which stays right at every size (a doubling test would be a guard frozen into the graph).
+    """
+    if _compiling_not_exporting() and all(2 * s == t for s, t in zip(maps.shape[2:], size)):
+        return double_linear(maps)
     return F.interpolate(maps, size=tuple(size), mode=INTERPOLATION_MODES[maps.dim() - 2], align_corners=False)
+
+
+def double_linear(maps: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(maps, scale_factor=2, mode="(bi|tri)linear", align_corners=False)`` as a separable stencil:
+    ``(B, m, *s) -> (B, m, *2s)``.
+
+    Along a dim of length ``n``, output ``2i`` samples the input at ``i - 1/4`` and output ``2i + 1`` at ``i + 1/4``,
+    clamped to the ends: ``out[2i] = lerp(x[i], x[i - 1], 1/4)``, ``out[2i + 1] = lerp(x[i], x[i + 1], 1/4)``, with
+    ``x[-1] = x[0]`` and ``x[n] = x[n - 1]``. Only slices, concatenations and elementwise operations: differentiable,
+    exportable and, compiled, one fused loop forward and a gather backward.
+    """
+    for dim in range(maps.dim() - 1, 1, -1):
+        length = maps.shape[dim]
+        # Edges repeated, then shifted windows of the input's own length (no slice of length n - 1, whose size-1
+        # case would be a new specialization, hence a recompilation, under dynamic shapes).
+        padded = torch.cat([maps.narrow(dim, 0, 1), maps, maps.narrow(dim, length - 1, 1)], dim)
+        previous, following = padded.narrow(dim, 0, length), padded.narrow(dim, 2, length)
+        even, odd = torch.lerp(maps, previous, 0.25), torch.lerp(maps, following, 0.25)
+        maps = torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
+    return maps
+
+
+def _compiling_not_exporting() -> bool:
+    """Inside ``torch.compile`` and not ``torch.export`` (which also reports compiling). False on a torch without
+    ``torch.compiler.is_exporting``, where the two cannot be told apart: exported graphs must stay general."""
+    compiler = torch.compiler
+    return hasattr(compiler, "is_exporting") and compiler.is_compiling() and not compiler.is_exporting()
 
 
 def pad_or_crop_to(x: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
