@@ -140,8 +140,7 @@ def double_linear(maps: torch.Tensor) -> torch.Tensor:
 def _compiling_not_exporting() -> bool:
     """Inside ``torch.compile`` and not ``torch.export`` (which also reports compiling). False on a torch without
     ``torch.compiler.is_exporting``, where the two cannot be told apart: exported graphs must stay general."""
-    compiler = torch.compiler
-    return hasattr(compiler, "is_exporting") and compiler.is_compiling() and not compiler.is_exporting()
+    return _compat.HAS_COMPILER_IS_EXPORTING and _compat.is_compiling() and not _compat.is_exporting()
 
 
 def pad_or_crop_to(x: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
