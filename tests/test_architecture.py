@@ -17,13 +17,14 @@ grimp = pytest.importorskip("grimp")
 
 
 def _imported_by(statement: str) -> dict:
-    """Top-level packages and group_attention modules that ``statement`` loads beyond torch and einops."""
+    """Top-level packages (the standard library's aside) and group_attention modules that ``statement`` loads beyond
+    torch and einops."""
     code = (
         "import sys, json, torch, einops\n"
         "before = set(sys.modules)\n"
         f"{statement}\n"
         "new = set(sys.modules) - before\n"
-        "print(json.dumps({'packages': sorted({m.split('.')[0] for m in new}),"
+        "print(json.dumps({'packages': sorted({m.split('.')[0] for m in new} - set(sys.stdlib_module_names)),"
         " 'modules': sorted(m for m in new if m.startswith('group_attention'))}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
