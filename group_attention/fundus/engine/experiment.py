@@ -297,12 +297,13 @@ def validate_experiment(config: ExperimentConfig, out_dir: "str | Path", source:
 
 
 def check_tensorboard() -> None:
-    """Raise ``ImportError`` naming the extra to install if TensorBoard's writer cannot be imported."""
+    """Raise ``ValueError`` naming the extra to install if TensorBoard's writer cannot be imported (a setting the
+    environment cannot honour, refused before anything is written)."""
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError as error:
-        raise ImportError(
-            f'tensorboard needs the tensorboard package: pip install "group-attention[tensorboard]" ({error})'
+        raise ValueError(
+            f'tensorboard logging needs the tensorboard package: pip install "group-attention[tensorboard]" ({error})'
         ) from error
 
 
