@@ -22,7 +22,7 @@ from group_attention.models import UNet
 
 def scaled_arrays(images, masks, boxes=None, dataset=None, scale=1.0) -> ScaledArrays:
     ids = [f"img{k}" for k in range(len(images))]
-    boxes = boxes or [Box(0, image.shape[1], 0, image.shape[2]) for image in images]
+    boxes = boxes or [Box(0, 0, image.shape[1], image.shape[2]) for image in images]
     return ScaledArrays(ids, list(images), list(masks), boxes, scale, dataset)
 
 
@@ -123,7 +123,7 @@ def test_a_patch_larger_than_a_scaled_crop_is_refused_naming_the_image():
 
 def _model(classes=2):
     torch.manual_seed(3)
-    return UNet(3, classes, base_channels=4).eval()
+    return UNet(3, classes, channels=(4, 8, 8, 8, 8), groups=1).eval()
 
 
 def test_the_sliding_window_equals_a_whole_image_forward_where_one_window_covers_the_image():
@@ -145,7 +145,7 @@ def test_the_test_scores_every_pixel_of_the_original_image_with_zero_outside_the
 
     model = _model(1)
     image = torch.randint(0, 256, (3, 32, 48), dtype=torch.uint8)
-    box = Box(4, 36, 10, 58)
+    box = Box(top=4, left=10, bottom=36, right=58)
     arrays = scaled_arrays([image], [torch.zeros(1, 32, 48, dtype=torch.uint8)], [box], Original())
     ((_, full, truth),) = window_probabilities(
         model, arrays, torch.tensor([0]), (32, 48), [0], "sigmoid", original=True
@@ -170,8 +170,8 @@ def test_pooled_metrics_equal_the_metrics_of_the_concatenated_pixels():
     ]
     scores, truth = torch.cat(probabilities).double(), torch.cat([m.flatten() for m in masks]).bool()
     predicted = scores >= 0.5
-    tp, fp, fn = (predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()
-    assert result["dice"] == pytest.approx(float(2 * tp / (2 * tp + fp + fn)), abs=1e-12)
+    tp, fp, fn = (int(c.sum()) for c in (predicted & truth, predicted & ~truth, ~predicted & truth))
+    assert result["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12)
     exact = average_precision_score(truth.numpy(), scores.numpy())
     assert abs(result["aupr"] - exact) <= result["aupr_error_bound"] + 1e-9
     assert result["num_images"] == 3 and result["num_pixels"] == truth.numel()

@@ -5,6 +5,9 @@ recorded scale) without being told; bad combinations of options end in one line 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import engine_runs
 import numpy as np
@@ -112,7 +115,10 @@ def test_a_patch_run_resumes_exactly_and_predict_applies_its_scale_without_being
     source = config.data_source(tmp_path / "straight")
     test_id = straight["runs"][0]["test_ids"][0]
     arrays = load_scaled_arrays(source, ["EX"], [test_id], 0.5, cache_dir=None)
-    ((_, tested, _),) = window_probabilities(model, arrays, torch.tensor([0]), (16, 16), [0], "sigmoid", original=True)
+    spec = model.inference_spec
+    ((_, tested, _),) = window_probabilities(
+        model, arrays, torch.tensor([0]), (16, 16), spec.lesion_channels, spec.activation, original=True
+    )
     image = read_image(arrays.dataset.images[test_id])
     predicted, _ = predict_probabilities(model, image)
     np.testing.assert_allclose(predicted, tested.numpy(), atol=1e-6)
@@ -152,3 +158,56 @@ def test_tensorboard_without_its_package_is_one_line_naming_the_extra(capsys, tr
         capsys, [*tiny(tree, out, tmp_path), "--tensorboard"], "--tensorboard", 'group-attention[tensorboard]"'
     )
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_joint_patch_run_with_amp_and_a_time_budget_under_torchrun(tmp_path):
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(engine_runs.free_port()),
+        str(engine_runs.EXAMPLE),
+        "--no-progress",
+        "--out",
+        str(out),
+        "--variants",
+        "unet",
+        "--lesion",
+        "EX",
+        "HE",
+        "--joint",
+        "--scale",
+        "0.5",
+        "--patch",
+        "16",
+        "16",
+        "--folds",
+        "2",
+        "--only-folds",
+        "1",
+        "--epochs",
+        "2",
+        "--amp",
+        "--time-budget",
+        "30",
+        "--overlays",
+        "0",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(engine_runs.REPO))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=engine_runs.REPO, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = engine_runs.read_log(out / "runs" / "unet" / "EX+HE" / "fold1" / "log.csv")
+    assert [int(r["epoch"]) for r in log] == [1, 2]
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["lesion"] for r in runs] == ["EX", "HE"]
