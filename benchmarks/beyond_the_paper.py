@@ -3,14 +3,14 @@ share of the native resolution, separate models against one joint model, U-Net a
 same wall-clock training budget, on a sample of IDRiD.
 
 Every run is ``examples/idrid_ganet.py`` on fold 1 of a 3-fold split of the images (10 training images, 5 test
-images; no validation image, so the last epoch is tested), with ``--time-budget``: training stops after the epoch in
-which that many minutes of training are reached. Every model is scored the same way, by the code of
+images; no validation image, so the last weights are tested), with ``--time-budget``: training stops at the step that
+reaches that many minutes of training, mid-epoch if need be. Every model is scored the same way, by the code of
 ``group-attention predict``: its probabilities at the original resolution of the 5 test photographs, metrics pooled
 over every pixel of them (the IDRiD challenge's AUPR). For a model trained on patches that is the experiment's own
 test (the same sliding-window code); for a whole-image model, ``predict`` is run on the test photographs.
 
     python benchmarks/beyond_the_paper.py --data-root /work/shared/data/idrid-mini --out runs/beyond \\
-        --budget 2 --seeds 0 1 --parallel 2
+        --budget 4 --seeds 0 1 --parallel 2
     # then: benchmarks/results/beyond-the-paper.{md,json}
 
 Rerunning resumes: finished runs are read back, not retrained.
@@ -52,7 +52,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("GA_IDRID_ROOT"), help="IDRiD root (GA_IDRID_ROOT)")
     parser.add_argument("--out", type=Path, default=Path("runs/beyond-the-paper"))
-    parser.add_argument("--budget", type=float, default=2.0, help="training minutes per run (default 2)")
+    parser.add_argument("--budget", type=float, default=4.0, help="training minutes per run (default 4)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument(
         "--single-seed",

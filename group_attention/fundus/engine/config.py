@@ -74,8 +74,9 @@ class ExperimentConfig:
         patches_per_image: patches drawn per training image and epoch in scale mode (default 4).
         lesion_share: share of the patches centred on a lesion pixel in scale mode (default 0.5); the rest are
             uniform over the crop.
-        time_budget: stop a run's training after this many minutes (summed over resumes) and test its best
-            checkpoint; 0 (default) trains all :attr:`epochs`.
+        time_budget: stop a run's training after this many minutes (summed over resumes; mid-epoch if need be: the
+            step that reaches the budget is the last) and test its best checkpoint; 0 (default) trains all
+            :attr:`epochs`.
         tensorboard: also log the scalars and a few overlays for TensorBoard under each run's ``tensorboard/``.
     """
 

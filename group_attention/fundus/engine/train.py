@@ -287,6 +287,8 @@ class Trainer:
             unit="batch",
         )
         loss_sum, dice_sum, steps = 0.0, 0.0, 0
+        budget = 60 * self.config.time_budget
+        started = time.perf_counter()
         for batch in bar:
             images, masks = self.load_batch(batch)
             images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
@@ -305,6 +307,9 @@ class Trainer:
             loss_sum += loss_value  # one device sync per step for both numbers
             dice_sum += dice_value
             bar.set_postfix(loss=f"{loss_sum / steps:.4f}", dice=f"{dice_sum / steps:.3f}")
+            # A time budget ends training mid-epoch: one epoch of whole images can outlast a budget on a CPU.
+            if budget and self._budget_spent(budget, self.trained_seconds + time.perf_counter() - started):
+                break
         return loss_sum / max(steps, 1), dice_sum / max(steps, 1)
 
     def fit(self, on_epoch_end: "EpochCallback | None" = None) -> None:
@@ -320,7 +325,7 @@ class Trainer:
             started = time.perf_counter()
             train_loss, train_dice = self.train_epoch(epoch)
             self.trained_seconds += time.perf_counter() - started
-            out_of_time = bool(budget) and self._budget_spent(budget)
+            out_of_time = bool(budget) and self._budget_spent(budget, self.trained_seconds)
             row = {
                 "epoch": epoch + 1,
                 "train_loss": round(train_loss, 6),
@@ -361,10 +366,10 @@ class Trainer:
                     print(f"[{self.spec.name}] time budget of {self.config.time_budget:g} min spent", flush=True)
                 break
 
-    def _budget_spent(self, budget: float) -> bool:
+    def _budget_spent(self, budget: float, seconds: float) -> bool:
         """Whether the training time is over ``budget`` seconds; under ``torchrun`` process 0's clock decides for
-        every process (they must stop after the same epoch)."""
-        spent = torch.tensor([float(self.trained_seconds >= budget)], device=self.device)
+        every process (they must stop after the same step)."""
+        spent = torch.tensor([float(seconds >= budget)], device=self.device)
         if self.context.enabled:
             torch.distributed.broadcast(spent, src=0)
         return bool(spent.item())
