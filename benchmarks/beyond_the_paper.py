@@ -149,7 +149,8 @@ def predict_metrics(arguments: argparse.Namespace, out: Path, run: dict, lesion:
     checkpoint = (
         out / "runs" / run["variant"] / run.get("model", lesion) / f"fold{run['fold'] + 1}" / "checkpoint_best.pt"
     )
-    images = Path(arguments.data_root) / "A. Segmentation" / "1. Original Images" / "a. Training Set"
+    originals = Path(arguments.data_root) / "A. Segmentation" / "1. Original Images"
+    found = {path.stem: path for path in originals.glob("*/*.jpg")}
     predicted = out / f"predict-{lesion}"
     command = [
         sys.executable,
@@ -158,7 +159,7 @@ def predict_metrics(arguments: argparse.Namespace, out: Path, run: dict, lesion:
         "predict",
         "--checkpoint",
         str(checkpoint),
-        *[str(images / f"{image_id}.jpg") for image_id in run["test_ids"]],
+        *[str(found[image_id]) for image_id in run["test_ids"]],
         "--masks",
         arguments.data_root,
         "--out",

@@ -9,6 +9,7 @@ import engine_runs
 import numpy as np
 import pytest
 import torch
+from idrid_trees import needs_real_idrid
 from sklearn.metrics import average_precision_score
 
 from group_attention.fundus.data.preprocess import Box
@@ -219,3 +220,20 @@ def test_tensorboard_logs_the_scalars_of_every_epoch(tmp_path):
     events.Reload()
     assert [e.step for e in events.Scalars("val_dice")] == [1, 2]
     assert (tmp_path / "curves.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------- a real photograph
+
+
+@needs_real_idrid
+def test_a_real_photograph_at_a_quarter_scale_keeps_its_crop_masks_and_original_masks(real_dataset, real_ids):
+    scaled = real_dataset.at_scale(0.25)
+    image, masks = scaled.load_arrays(real_ids[0])
+    box = scaled.crop_box(real_ids[0])
+    assert image.shape[:2] == masks.shape[1:] == (round(box.height / 4), round(box.width / 4))
+    original = scaled.original_masks(real_ids[0])
+    assert original.shape == (2, 2848, 4288) and original.dtype == np.uint8
+    # every lesion of the crop at full resolution leaves at least one pixel at a quarter scale
+    assert all(masks[k].any() == original[k, box.top : box.bottom, box.left : box.right].any() for k in range(2))
+    # the whole-image protocol's entry is unchanged by the scaled one
+    assert real_dataset.load_arrays(real_ids[0])[0].shape == (384, 512, 3)

@@ -335,8 +335,8 @@ def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
         if previous.get("fingerprint") != config.fingerprint():
             raise ValueError(
                 f"{out_dir} holds runs made with other settings ({path}); use another --out, or delete the folder "
-                "to start again. Only device, workers, overlays, cache_dir, checkpoint_seconds, variants, lesions "
-                "and the folds to run may change between resumed runs."
+                "to start again. Only device, workers, overlays, cache_dir, checkpoint_seconds, tensorboard, "
+                "variants, lesions and the folds to run may change between resumed runs."
             )
 
 
