@@ -64,6 +64,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), metavar="NAME")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once, one torch thread each (default 2)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of every run (default 1e-3)")
+    parser.add_argument(
+        "--read-only", action="store_true", help="train nothing: the table of the runs already finished in --out"
+    )
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--stem", default="beyond-the-paper")
     arguments = parser.parse_args(argv)
@@ -118,6 +121,8 @@ def run_one(arguments: argparse.Namespace, name: str, seed: int, lesions: tuple[
         *options,
         *(["--joint"] if len(lesions) > 1 else []),
     ]
+    if arguments.read_only and not (out / "results.json").is_file():
+        raise RuntimeError(f"{name} seed {seed} {lesions}: not run yet ({out})")
     started = time.perf_counter()
     finished = subprocess.run(command, env=environment(), capture_output=True, text=True)
     if finished.returncode != 0:
@@ -174,6 +179,16 @@ def predict_metrics(arguments: argparse.Namespace, out: Path, run: dict, lesion:
     return json.loads((predicted / "summary.json").read_text())["metrics"][lesion]
 
 
+def lesion_share(done: list[dict], lesion: str) -> "float | None":
+    """The lesion's share of the test pixels, from one run's accuracy, sensitivity and specificity
+    (``accuracy = sensitivity * p + specificity * (1 - p)``)."""
+    for run in done:
+        metrics = run["metrics"].get(lesion)
+        if metrics and abs(metrics["sensitivity"] - metrics["specificity"]) > 0.05:
+            return (metrics["accuracy"] - metrics["specificity"]) / (metrics["sensitivity"] - metrics["specificity"])
+    return None
+
+
 def spread(values: list[float]) -> str:
     mean = statistics.fmean(values)
     if len(values) < 2:
@@ -212,17 +227,36 @@ def main(argv=None) -> None:
             dice = [r["metrics"][lesion]["dice"] for r in entries]
             epochs = [r["epochs"] for r in entries]
             rows.append([name, lesion, spread(aupr), spread(dice), len(entries), f"{min(epochs)}-{max(epochs)}"])
+    per_run = [
+        [
+            r["configuration"],
+            r["seed"],
+            "+".join(r["lesions"]),
+            r["epochs"],
+            f"{r['train_seconds']:.0f}",
+            *[f"{100 * r['metrics'][lesion]['aupr']:.1f}" if lesion in r["metrics"] else "" for lesion in LESIONS],
+        ]
+        for r in sorted(done, key=lambda r: (list(CONFIGURATIONS).index(r["configuration"]), r["seed"], r["lesions"]))
+    ]
+    shares = {lesion: lesion_share(done, lesion) for lesion in LESIONS}
     machine = machine_info(__import__("torch").device("cpu"))
     lines = report_header("Beyond the paper: whole image against patches, on IDRiD images", machine)
     lines += [
         f"Data: {arguments.data_root} (fold 1 of 3: 10 training images, no validation image: the last epoch is "
         "tested; 5 test images). "
         f"Each run: {arguments.budget:g} minutes of training (Adam lr {arguments.lr:g}, batch 4 images or patches, "
-        f"one torch thread, {arguments.parallel} runs at once on a shared CPU. Pooled AUPR and Dice (%) over every "
+        f"one torch thread, {arguments.parallel} runs at once on a shared CPU). Pooled AUPR and Dice (%) over every "
         "pixel of the 5 test photographs at their "
-        f"original resolution; mean ± standard deviation over seeds {arguments.seeds}.",
+        f"original resolution; mean ± standard deviation over the seeds run. A model that scores at random has an "
+        f"AUPR equal to the lesion's share of the pixels: "
+        + ", ".join(f"{lesion} {100 * share:.2f}%" for lesion, share in shares.items() if share is not None)
+        + ". An epoch is 10 images or 10 patches (3 steps).",
         "",
         markdown_table(["configuration", "lesion", "pooled AUPR", "pooled Dice", "seeds", "epochs"], rows),
+        "",
+        "Every run:",
+        "",
+        markdown_table(["configuration", "seed", "model", "epochs", "training s", "EX AUPR", "HE AUPR"], per_run),
         "",
     ]
     report(arguments.results, arguments.stem, lines, {"machine": machine, "settings": vars(arguments), "runs": done})
