@@ -12,8 +12,13 @@ folder of <stem>_<CLASS> files) replace --data-root; the paper's defaults apply 
 With ``--data-root`` the defaults are the paper's: EX and HE segmented separately, all six Table 1 variants,
 generalized Dice loss, Adam lr 1e-4, 300 epochs, batch 8, 512x384 after cropping the background, random flips and
 rotations, 3-fold cross-validation over all images. Rerunning the same command resumes where it stopped.
-Outputs (in --out): results.md, results.json, runs/<variant>/<lesion>/fold<k>/{log.csv, checkpoint_best.pt,
-metrics.json, overlays/*.png, attention.png} (checkpoint_last.pt while a run trains; see --keep-checkpoints).
+Outputs (in --out): results.md, results.json, runs/<variant>/<lesion>/fold<k>/{log.csv, curves.png,
+checkpoint_best.pt, metrics.json, overlays/*.png, attention.png} (checkpoint_last.pt while a run trains; see
+--keep-checkpoints). A joint model's folder is runs/<variant>/<L1+L2>/fold<k>.
+
+Beyond the paper: --lesion EX HE --joint trains one model for both lesions; --scale 0.5 --patch 256 256 trains on
+patches at half the native resolution and tests with the sliding window over every pixel of the original image
+(docs/beyond_the_paper.md).
 A mistake in the options or the data ends with one line naming it and exit code 2; --debug (or GA_DEBUG=1) shows
 the traceback instead.
 """
@@ -63,6 +68,13 @@ OPTION_OF = {
     "checkpoint_seconds": "--checkpoint-seconds",
     "workers": "--workers",
     "keep_checkpoints": "--keep-checkpoints",
+    "joint": "--joint",
+    "scale": "--scale",
+    "patch": "--patch",
+    "patches_per_image": "--patches-per-image",
+    "lesion_share": "--lesion-share",
+    "time_budget": "--time-budget",
+    "tensorboard": "--tensorboard",
 }
 
 
@@ -167,6 +179,41 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
         type=int,
         help=f"refuse images of more pixels, before decoding (default {DEFAULT_MAX_PIXELS:,})",
     )
+    add(
+        "--joint",
+        action="store_true",
+        default=None,
+        help="one model for all --lesion (one sigmoid output per lesion) instead of one model per lesion (paper)",
+    )
+    add(
+        "--scale",
+        type=float,
+        help="train on patches of the field of view at this share of the native resolution (1.0, 0.5, 0.25; with "
+        "--patch) and test with the sliding window at the original resolution (default: the paper's whole image)",
+    )
+    add("--patch", type=int, nargs=2, metavar=("H", "W"), help="with --scale: patch size, multiples of 16")
+    add(
+        "--patches-per-image",
+        type=int,
+        help=f"with --scale: patches per training image and epoch (default: {defaults.patches_per_image})",
+    )
+    add(
+        "--lesion-share",
+        type=float,
+        help=f"with --scale: share of patches centred on a lesion pixel (default: {defaults.lesion_share:g})",
+    )
+    add(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="stop each run's training after this many minutes and test its best checkpoint (default: none)",
+    )
+    add(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help='also log scalars and overlays for TensorBoard (pip install "group-attention[tensorboard]")',
+    )
     add("--cache-dir", help="preprocessed image cache (default $GA_CACHE_DIR or ~/.cache/group-attention)")
     add("--out", type=Path, help="output folder (default runs/idrid-ganet or runs/idrid-ganet-synthetic)")
     add("--resume", action="store_true", help="require an earlier run in --out to continue (rerunning resumes anyway)")
@@ -232,9 +279,18 @@ def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
         "cache_dir": arguments.cache_dir,
         "checkpoint_seconds": arguments.checkpoint_seconds,
         "keep_checkpoints": arguments.keep_checkpoints,
+        "joint": arguments.joint,
+        "scale": arguments.scale,
+        "patch": arguments.patch,
+        "patches_per_image": arguments.patches_per_image,
+        "lesion_share": arguments.lesion_share,
+        "time_budget": arguments.time_budget,
+        "tensorboard": arguments.tensorboard,
         "variants": list(VARIANTS) if arguments.variants in (["all"], ["ALL"]) else arguments.variants,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
+    if overrides.get("joint") and "activation" not in overrides:
+        overrides["activation"] = "sigmoid"  # a joint model's outputs are independent; softmax is refused
     real_data = arguments.data_root is not None or arguments.images is not None
     config = ExperimentConfig(**overrides) if real_data else quick_synthetic_config(**overrides)
     if arguments.only_folds is not None:  # 1-based on the command line

@@ -91,6 +91,16 @@ def test_bench_models_quick_writes_every_variant(tmp_path, keep_threads):
     assert results["baseline"]["train"]["vs_baseline"] == 1.0
 
 
+def test_bench_patches_quick_times_the_loader_and_the_training_step(tmp_path, keep_threads):
+    bench = load_script("bench_patches")
+    bench.main([*QUICK, "--scales", "0.5", "--out", str(tmp_path), "--stem", "patches"])
+    saved = json.loads((tmp_path / "patches.json").read_text())
+    (result,) = saved["results"]
+    assert result["scale"] == 0.5 and (tmp_path / "patches.md").exists()
+    for key in ("preprocess_s_per_image", "loader_images_per_s", "train_step_images_per_s"):
+        assert positive_finite(result[key]), key
+
+
 def has(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 

@@ -55,14 +55,6 @@ def test_the_model_follows_the_data_and_the_config_not_engine_constants(tmp_path
     assert model(torch.rand(2, 1, 32, 48)).shape == (2, 1, 32, 48)
 
 
-def _soft_dice_loss(probability, truth, smooth=1e-5):
-    """1 - soft Dice of one foreground channel per image, averaged over the batch, written out."""
-    losses = []
-    for p, g in zip(probability.flatten(1).double(), truth.flatten(1).double()):
-        losses.append(1 - (2 * (p * g).sum() + smooth) / (p.sum() + g.sum() + smooth))
-    return torch.stack(losses).mean()
-
-
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
 def test_the_dice_loss_is_soft_dice_over_the_model_output(activation):
     config = tiny_config(activation=activation, loss="dice")
@@ -70,8 +62,9 @@ def test_the_dice_loss_is_soft_dice_over_the_model_output(activation):
     logits = torch.randn(3, config.num_classes, 8, 10)
     masks = (torch.rand(3, 8, 10) < 0.3).long()
     loss = train_module.make_loss(config)(logits, masks)
-    if activation == "sigmoid":
-        expected = _soft_dice_loss(torch.sigmoid(logits[:, 0]), masks)
+    if activation == "sigmoid":  # per lesion as the paper: the two classes [1 - sigmoid(z), sigmoid(z)]
+        lesion = torch.sigmoid(logits[:, 0])
+        expected = _soft_dice_over_classes(torch.stack([1 - lesion, lesion], dim=1), masks)
     else:  # both classes weigh the same
         expected = _soft_dice_over_classes(torch.softmax(logits, dim=1), masks)
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)

@@ -223,13 +223,15 @@ def test_example_variants_all_selects_every_table_1_row():
 
 def test_example_amp_trains_in_mixed_precision(tiny_root, tmp_path, monkeypatch):
     dtypes = []
-    original_loss = train_module.GeneralizedDiceLoss.forward
+    from group_attention.losses import GeneralizedDiceLoss  # what the engine's per-lesion loss calls
+
+    original_loss = GeneralizedDiceLoss.forward
 
     def record_dtype(self, logits, target):
         dtypes.append(logits.dtype)
         return original_loss(self, logits, target)
 
-    monkeypatch.setattr(train_module.GeneralizedDiceLoss, "forward", record_dtype)
+    monkeypatch.setattr(GeneralizedDiceLoss, "forward", record_dtype)
     assert cli(*tiny_cli_arguments(tiny_root, tmp_path, "--amp", "--device", "cpu")) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["config"]["amp"] is True and math.isfinite(results["runs"][0]["test"]["dice"])

@@ -13,7 +13,15 @@ Built on the core (layers, models, losses, metrics, generic inference) and never
 
 from .checkpoint import InferenceSpec, experiment_metadata, inference_metadata, load_model, read_spec
 from .components import count_components
-from .predict import IMAGE_SUFFIXES, PredictionReport, find_images, predict, predict_probability, read_image
+from .predict import (
+    IMAGE_SUFFIXES,
+    PredictionReport,
+    find_images,
+    predict,
+    predict_probabilities,
+    predict_probability,
+    read_image,
+)
 from .tiles import sliding_window_probabilities
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "find_images",
     "predict",
     "predict_probability",
+    "predict_probabilities",
     "read_image",
     "sliding_window_probabilities",
 ]

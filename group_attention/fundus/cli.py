@@ -43,8 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a checkpoint of the experiment (checkpoint_best.pt); repeat for several lesions",
     )
     add("--out", required=True, help="output folder (a rerun skips the images already done with the same settings)")
-    add("--tile", action="store_true", help="sliding-window inference on the full-resolution crop")
-    add("--tile-size", type=int, nargs=2, metavar=("H", "W"), help="tile size (default: the training size)")
+    add(
+        "--tile",
+        action="store_true",
+        help="sliding-window inference on the full-resolution crop (a checkpoint trained on patches always runs the "
+        "sliding window at its own scale)",
+    )
+    add(
+        "--tile-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="tile size (default: the training size, or the training patch)",
+    )
     add("--overlap", type=finite_float, default=0.25, help="share of a tile overlapping the next (default 0.25)")
     add("--batch-size", type=int, default=4, help="tiles per forward pass in --tile mode (default 4)")
     add("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1... (default auto)")

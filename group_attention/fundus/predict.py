@@ -3,9 +3,12 @@
 For each image: the field-of-view crop of training (:func:`~group_attention.fundus.data.training_crop`), then either the
 model at its training scale (the crop resized to the training size exactly as in training, the probabilities
 resized back to the crop with bilinear interpolation, the inverse mapping of pixel centres) or sliding-window
-inference on the crop at full resolution (:func:`sliding_window_probabilities`). Either way the probabilities are
-placed back at the crop box in a map of the original size, zero outside the field of view, so the mask is aligned
-pixel for pixel with the photograph.
+inference on the crop at full resolution (:func:`sliding_window_probabilities`). A model trained on patches at a
+share of the native resolution (``spec.scale``) is always applied as it was tested: the sliding window over the crop
+resized by that share, tiles of its patch size, probabilities resized back to the crop
+(:func:`~group_attention.fundus.tiles.crop_probabilities`). A joint model gives every lesion it segments. Either way
+the probabilities are placed back at the crop box in a map of the original size, zero outside the field of view, so
+the mask is aligned pixel for pixel with the photograph.
 """
 
 from __future__ import annotations
@@ -29,19 +32,20 @@ from ..atomic import atomic_write, atomic_write_text
 from ..inference.forward import lesion_probabilities, model_device
 from .checkpoint import InferenceSpec
 from .data.idrid import read_fundus_image
-from .data.preprocess import Box, resize_image, training_crop
+from .data.preprocess import Box, resize_image, scaled_size, training_crop
 from .data.suffixes import IMAGE_SUFFIXES, has_image_suffix
 from .ground_truth import GroundTruth
 from .outputs import write_mask, write_overlay, write_probability, write_truth_overlay
 from .safety import check_inputs_outside
 from .summary import lesion_statistics, pooled_metrics, truth_metrics, write_summary
-from .tiles import sliding_window_probabilities
+from .tiles import crop_probabilities, sliding_window_probabilities
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "MIN_IMAGE_SIDE",
     "read_image",
     "predict_probability",
+    "predict_probabilities",
     "find_images",
     "predict",
     "PredictionReport",
@@ -73,7 +77,7 @@ def fov_box(image: Image.Image, spec: InferenceSpec) -> Box:
 
 
 @torch.no_grad()
-def predict_probability(
+def predict_probabilities(
     model: nn.Module,
     image: Image.Image,
     *,
@@ -84,19 +88,21 @@ def predict_probability(
     batch_size: int = 4,
     amp: bool = False,
 ) -> tuple[np.ndarray, Box]:
-    """The lesion probability of every pixel of ``image``, at its original size.
+    """The probability of every lesion of the model (``spec.lesions``) at every pixel of ``image``, at its original
+    size.
 
     Args:
         model: a model from :func:`~group_attention.load_model` (or any model, with ``spec``).
         image: an RGB Pillow image (:func:`read_image`).
         spec: how the model was trained; default ``model.inference_spec``.
-        tile: sliding-window inference on the crop at full resolution instead of the training scale.
-        tile_size: ``(h, w)`` of a tile; default the training size.
+        tile: sliding-window inference on the crop at full resolution instead of the training scale (a model
+            trained on patches always runs the sliding window at its own scale).
+        tile_size: ``(h, w)`` of a tile; default the training size (a patch model's: its patch).
         overlap, batch_size: of the sliding window (tiles per forward pass).
         amp: autocast (bf16 on CPU, fp16 on CUDA).
 
     Returns:
-        ``(probability, box)``: ``(H, W)`` float32 in [0, 1], 0 outside ``box``, the field-of-view crop box.
+        ``(probabilities, box)``: ``(L, H, W)`` float32 in [0, 1], 0 outside ``box``, the field-of-view crop box.
     """
     spec = spec if spec is not None else getattr(model, "inference_spec", None)
     if spec is None:
@@ -107,10 +113,24 @@ def predict_probability(
     width, height = image.size
     box = fov_box(image, spec)
     device = model_device(model)
+    channels = list(spec.lesion_channels)
     was_training = model.training
     model.eval()
     try:
-        if tile:
+        if spec.scale is not None:
+            scaled = torch.from_numpy(resize_image(image, box, scaled_size(box, spec.scale))).permute(2, 0, 1)
+            cropped = crop_probabilities(
+                model,
+                scaled,
+                (box.height, box.width),
+                tile_size or spec.patch,
+                lesion_channels=channels,
+                activation=spec.activation,
+                overlap=overlap,
+                batch_size=batch_size,
+                amp=amp,
+            )
+        elif tile:
             crop = np.asarray(image)[box.top : box.bottom, box.left : box.right]
             pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)  # uint8 (3, h, w), on the CPU
             cropped = sliding_window_probabilities(
@@ -120,22 +140,51 @@ def predict_probability(
                 overlap=overlap,
                 batch_size=batch_size,
                 amp=amp,
-                lesion_channel=spec.lesion_channel,
+                lesion_channel=channels,
+                activation=spec.activation,
             )
         else:
             resized = torch.from_numpy(resize_image(image, box, spec.size)).permute(2, 0, 1)[None]
             probability = lesion_probabilities(
-                model, resized.to(device).float().div_(255), amp=amp, lesion_channel=spec.lesion_channel
+                model,
+                resized.to(device).float().div_(255),
+                amp=amp,
+                lesion_channel=channels,
+                activation=spec.activation,
             )
             # align_corners=False maps pixel centres as Pillow's crop-and-resize did: the inverse transform.
-            cropped = F.interpolate(probability, size=(box.height, box.width), mode="bilinear", align_corners=False)[
-                0, 0
-            ]
+            cropped = F.interpolate(probability, size=(box.height, box.width), mode="bilinear", align_corners=False)[0]
     finally:
         model.train(was_training)
-    full = np.zeros((height, width), dtype=np.float32)
-    full[box.top : box.bottom, box.left : box.right] = cropped.clamp_(0, 1).cpu().numpy()
+    full = np.zeros((len(channels), height, width), dtype=np.float32)
+    full[:, box.top : box.bottom, box.left : box.right] = cropped.clamp_(0, 1).cpu().numpy()
     return full, box
+
+
+def predict_probability(
+    model: nn.Module,
+    image: Image.Image,
+    *,
+    spec: "InferenceSpec | None" = None,
+    lesion: "str | None" = None,
+    **options: Any,
+) -> tuple[np.ndarray, Box]:
+    """The lesion probability of every pixel of ``image``, at its original size: :func:`predict_probabilities` of
+    one lesion (``lesion``: default the model's only one; a joint model's lesion must be named).
+
+    Returns:
+        ``(probability, box)``: ``(H, W)`` float32 in [0, 1], 0 outside ``box``, the field-of-view crop box.
+    """
+    spec = spec if spec is not None else getattr(model, "inference_spec", None)
+    probabilities, box = predict_probabilities(model, image, spec=spec, **options)
+    assert spec is not None  # predict_probabilities raised otherwise
+    if lesion is None:
+        if spec.joint:
+            raise ValueError(f"lesion must name one of the joint model's lesions {list(spec.lesions)}, got None")
+        return probabilities[0], box
+    if lesion not in spec.lesions:
+        raise ValueError(f"lesion must be one of the model's lesions {list(spec.lesions)}, got {lesion!r}")
+    return probabilities[spec.lesions.index(lesion)], box
 
 
 def find_images(inputs: Sequence["str | os.PathLike"]) -> tuple[list[Path], list[dict[str, str]]]:
@@ -243,7 +292,7 @@ def _predict_one(
     image = read_image(path)
     width, height = image.size
     stem = path.stem
-    lesions = [model.inference_spec.lesion for model in models]
+    lesions = [lesion for model in models for lesion in model.inference_spec.lesions]
     record: dict[str, Any] = {
         "image": str(path),
         "stem": stem,
@@ -258,19 +307,20 @@ def _predict_one(
     truths: dict[str, np.ndarray] = {}
     for model in models:
         spec: InferenceSpec = model.inference_spec
-        probability, box = predict_probability(model, image, **options)
-        mask = probability >= spec.threshold
-        masks[spec.lesion] = mask
-        entry: dict[str, Any] = {"box": list(box), **lesion_statistics(mask, box), "metrics": None, "counts": None}
-        truth_mask = truth.mask(stem, spec.lesion, image.size) if truth is not None else None
-        if truth_mask is not None:
-            metrics, counts, histogram = truth_metrics(probability, truth_mask, spec.threshold)
-            entry.update(metrics=metrics, counts=counts)
-            histograms[spec.lesion] = histogram
-            truths[spec.lesion] = truth_mask
-        write_mask(out_dir / output_name("mask", stem, spec.lesion), mask)
-        write_probability(out_dir / output_name("probability", stem, spec.lesion), probability)
-        record["lesions"][spec.lesion] = entry
+        probabilities, box = predict_probabilities(model, image, **options)
+        for lesion, probability in zip(spec.lesions, probabilities):
+            mask = probability >= spec.threshold
+            masks[lesion] = mask
+            entry: dict[str, Any] = {"box": list(box), **lesion_statistics(mask, box), "metrics": None, "counts": None}
+            truth_mask = truth.mask(stem, lesion, image.size) if truth is not None else None
+            if truth_mask is not None:
+                metrics, counts, histogram = truth_metrics(probability, truth_mask, spec.threshold)
+                entry.update(metrics=metrics, counts=counts)
+                histograms[lesion] = histogram
+                truths[lesion] = truth_mask
+            write_mask(out_dir / output_name("mask", stem, lesion), mask)
+            write_probability(out_dir / output_name("probability", stem, lesion), probability)
+            record["lesions"][lesion] = entry
     write_overlay(out_dir / output_name("overlay", stem), image, masks)
     for lesion, truth_mask in truths.items():
         write_truth_overlay(out_dir / output_name("truth_overlay", stem, lesion), image, masks[lesion], truth_mask)
@@ -323,7 +373,8 @@ def predict(
     mask of another size) is reported in ``failures`` and the others go on.
 
     Args:
-        models: models from :func:`~group_attention.load_model`, each for a different lesion.
+        models: models from :func:`~group_attention.load_model`, each for different lesions (a joint model covers
+            several; no lesion may come from two models).
         inputs: image files and folders (their JPEG, PNG and TIFF files).
         out_dir: the output folder.
         tile, tile_size, overlap, batch_size, amp: as for :func:`predict_probability`.
@@ -339,7 +390,7 @@ def predict(
     for model in models:
         if not isinstance(getattr(model, "inference_spec", None), InferenceSpec):
             raise TypeError("every model must carry an inference_spec (load it with group_attention.load_model)")
-    lesions = [model.inference_spec.lesion for model in models]
+    lesions = [lesion for model in models for lesion in model.inference_spec.lesions]
     if len(set(lesions)) != len(lesions):
         raise ValueError(f"the models must be for different lesions, got lesions {lesions}")
     if not 0 <= overlap < 1:

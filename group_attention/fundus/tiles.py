@@ -8,12 +8,15 @@ the lesion's probability, and the tiles are blended with a Gaussian weight (``mo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..inference import lesion_probabilities, model_device, sliding_window_inference
 
-__all__ = ["sliding_window_probabilities"]
+__all__ = ["sliding_window_probabilities", "crop_probabilities"]
 
 
 @torch.no_grad()
@@ -25,7 +28,8 @@ def sliding_window_probabilities(
     overlap: float = 0.25,
     batch_size: int = 4,
     amp: bool = False,
-    lesion_channel: int = 1,
+    lesion_channel: "int | Sequence[int]" = 1,
+    activation: "str | None" = None,
     sigma_scale: float = 0.125,
 ) -> torch.Tensor:
     """Lesion probabilities of a whole image from overlapping tiles, blended with a Gaussian weight.
@@ -37,11 +41,13 @@ def sliding_window_probabilities(
         overlap: share of a tile shared with the next one, in [0, 1) (default 0.25).
         batch_size: tiles per forward pass (default 4).
         amp: autocast (bf16 on CPU, fp16 on CUDA).
-        lesion_channel: the lesion's logit channel.
+        lesion_channel: the lesion's logit channel, or a sequence of channels (a joint model's lesions).
+        activation: ``"softmax"``, ``"sigmoid"`` or None (by the number of logits), as for
+            :func:`~group_attention.inference.lesion_probabilities`.
         sigma_scale: the Gaussian's sigma as a share of the tile side (default 0.125).
 
     Shape:
-        ``(C, H, W) -> (H, W)`` float32 on the model's device.
+        ``(C, H, W) -> (H, W)`` float32 on the model's device; ``(L, H, W)`` for a sequence of ``L`` channels.
     """
     if not isinstance(image, torch.Tensor) or image.dim() != 3:
         raise ValueError(f"image must be a (C, H, W) tensor, got {getattr(image, 'shape', type(image).__name__)}")
@@ -49,7 +55,7 @@ def sliding_window_probabilities(
 
     def predictor(tiles: torch.Tensor) -> torch.Tensor:
         tiles = tiles.float().div_(255) if not tiles.is_floating_point() else tiles.float()
-        return lesion_probabilities(model, tiles, amp=amp, lesion_channel=lesion_channel)
+        return lesion_probabilities(model, tiles, amp=amp, lesion_channel=lesion_channel, activation=activation)
 
     probability = sliding_window_inference(
         image[None],
@@ -62,4 +68,48 @@ def sliding_window_probabilities(
         sw_device=device,
         device=device,
     )
-    return probability[0, 0]
+    return probability[0, 0] if isinstance(lesion_channel, int) else probability[0]
+
+
+@torch.no_grad()
+def crop_probabilities(
+    model: nn.Module,
+    scaled_crop: torch.Tensor,
+    crop_size: tuple[int, int],
+    tile_size: tuple[int, int],
+    *,
+    lesion_channels: Sequence[int],
+    activation: "str | None" = None,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    amp: bool = False,
+) -> torch.Tensor:
+    """Probabilities of every lesion of a model over a field-of-view crop at its original resolution, from the
+    sliding window over the crop resized to the model's training scale: the code both ``predict`` (of a checkpoint
+    trained on patches) and the experiment's test run.
+
+    Args:
+        scaled_crop: ``(C, h, w)`` uint8, the crop resized by the training scale
+            (:func:`~group_attention.fundus.data.preprocess.resize_image` to
+            :func:`~group_attention.fundus.data.preprocess.scaled_size`).
+        crop_size: ``(H, W)`` of the crop at the original resolution; the probabilities are resized to it with
+            bilinear interpolation of pixel centres (``align_corners=False``, the inverse of the crop's resize).
+        tile_size, overlap, batch_size, amp, activation: of :func:`sliding_window_probabilities`.
+        lesion_channels: the logit channel of each lesion.
+
+    Shape:
+        ``(L, H, W)`` float32 in [0, 1] on the model's device.
+    """
+    probability = sliding_window_probabilities(
+        model,
+        scaled_crop,
+        tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        amp=amp,
+        lesion_channel=list(lesion_channels),
+        activation=activation,
+    )
+    if tuple(probability.shape[1:]) != tuple(crop_size):
+        probability = F.interpolate(probability[None], size=tuple(crop_size), mode="bilinear", align_corners=False)[0]
+    return probability.clamp_(0, 1)

@@ -102,6 +102,11 @@ def _checked_box(box: object, shape: tuple[int, int]) -> Box:
     return box
 
 
+def scaled_size(box: "Box", scale: float) -> tuple[int, int]:
+    """``(H, W)`` of the crop ``box`` resized by ``scale`` (rounded, at least one pixel a side)."""
+    return (max(1, round(box.height * scale)), max(1, round(box.width * scale)))
+
+
 def check_size(size: object, name: str = "size") -> tuple[int, int]:
     """Validate an ``(H, W)`` size and return it as a tuple of two ints.
 
@@ -127,14 +132,28 @@ class PreprocessConfig:
         crop_fov: crop the black background around the field of view first. Default ``True``.
         mask_resize: ``"area"`` (default; coverage >= 0.5 plus one pixel for every lesion that would
             vanish) or ``"nearest"``.
+        scale: None (default) resizes every crop to ``size``; a share of the native resolution in (0, 1] instead
+            resizes each crop by that factor (:func:`scaled_size`), so sizes differ between images.
     """
+
+    def cache_settings(self) -> dict:
+        """The settings in a cache key; ``scale`` only when set, so entries of the whole-image protocol keep theirs."""
+        settings = asdict(self)
+        if self.scale is None:
+            settings.pop("scale")
+        return settings
 
     size: tuple[int, int] = (384, 512)
     crop_fov: bool = True
     mask_resize: str = "area"
+    scale: "float | None" = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", check_size(self.size))
+        if self.scale is not None:
+            if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not 0 < self.scale <= 1:
+                raise ValueError(f"scale must be a share of the native resolution in (0, 1], got {self.scale!r}")
+            object.__setattr__(self, "scale", float(self.scale))
         if not isinstance(self.crop_fov, bool):
             raise TypeError(
                 f"crop_fov must be True or False; got {self.crop_fov!r} of type {type(self.crop_fov).__name__}"

@@ -10,10 +10,11 @@ masks are read.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from .preprocess import (
     default_cache_dir,
     resize_image,
     resize_mask,
+    scaled_size,
     training_crop,
 )
 
@@ -141,13 +143,43 @@ class PreprocessedDataset(Dataset):
         entry = self._image_entry(image_id)
         box = Box(*entry["box"].tolist())
         source_size = tuple(entry["source_size"].tolist())
-        masks = [self._mask_entry(image_id, name, box, source_size) for name in self.classes]
+        size = entry["image"].shape[:2]
+        masks = [self._mask_entry(image_id, name, box, source_size, size) for name in self.classes]
         return entry["image"], np.stack(masks)
 
     def crop_box(self, image_id: str) -> Box:
         """The field-of-view box cropped out of the source image (source pixels), e.g. to map predictions back
         to the original resolution."""
         return Box(*self._image_entry(image_id)["box"].tolist())
+
+    def at_scale(self, scale: float) -> "PreprocessedDataset":
+        """This Dataset with each crop resized by ``scale`` (a share of the native resolution in (0, 1]) instead of
+        to :attr:`size`: item sizes then differ between images (cached per image and scale)."""
+        scaled = copy.copy(self)
+        scaled.config = dataclasses.replace(self.config, scale=scale)
+        return scaled
+
+    def source_size(self, image_id: str) -> tuple[int, int]:
+        """``(W, H)`` of the source image."""
+        return tuple(self._image_entry(image_id)["source_size"].tolist())
+
+    def original_masks(self, image_id: str) -> np.ndarray:
+        """The masks of ``image_id`` at the source's resolution, as read (no crop, no resize).
+
+        Shape:
+            ``(L, H, W)`` uint8 0/1, in the order of :attr:`classes`; all zero for a class without a mask file.
+        """
+        width, height = self.source_size(image_id)
+        masks = np.zeros((len(self.classes), height, width), dtype=np.uint8)
+        for channel, name in enumerate(self.classes):
+            mask_path = self.masks[name].get(image_id)
+            if mask_path is not None:
+                lesion = (self.read_mask or read_lesion_mask)(mask_path)
+                if lesion.shape != (height, width):
+                    image_path = self.images[image_id]
+                    raise ValueError(size_mismatch(image_path, (width, height), mask_path, lesion.shape[::-1]))
+                masks[channel] = lesion > 0
+        return masks
 
     def prepare(self, num_threads: int = 1) -> "PreprocessedDataset":
         """Preprocess every image into the cache now, in ``num_threads`` threads (Pillow decodes without the GIL)."""
@@ -177,19 +209,24 @@ class PreprocessedDataset(Dataset):
             image = read_fundus_image(image_path)
             width, height = image.size
             box = training_crop(image, self.config.crop_fov)
+            size = self.config.size if self.config.scale is None else scaled_size(box, self.config.scale)
             return {
-                "image": resize_image(image, box, self.config.size),
+                "image": resize_image(image, box, size),
                 "box": np.asarray(box, dtype=np.int64),
                 "source_size": np.asarray([width, height], dtype=np.int64),
             }
 
         settings = {"size": self.config.size, "crop_fov": self.config.crop_fov}
+        if self.config.scale is not None:
+            settings["scale"] = self.config.scale
         return self._cached(f"{image_id}-image", "image", [image_path], settings, compute)
 
-    def _mask_entry(self, image_id: str, name: str, box: Box, source_size: tuple[int, int]) -> np.ndarray:
+    def _mask_entry(
+        self, image_id: str, name: str, box: Box, source_size: tuple[int, int], size: tuple[int, int]
+    ) -> np.ndarray:
         mask_path = self.masks[name].get(image_id)
         if mask_path is None:
-            return np.zeros(self.config.size, dtype=np.uint8)
+            return np.zeros(size, dtype=np.uint8)
         image_path = self.images[image_id]
 
         def compute() -> dict[str, np.ndarray]:
@@ -197,10 +234,10 @@ class PreprocessedDataset(Dataset):
             mask_size = (lesion.shape[1], lesion.shape[0])
             if mask_size != source_size:
                 raise ValueError(size_mismatch(image_path, source_size, mask_path, mask_size))
-            return {"mask": resize_mask(lesion, box, self.config.size, self.config.mask_resize)}
+            return {"mask": resize_mask(lesion, box, tuple(size), self.config.mask_resize)}
 
         # The crop box comes from the image, so the image file is part of the mask's key too; a mask read by
         # another rule (e.g. strictly binary) must not be served from a lenient reader's entry.
         sources = [image_path, mask_path]
-        settings = {**asdict(self.config), **self.mask_settings}
+        settings = {**self.config.cache_settings(), **self.mask_settings}
         return self._cached(f"{image_id}-{name}", "mask", sources, settings, compute)["mask"]

@@ -1,5 +1,5 @@
-"""A data source's images and one class's masks held in memory as uint8 tensors: an epoch is index slicing (on the
-GPU if there is one), images ``(N, C, H, W)`` and masks ``(N, 1, H, W)``.
+"""A data source's images and the masks of a model's lesions held in memory as uint8 tensors: an epoch is index
+slicing (on the GPU if there is one), images ``(N, C, H, W)`` and masks ``(N, L, H, W)`` (one channel per lesion).
 
 Files are decoded once, through the source's Dataset and its on-disk cache (IDRiD's 81 images at 384 x 512 are
 48 MB as uint8); batches are then cut from one tensor and augmented on the device.
@@ -18,17 +18,22 @@ from ..data import SegmentationSource
 
 @dataclass
 class LesionArrays:
-    """Preprocessed images and one lesion's masks.
+    """Preprocessed images and the masks of a model's lesions.
 
     Attributes:
         ids: image ids, in the order of the tensors.
         images: ``(N, C, H, W)`` uint8 (C = 3 for RGB photographs).
-        masks: ``(N, 1, H, W)`` uint8, 0/1.
+        masks: ``(N, L, H, W)`` uint8, 0/1, one channel per lesion (L = 1 for a model per lesion).
     """
 
     ids: list[str]
     images: torch.Tensor
     masks: torch.Tensor
+
+    @property
+    def channels(self) -> int:
+        """Image channels (3 for RGB photographs)."""
+        return self.images.shape[1]
 
     def to(self, device: "torch.device | str") -> "LesionArrays":
         pin = torch.device(device).type == "cuda"
@@ -40,22 +45,24 @@ class LesionArrays:
         return torch.tensor([position[image_id] for image_id in ids], dtype=torch.long)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images as float in [0, 1] ``(B, C, H, W)`` and masks as float 0/1 ``(B, 1, H, W)``."""
+        """Images as float in [0, 1] ``(B, C, H, W)`` and masks as float 0/1 ``(B, L, H, W)``."""
         indices = indices.to(self.images.device)
         return self.images[indices].float().div_(255), self.masks[indices].float()
 
 
 def load_class_arrays(
     source: SegmentationSource,
-    name: str,
+    name: "str | Sequence[str]",
     ids: Sequence[str],
     size: tuple[int, int],
     cache_dir: "str | None" = "auto",
     workers: int = 0,
 ) -> LesionArrays:
-    """Read (or take from the cache) the images ``ids`` of ``source`` with their ``name`` masks, in ``workers``
-    DataLoader processes (0: in this one); the result's ``ids`` are in the order the Dataset gave them."""
-    dataset = source.dataset([name], list(ids), size, cache_dir)
+    """Read (or take from the cache) the images ``ids`` of ``source`` with their masks of ``name`` (a class, or
+    several: one mask channel each), in ``workers`` DataLoader processes (0: in this one); the result's ``ids`` are
+    in the order the Dataset gave them."""
+    names = [name] if isinstance(name, str) else list(name)
+    dataset = source.dataset(names, list(ids), size, cache_dir)
     loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=lambda items: items[0])
     loaded_ids, images, masks = [], [], []
     for item in loader:

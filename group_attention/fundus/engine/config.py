@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..._checks import check_choice, check_int, check_positive_int
+from ..._checks import check_bool, check_choice, check_int, check_positive_int
 from ...models import VARIANTS
 from ..data import IDRiDSource, SegmentationSource, SyntheticIDRiDSource
 from ..data.source import PROTOCOLS
@@ -26,6 +26,8 @@ ACTIVATIONS = {"softmax": 2, "sigmoid": 1}
 LOSSES = {"generalized_dice": "square", "dice": "uniform"}
 
 MIN_SIDE = 16
+#: The U-Net's total stride: a training patch's sides must be multiples of it (four halvings).
+STRIDE = 16
 # IDRiD photographs are 4288 x 2848; a larger side only upsamples, and the cached arrays would not fit in memory.
 MAX_SIDE = 8192
 
@@ -62,6 +64,20 @@ class ExperimentConfig:
         keep_checkpoints: what a finished run keeps: ``"best"`` (default: the best weights, no optimizer state),
             ``"all"`` (also ``checkpoint_last.pt`` with the optimizer state, to train on) or ``"none"``. A run in
             progress always keeps both, since resuming needs them.
+        joint: one model for all :attr:`lesions` (one sigmoid output per lesion, independent: IDRiD's lesions
+            overlap) instead of one model per lesion (default False, the paper's). Needs two or more lesions and
+            ``activation="sigmoid"``.
+        scale: train on patches of the field-of-view crop at this share of the native resolution (0 < scale <= 1,
+            e.g. 0.25 or 0.5) instead of the whole crop resized to :attr:`size`; None (default) is the paper's
+            whole-image protocol. Needs :attr:`patch`.
+        patch: ``(H, W)`` of a training patch in scale mode, multiples of 16; also the sliding window's tile.
+        patches_per_image: patches drawn per training image and epoch in scale mode (default 4).
+        lesion_share: share of the patches centred on a lesion pixel in scale mode (default 0.5); the rest are
+            uniform over the crop.
+        time_budget: stop a run's training after this many minutes (summed over resumes; mid-epoch if need be: the
+            step that reaches the budget is the last) and test its best checkpoint; 0 (default) trains all
+            :attr:`epochs`.
+        tensorboard: also log the scalars and a few overlays for TensorBoard under each run's ``tensorboard/``.
     """
 
     data_root: "str | None" = None
@@ -87,6 +103,13 @@ class ExperimentConfig:
     cache_dir: "str | None" = "auto"
     checkpoint_seconds: float = 30.0
     keep_checkpoints: str = "best"
+    joint: bool = False
+    scale: "float | None" = None
+    patch: "tuple[int, int] | None" = None
+    patches_per_image: int = 4
+    lesion_share: float = 0.5
+    time_budget: float = 0.0
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for name in ("lesions", "variants", "only_folds"):
@@ -128,6 +151,44 @@ class ExperimentConfig:
         check_int("seed", self.seed)
         if not 0 <= self.degrees <= 180:  # also rejects NaN
             raise ValueError(f"degrees must be in [0, 180], got {self.degrees}")
+        self._check_beyond_the_paper()
+
+    def _check_beyond_the_paper(self) -> None:
+        """The joint model and the native-scale protocol: settings that only make sense together."""
+        if self.joint:
+            if len(self.lesions) < 2:
+                raise ValueError(
+                    f"joint needs two or more lesions (one model for all of them), got {list(self.lesions)}; "
+                    "give e.g. --lesion EX HE, or drop --joint"
+                )
+            if self.activation != "sigmoid":
+                raise ValueError(
+                    f"activation must be 'sigmoid' with joint (one independent output per lesion: IDRiD's lesions "
+                    f"overlap), got {self.activation!r}"
+                )
+        if self.scale is not None:
+            if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not 0 < self.scale <= 1:
+                raise ValueError(
+                    f"scale must be a share of the native resolution in (0, 1] (e.g. 1.0, 0.5, 0.25), got "
+                    f"{self.scale!r}"
+                )
+            self.scale = float(self.scale)
+            if self.patch is None:
+                raise ValueError("patch is needed with scale: give the training patch size, e.g. --patch 256 256")
+        if self.patch is not None:
+            if self.scale is None:
+                raise ValueError(
+                    "patch needs scale (patches are cut from the crop at a share of the native resolution), "
+                    "e.g. --scale 0.5"
+                )
+            self.patch = check_patch(self.patch)
+        check_positive_int("patches_per_image", self.patches_per_image)
+        if not 0 <= self.lesion_share <= 1:
+            raise ValueError(f"lesion_share must be in [0, 1], got {self.lesion_share}")
+        if not (self.time_budget >= 0 and math.isfinite(self.time_budget)):
+            raise ValueError(f"time_budget must be minutes >= 0 (0: no budget), got {self.time_budget}")
+        check_bool("tensorboard", self.tensorboard)
+        check_bool("joint", self.joint)
 
     @property
     def num_folds(self) -> int:
@@ -135,8 +196,18 @@ class ExperimentConfig:
 
     @property
     def num_classes(self) -> int:
-        """The model's output channels for one lesion (2 with softmax, 1 with sigmoid)."""
-        return ACTIVATIONS[self.activation]
+        """The model's output channels: 2 with softmax, 1 with sigmoid; a joint model's one per lesion."""
+        return len(self.lesions) if self.joint else ACTIVATIONS[self.activation]
+
+    @property
+    def model_lesions(self) -> list[tuple[str, ...]]:
+        """The lesions of each model the experiment trains: all together when :attr:`joint`, else one each."""
+        return [tuple(self.lesions)] if self.joint else [(lesion,) for lesion in self.lesions]
+
+    @property
+    def patch_mode(self) -> bool:
+        """Whether runs train on patches at :attr:`scale` (else the paper's whole image at :attr:`size`)."""
+        return self.scale is not None
 
     @property
     def synthetic_data(self) -> bool:
@@ -179,9 +250,43 @@ class ExperimentConfig:
                 "only_folds",
                 "checkpoint_seconds",
                 "keep_checkpoints",
+                "tensorboard",
             )
         }
+        # Settings added after the paper's: left out at their defaults, so earlier runs keep their fingerprint.
+        for name, default in BEYOND_DEFAULTS.items():
+            if relevant.get(name) == default:
+                relevant.pop(name, None)
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: The settings beyond the paper's protocol at their defaults (left out of the fingerprint there).
+BEYOND_DEFAULTS = {
+    "joint": False,
+    "scale": None,
+    "patch": None,
+    "patches_per_image": 4,
+    "lesion_share": 0.5,
+    "time_budget": 0.0,
+}
+
+
+def check_patch(patch: "tuple[int, ...] | list[int]") -> tuple[int, int]:
+    """``patch`` as ``(H, W)`` if both sides are positive multiples of :data:`STRIDE`; else a ``ValueError`` naming
+    the nearest valid patch."""
+    if not (
+        isinstance(patch, (tuple, list))
+        and len(patch) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in patch)
+    ):
+        raise ValueError(f"patch must be two ints (H, W), got {patch!r}")
+    if all(side >= STRIDE and side % STRIDE == 0 for side in patch):
+        return (patch[0], patch[1])
+    nearest = [max(STRIDE, STRIDE * round(side / STRIDE)) for side in patch]
+    raise ValueError(
+        f"patch must have sides that are multiples of {STRIDE} (the network's total stride), got {patch[0]} "
+        f"{patch[1]}; nearest valid: {nearest[0]} {nearest[1]}"
+    )
 
 
 def check_image_size(size: "tuple[int, ...]") -> None:

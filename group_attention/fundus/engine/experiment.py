@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ..data import SegmentationSource
 from ..devices import resolve_device
@@ -19,12 +20,15 @@ from ..pictures import save_png
 from ..safety import check_writable_folder, lock_output_folder
 from .arrays import LesionArrays, load_class_arrays
 from .config import ExperimentConfig
+from .curves import TrainingMonitor
 from .distributed import Context, init_distributed, shutdown_distributed
-from .evaluate import evaluate, predict_batches
+from .evaluate import predict_batches
 from .io import read_json, write_json
+from .patches import ScaledArrays, check_patch_fits_headers, load_scaled_arrays
 from .results import write_results
 from .train import EpochCallback, RunSpec, Trainer, run_seed
 from .visualize import attention_panels, save_overlays
+from .windows import window_probabilities
 
 
 def prepare_source(source: SegmentationSource, context: Context) -> None:
@@ -35,11 +39,22 @@ def prepare_source(source: SegmentationSource, context: Context) -> None:
 
 
 def check_class_present(
-    arrays: LesionArrays, source: SegmentationSource, lesion: str, split: str, ids: list[str]
+    arrays: "LesionArrays | ScaledArrays",
+    source: SegmentationSource,
+    lesion: str,
+    split: str,
+    ids: list[str],
+    channel: int = 0,
 ) -> None:
-    """Raise ``ValueError`` naming where the masks live if no image of ``ids`` shows ``lesion``: Dice and
-    sensitivity of an empty class are conventions, not measurements, and training on it teaches nothing."""
-    if not bool(arrays.masks[arrays.indices_of(ids)].any()):
+    """Raise ``ValueError`` naming where the masks live if no image of ``ids`` shows ``lesion`` (mask channel
+    ``channel``): Dice and sensitivity of an empty class are conventions, not measurements, and training on it
+    teaches nothing."""
+    indices = arrays.indices_of(ids)
+    if isinstance(arrays, ScaledArrays):
+        present = any(bool(arrays.masks[int(i)][channel].any()) for i in indices)
+    else:
+        present = bool(arrays.masks[indices, channel].any())
+    if not present:
         raise ValueError(
             f"lesion {lesion!r}: no {lesion} mask pixel in any of the {len(ids)} images of the {split!r} split; "
             f"{source.mask_location(lesion, split)} is empty or holds only blank masks. Put the masks there, or "
@@ -48,17 +63,28 @@ def check_class_present(
 
 
 def load_arrays(
-    config: ExperimentConfig, source: SegmentationSource, lesion: str, folds: list[list[list[str]]]
-) -> LesionArrays:
-    """Every image the ``folds`` use (``[train_ids, test_ids]`` pairs), with ``lesion``'s masks, in one set of
-    tensors; a split with no mask pixel of ``lesion`` is an error (the official sets each, or every image)."""
+    config: ExperimentConfig,
+    source: SegmentationSource,
+    lesion: "str | tuple[str, ...]",
+    folds: list[list[list[str]]],
+) -> "LesionArrays | ScaledArrays":
+    """Every image the ``folds`` use (``[train_ids, test_ids]`` pairs), with the masks of ``lesion`` (a model's
+    lesions: one channel each): the whole crops resized to ``config.size``, or in patch mode the crops at
+    ``config.scale``. A split with no mask pixel of a lesion is an error (the official sets each, or every image),
+    and so is a patch larger than a scaled crop."""
+    lesions = (lesion,) if isinstance(lesion, str) else tuple(lesion)
     ids = list(dict.fromkeys(image_id for train_ids, test_ids in folds for image_id in train_ids + test_ids))
-    arrays = load_class_arrays(source, lesion, ids, config.size, config.cache_dir, config.workers)
-    if config.protocol == "official":
-        for split, split_ids in zip(("train", "test"), folds[0]):
-            check_class_present(arrays, source, lesion, split, split_ids)
+    if config.patch_mode:
+        arrays = load_scaled_arrays(source, lesions, ids, config.scale, config.cache_dir, config.workers)
+        arrays.check_patch_fits(config.patch)
     else:
-        check_class_present(arrays, source, lesion, "all", ids)
+        arrays = load_class_arrays(source, list(lesions), ids, config.size, config.cache_dir, config.workers)
+    for channel, name in enumerate(lesions):
+        if config.protocol == "official":
+            for split, split_ids in zip(("train", "test"), folds[0]):
+                check_class_present(arrays, source, name, split, split_ids, channel)
+        else:
+            check_class_present(arrays, source, name, "all", ids, channel)
     return arrays
 
 
@@ -73,54 +99,136 @@ def split_validation(train_ids: list[str], fraction: float, seed: int) -> tuple[
     return [i for i in train_ids if i not in held_out], [i for i in train_ids if i in held_out]
 
 
-def run_specs(config: ExperimentConfig, folds: list[list[str]], lesion: str) -> list[RunSpec]:
-    """The runs for one lesion, variant by variant, fold by fold."""
+def run_specs(config: ExperimentConfig, folds: list[list[str]], lesion: "str | tuple[str, ...]") -> list[RunSpec]:
+    """The runs of one model's lesions (one lesion, or a joint model's), variant by variant, fold by fold."""
+    lesions = (lesion,) if isinstance(lesion, str) else tuple(lesion)
     specs = []
     for variant in config.variants:
         for fold, (train_ids, test_ids) in enumerate(folds):
             if config.only_folds is not None and fold not in config.only_folds:
                 continue
             fit_ids, val_ids = split_validation(train_ids, config.val_fraction, run_seed(config.seed, fold, 99))
-            specs.append(RunSpec(variant, lesion, fold, fit_ids, val_ids, list(test_ids)))
+            specs.append(RunSpec(variant, "+".join(lesions), fold, fit_ids, val_ids, list(test_ids), lesions))
     return specs
 
 
 def finish_run(
-    trainer: Trainer, arrays: LesionArrays, config: ExperimentConfig, run_dir: Path, device: torch.device
-) -> dict[str, Any]:
-    """Test the best checkpoint on the fold's test images; write overlays, the attention figure, metrics.json."""
+    trainer: Trainer,
+    arrays: "LesionArrays | ScaledArrays",
+    config: ExperimentConfig,
+    run_dir: Path,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """Test the best checkpoint on the fold's test images; write overlays (one per lesion of a joint model), the
+    attention figure and ``metrics.json``; returns one result per lesion of the model."""
     spec = trainer.spec
     best_epoch = trainer.load_best()
     test_indices = arrays.indices_of(spec.test_ids)
-    metrics = evaluate(trainer.model, arrays, test_indices, config.batch_size, device, config.amp, exact_aupr=True)
+    per_lesion = trainer.evaluate(test_indices, test=True)
     wanted = len(test_indices) if config.overlays < 0 else min(config.overlays, len(test_indices))
-    if wanted:
-        for chunk, images, probabilities, masks in predict_batches(
-            trainer.model, arrays, test_indices[:wanted], config.batch_size, device, config.amp
-        ):
-            save_overlays(
-                run_dir / "overlays", [arrays.ids[i] for i in chunk.tolist()], images, probabilities >= 0.5, masks
-            )
-            if chunk[0] == test_indices[0]:
-                figure = attention_panels(trainer.model, images[0], masks[0])
-                if figure is not None:
-                    save_png(run_dir / "attention.png", figure)
-    result = {
+    logging = trainer.monitor is not None and trainer.monitor.writer is not None
+    pictures = write_test_pictures(trainer, arrays, test_indices[:wanted], run_dir, logging) if wanted else []
+    if trainer.monitor is not None:
+        trainer.monitor.add_pictures("test overlays", pictures[:4], best_epoch)
+    joint = len(spec.lesions) > 1
+    common = {
         "variant": spec.variant,
-        "lesion": spec.lesion,
         "fold": spec.fold,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "best_epoch": best_epoch,
+        "epochs_trained": len(trainer.history),
+        "train_seconds": round(trainer.trained_seconds, 1),
         "train_images": len(spec.train_ids),
         "val_images": len(spec.val_ids),
         "test_images": len(spec.test_ids),
         "test_ids": spec.test_ids,
-        "test": metrics,
         "fingerprint": config.fingerprint(),
         "spec": vars(spec),
     }
-    write_json(run_dir / "metrics.json", result)
-    return result
+    if config.patch_mode:
+        common["evaluation"] = f"sliding window at scale {config.scale:g}, metrics at the original resolution"
+    results = [
+        {**common, "lesion": lesion, "model": spec.lesion if joint else lesion, "joint": joint, "test": metrics}
+        for lesion, metrics in zip(spec.lesions, per_lesion)
+    ]
+    record = results[0] if not joint else {**common, "model": spec.lesion, "joint": True, "results": results}
+    write_json(run_dir / "metrics.json", record)
+    return results
+
+
+def recorded_results(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-lesion results of a ``metrics.json`` (a joint model's holds one per lesion)."""
+    return list(record["results"]) if record.get("joint") and "results" in record else [record]
+
+
+def write_test_pictures(
+    trainer: Trainer,
+    arrays: "LesionArrays | ScaledArrays",
+    indices: torch.Tensor,
+    run_dir: Path,
+    keep_pictures: bool = False,
+) -> list:
+    """Fig. 5 overlays of ``indices`` (``overlays/<id>.png``, or ``<id>_<lesion>.png`` per lesion of a joint
+    model; on the training grid) and the Fig. 4 attention figure of the first; returns the overlay pictures with
+    ``keep_pictures`` (else an empty list)."""
+    config, spec = trainer.config, trainer.spec
+    joint = len(spec.lesions) > 1
+    pictures = []
+
+    def save(image_ids: list[str], images: torch.Tensor, probabilities: torch.Tensor, masks: torch.Tensor) -> None:
+        for k, lesion in enumerate(spec.lesions):
+            names = [f"{i}_{lesion}" if joint else i for i in image_ids]
+            paths = save_overlays(run_dir / "overlays", names, images, probabilities[:, k] >= 0.5, masks[:, k])
+            if keep_pictures:
+                for path in paths:
+                    with Image.open(path) as picture:
+                        pictures.append(picture.convert("RGB"))
+
+    first_image = first_truth = None
+    if isinstance(arrays, ScaledArrays):
+        for index, probability, truth in window_probabilities(
+            trainer.model,
+            arrays,
+            indices,
+            config.patch,
+            trainer.lesion_channels,
+            config.activation,
+            batch_size=config.batch_size,
+            amp=config.amp,
+        ):
+            image = arrays.images[index]
+            save([arrays.ids[index]], image[None], probability[None].cpu(), truth[None].cpu())
+            if first_image is None:
+                first_image, first_truth = centre_patch(image, truth, config.patch)
+        if first_image is not None:
+            first_image = first_image.float().div(255)
+    else:
+        for chunk, images, probabilities, masks in predict_batches(
+            trainer.model,
+            arrays,
+            indices,
+            config.batch_size,
+            trainer.device,
+            config.amp,
+            trainer.lesion_channels,
+            config.activation,
+        ):
+            save([arrays.ids[i] for i in chunk.tolist()], images, probabilities, masks)
+            if first_image is None:
+                first_image, first_truth = images[0], masks[0, :1]
+    if first_image is not None:
+        figure = attention_panels(trainer.model, first_image.to(trainer.device), first_truth[:1].to(trainer.device))
+        if figure is not None:
+            save_png(run_dir / "attention.png", figure)
+    return pictures
+
+
+def centre_patch(image: torch.Tensor, truth: torch.Tensor, patch: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``patch`` at the centre of a scaled crop and its masks (the attention figure's input)."""
+    height, width = image.shape[1:]
+    top, left = max(0, (height - patch[0]) // 2), max(0, (width - patch[1]) // 2)
+    window = (slice(None), slice(top, top + patch[0]), slice(left, left + patch[1]))
+    return image[window], truth[window]
 
 
 def record_settings(out_dir: Path, config: ExperimentConfig) -> None:
@@ -159,6 +267,8 @@ def validate_experiment(config: ExperimentConfig, out_dir: "str | Path", source:
     check_writable_folder(out_dir)
     check_resumable(out_dir, config)
     source.check_classes(config.lesions)
+    if config.tensorboard:
+        check_tensorboard()
     counts = count_images(config, source)
     if config.protocol == "cv":
         total = sum(counts.values())
@@ -170,6 +280,35 @@ def validate_experiment(config: ExperimentConfig, out_dir: "str | Path", source:
             raise ValueError(f"the official protocol needs training and testing images; none in {empty}")
     if not (source.synthetic and config.synthetic_data):
         source.check_masks(config.lesions)
+    if config.patch_mode:
+        check_patch_size(config, source)
+
+
+def check_tensorboard() -> None:
+    """Raise ``ValueError`` naming the extra to install if TensorBoard's writer cannot be imported (a setting the
+    environment cannot honour, refused before anything is written)."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError as error:
+        raise ValueError(
+            f'tensorboard logging needs the tensorboard package: pip install "group-attention[tensorboard]" ({error})'
+        ) from error
+
+
+def check_patch_size(config: ExperimentConfig, source: SegmentationSource) -> None:
+    """Raise ``ValueError`` if ``config.patch`` is larger than an image at ``config.scale``: from the files' headers,
+    or for a synthetic source not written yet from the size it will generate."""
+    if source.synthetic and config.synthetic_data:
+        height, width = config.synthetic["size"]
+        scaled = (max(1, round(height * config.scale)), max(1, round(width * config.scale)))
+        if config.patch[0] > scaled[0] or config.patch[1] > scaled[1]:
+            raise ValueError(
+                f"patch {config.patch[0]} {config.patch[1]} is larger than the synthetic images at scale "
+                f"{config.scale:g} ({scaled[0]} x {scaled[1]}); give a smaller --patch or a larger --scale"
+            )
+        return
+    ids = source.ids("all")
+    check_patch_fits_headers(source, config.lesions, ids, config.scale, tuple(config.patch))
 
 
 def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
@@ -184,8 +323,8 @@ def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
         if previous.get("fingerprint") != config.fingerprint():
             raise ValueError(
                 f"{out_dir} holds runs made with other settings ({path}); use another --out, or delete the folder "
-                "to start again. Only device, workers, overlays, cache_dir, checkpoint_seconds, variants, lesions "
-                "and the folds to run may change between resumed runs."
+                "to start again. Only device, workers, overlays, cache_dir, checkpoint_seconds, tensorboard, "
+                "variants, lesions and the folds to run may change between resumed runs."
             )
 
 
@@ -232,14 +371,14 @@ def run_experiment(
             for train_ids, test_ids in source.folds(config.protocol, n_folds=config.folds, seed=config.seed)
         ]
         finished: list[dict[str, Any]] = []
-        runs_per_lesion = len(config.variants) * (
+        runs_per_model = len(config.variants) * (
             len(config.only_folds) if config.only_folds is not None else config.num_folds
         )
-        clock = ProgressClock(config.epochs, runs_per_lesion * len(config.lesions))
+        clock = ProgressClock(config.epochs, runs_per_model * len(config.model_lesions))
         settings_recorded = False
-        for lesion in config.lesions:
-            arrays = load_arrays(config, source, lesion, folds).to(device)
-            for spec in run_specs(config, folds, lesion):
+        for lesions in config.model_lesions:
+            arrays = load_arrays(config, source, lesions, folds).to(device)
+            for spec in run_specs(config, folds, lesions):
                 run_dir = out_dir / "runs" / spec.variant / spec.lesion / f"fold{spec.fold + 1}"
                 done = run_dir / "metrics.json"
                 clock.start_run(spec)
@@ -249,7 +388,7 @@ def run_experiment(
                     spec.check_same_images(recorded.get("spec", {"test_ids": recorded.get("test_ids")}), str(done))
                     if context.is_main and progress:
                         print(f"[{spec.name}] finished earlier: {done}", flush=True)
-                    finished.append(recorded)
+                    finished.extend(recorded_results(recorded))
                     clock.skip_run()
                     continue
                 if context.is_main and not settings_recorded:
@@ -257,6 +396,8 @@ def run_experiment(
                     settings_recorded = True
                 trainer = Trainer(spec, arrays, config, run_dir, device, context, progress)
                 trainer.status = clock.status
+                if context.is_main:
+                    trainer.monitor = TrainingMonitor(run_dir, config.tensorboard)
                 if trainer.resume() and context.is_main and progress:
                     print(f"[{spec.name}] resuming after epoch {trainer.start_epoch}", flush=True)
                 clock.resume_at(trainer.start_epoch)
@@ -264,11 +405,12 @@ def run_experiment(
                     print(clock.run_line(), flush=True)
                 trainer.fit(chain_callbacks(clock.epoch_done, on_epoch_end))
                 if context.is_main:
-                    finished.append(finish_run(trainer, arrays, config, run_dir, device))
+                    finished.extend(finish_run(trainer, arrays, config, run_dir, device))
                     remove_checkpoints(trainer, config.keep_checkpoints)
+                    trainer.monitor.close()
         if not context.is_main:
             return None
-        expected = len(config.lesions) * runs_per_lesion
+        expected = len(config.lesions) * runs_per_model  # one result per lesion, joint or not
         write_results(out_dir, finished, config.to_dict(), source.synthetic, complete=len(finished) == expected)
         return read_json(out_dir / "results.json")
     finally:

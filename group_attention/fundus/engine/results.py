@@ -25,14 +25,18 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (variant, lesion) with the mean and std over its folds of every table metric."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    """One row per (variant, model, lesion) with the mean and std over its folds of every table metric (``model``:
+    the lesion, or a joint model's lesions such as ``EX+HE``)."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for run in runs:
+        # A joint model's lesions are rows of their own, apart from a separate model of the same lesion.
+        model = run.get("model", run["lesion"])
         row = rows.setdefault(
-            (run["variant"], run["lesion"]),
+            (run["variant"], model, run["lesion"]),
             {
                 "variant": run["variant"],
                 "lesion": run["lesion"],
+                "model": model,
                 "parameters": run["parameters"],
                 "folds": [],
                 "per_fold": {key: [] for key, _ in TABLE_METRICS},
@@ -91,8 +95,13 @@ def markdown_table(summary: list[dict[str, Any]], synthetic: bool, description: 
             for key, _ in TABLE_METRICS
         ]
         label = VARIANT_LABELS.get(row["variant"], row["variant"])
+        lesion = (
+            row["lesion"]
+            if row.get("model", row["lesion"]) == row["lesion"]
+            else f"{row['lesion']} (joint {row['model']})"
+        )
         lines.append(
-            f"| {label} | {row['lesion']} | "
+            f"| {label} | {lesion} | "
             + " | ".join(cells)
             + f" | {row['parameters'] / 1e6:.3f}M | {len(row['folds'])} |"
         )
@@ -109,13 +118,27 @@ def write_results(
         if config["protocol"] == "cv"
         else "official training/testing split"
     )
+    resolution = (
+        f"{config['size'][1]}x{config['size'][0]}"
+        if config.get("scale") is None
+        else f"patches at {config['scale']:g} of native scale"
+    )
     description = (
         f"Mean ± standard deviation over folds ({protocol}; {config['epochs']} epochs, batch "
-        f"{config['batch_size']}, Adam lr {config['lr']}, {config['size'][1]}x{config['size'][0]}). "
+        f"{config['batch_size']}, Adam lr {config['lr']}, {resolution}). "
         "Dice, accuracy, sensitivity and specificity pool every pixel of a fold's test images "
         "(eqs 4-7 at threshold 0.5); AUPR is the area under the pixel-level precision-recall curve, "
         "printed with no more digits than its binning error bound allows."
     )
+    if config.get("scale") is not None:
+        patch = config["patch"]
+        description += (
+            f" Trained on {patch[1]}x{patch[0]} patches at {config['scale']:g} of the native resolution "
+            f"({100 * config['lesion_share']:g}% centred on a lesion pixel); tested with the sliding window over each "
+            "whole field of view, every metric over every pixel of the original photographs, pooled over a fold."
+        )
+    if any(row.get("model", row["lesion"]) != row["lesion"] for row in summary):
+        description += " Rows marked joint come from one model for several lesions (one sigmoid output each)."
     if not complete:
         description += " **Incomplete: some runs have not finished yet.**"
     for run in runs:

@@ -21,15 +21,18 @@ from tqdm.auto import tqdm
 
 from ... import _compat
 from ...inference.checkpoint import UnsafeCheckpointError
-from ...losses import GeneralizedDiceLoss
 from ...models import build_variant
 from ..checkpoint import experiment_metadata
 from ..data import random_flip_rotate
 from .arrays import LesionArrays
 from .config import LOSSES, ExperimentConfig
+from .curves import TrainingMonitor
 from .distributed import Context
-from .evaluate import autocast, evaluate
+from .evaluate import autocast, evaluate_lesions
 from .io import load_checkpoint, save_checkpoint, write_text
+from .loss import LesionLoss
+from .patches import PatchSampler, ScaledArrays
+from .windows import evaluate_windows
 
 LOG_FIELDS = ("epoch", "train_loss", "train_dice", "val_dice", "val_aupr", "seconds")
 EpochCallback = Callable[[dict], None]
@@ -37,7 +40,8 @@ EpochCallback = Callable[[dict], None]
 
 @dataclass
 class RunSpec:
-    """One cell of the experiment: a Table 1 variant trained on one lesion and evaluated on one fold."""
+    """One cell of the experiment: a Table 1 variant trained on one lesion (or, joint, on several: ``lesion`` is
+    then their codes joined by ``+``) and evaluated on one fold."""
 
     variant: str
     lesion: str
@@ -45,6 +49,10 @@ class RunSpec:
     train_ids: list[str]
     val_ids: list[str]
     test_ids: list[str]
+    lesions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.lesions = tuple(self.lesions) or (self.lesion,)
 
     @property
     def name(self) -> str:
@@ -86,16 +94,24 @@ def _cpu_copy(state: dict) -> dict:
 
 
 def make_loss(config: ExperimentConfig) -> nn.Module:
-    """The training loss the config names, for its activation: ``(B, K, H, W)`` logits, ``(B, H, W)`` 0/1 masks."""
-    mode = "multiclass" if config.activation == "softmax" else "binary"
-    # validate_args=False: our masks are 0/1 by construction, so the check's device sync is skipped.
-    return GeneralizedDiceLoss(mode, weight_type=LOSSES[config.loss], validate_args=False)
+    """The training loss the config names, per lesion as in the paper (:class:`~.loss.LesionLoss`): ``(B, K, H, W)``
+    logits, ``(B, L, H, W)`` (or ``(B, H, W)``) 0/1 masks."""
+    return LesionLoss(config.activation, weight_type=LOSSES[config.loss])
 
 
-def batch_dice(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Dice of the predicted lesion on one training batch, for the progress bar (a 0-dim tensor, no sync): the
-    argmax of two or more logit channels, a positive logit of one."""
-    predicted = logits.argmax(1, keepdim=True).bool() if logits.shape[1] > 1 else logits > 0
+def lesion_channels(config: ExperimentConfig) -> list[int]:
+    """The logit channel of each lesion of a model of ``config``: channel 1 of the paper's softmax, the one sigmoid
+    logit, or a joint model's one per lesion."""
+    if config.joint:
+        return list(range(len(config.lesions)))
+    return [1] if config.activation == "softmax" else [0]
+
+
+def batch_dice(logits: torch.Tensor, masks: torch.Tensor, activation: "str | None" = None) -> torch.Tensor:
+    """Dice of the predicted lesions on one training batch, for the progress bar (a 0-dim tensor, no sync): the
+    argmax of a softmax's logits, a positive logit of each sigmoid (``activation``; default by the channels)."""
+    softmax = activation == "softmax" or (activation is None and logits.shape[1] > 1)
+    predicted = logits.argmax(1, keepdim=True).bool() if softmax else logits > 0
     truth = masks.bool()
     overlap = (predicted & truth).sum()
     total = predicted.sum() + truth.sum()
@@ -162,7 +178,7 @@ class Trainer:
     def __init__(
         self,
         spec: RunSpec,
-        arrays: LesionArrays,
+        arrays: "LesionArrays | ScaledArrays",
         config: ExperimentConfig,
         run_dir: Path,
         device: torch.device,
@@ -172,7 +188,7 @@ class Trainer:
         self.spec, self.arrays, self.config, self.run_dir = spec, arrays, config, run_dir
         self.device, self.context, self.progress = device, context, progress
         torch.manual_seed(run_seed(config.seed, spec.fold))
-        in_channels = arrays.images.shape[1]  # what the data source gives (3 for RGB photographs)
+        in_channels = arrays.channels  # what the data source gives (3 for RGB photographs)
         self.model = build_variant(spec.variant, in_channels=in_channels, num_classes=config.num_classes).to(device)
         self.parallel_model: nn.Module = self.model
         if context.enabled:
@@ -182,9 +198,15 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scaler = _compat.grad_scaler(device.type, enabled=config.amp and device.type == "cuda")
         self.loss = make_loss(config)
+        self.lesion_channels = lesion_channels(config)
         self.train_indices = arrays.indices_of(spec.train_ids)
         self.val_indices = arrays.indices_of(spec.val_ids)
+        self.sampler = (
+            PatchSampler(arrays, self.train_indices, config.patch, config.lesion_share) if config.patch_mode else None
+        )
         self.start_epoch, self.best_dice, self.history = 0, -math.inf, []
+        self.trained_seconds = 0.0  # training time over every resume, for config.time_budget
+        self.monitor: "TrainingMonitor | None" = None
         self.best_state: "dict | None" = None  # the best weights since the last save, on the CPU
         self.saved_best_epoch: "int | None" = None
         self.saved_epoch = 0  # the epoch checkpoint_last.pt holds
@@ -223,6 +245,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.best_dice, self.history = state["epoch"], state["best_dice"], state["history"]
         self.saved_best_epoch = state["best_epoch"]
+        self.trained_seconds = float(state.get("trained_seconds", 0.0))
         return True
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
@@ -234,13 +257,32 @@ class Trainer:
             order = torch.cat([order, order[: (-len(order)) % world]])
         return order[self.context.rank :: world]
 
+    def epoch_batches(self, epoch: int) -> list:
+        """This process's batches of ``epoch``: index tensors of whole images, or lists of patch draws (the
+        training images times ``patches_per_image``, shared out over the processes). Same for every resume."""
+        size = self.config.batch_size
+        if self.sampler is None:
+            order = self.epoch_order(epoch)
+            return [order[start : start + size] for start in range(0, len(order), size)]
+        world = self.context.world_size
+        count = -(-len(self.train_indices) * self.config.patches_per_image // world)
+        generator = torch.Generator().manual_seed(
+            run_seed(self.config.seed, self.spec.fold, epoch, 11, self.context.rank)
+        )
+        draws = self.sampler.draw(count, generator)
+        return [draws[start : start + size] for start in range(0, len(draws), size)]
+
+    def load_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.sampler is None:
+            return self.arrays.batch(batch)
+        return self.sampler.batch(batch)
+
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         self.parallel_model.train()
-        order = self.epoch_order(epoch)
         augment_generator = torch.Generator().manual_seed(
             run_seed(self.config.seed, self.spec.fold, epoch, 7, self.context.rank)
         )
-        batches = range(0, len(order), self.config.batch_size)
+        batches = self.epoch_batches(epoch)
         bar = tqdm(
             batches,
             desc=f"{self.spec.name} epoch {epoch + 1}/{self.config.epochs}",
@@ -249,22 +291,29 @@ class Trainer:
             unit="batch",
         )
         loss_sum, dice_sum, steps = 0.0, 0.0, 0
-        for start in bar:
-            images, masks = self.arrays.batch(order[start : start + self.config.batch_size])
+        budget = 60 * self.config.time_budget
+        started = time.perf_counter()
+        for batch in bar:
+            images, masks = self.load_batch(batch)
             images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
             images, masks = random_flip_rotate(images, masks, degrees=self.config.degrees, generator=augment_generator)
             with autocast(self.device, self.config.amp):
                 logits = self.parallel_model(images)
-                loss = self.loss(logits, masks[:, 0].long())
+                loss = self.loss(logits, masks)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             steps += 1
-            loss_value, dice_value = torch.stack([loss.detach().float(), batch_dice(logits.detach(), masks)]).tolist()
+            loss_value, dice_value = torch.stack(
+                [loss.detach().float(), batch_dice(logits.detach(), masks, self.config.activation)]
+            ).tolist()
             loss_sum += loss_value  # one device sync per step for both numbers
             dice_sum += dice_value
             bar.set_postfix(loss=f"{loss_sum / steps:.4f}", dice=f"{dice_sum / steps:.3f}")
+            # A time budget ends training mid-epoch: one epoch of whole images can outlast a budget on a CPU.
+            if budget and self._budget_spent(budget, self.trained_seconds + time.perf_counter() - started):
+                break
         return loss_sum / max(steps, 1), dice_sum / max(steps, 1)
 
     def fit(self, on_epoch_end: "EpochCallback | None" = None) -> None:
@@ -273,7 +322,10 @@ class Trainer:
         log row with ``run`` (the run's name) and ``checkpoint_epoch`` (the epoch a rerun would resume after)."""
         last_saved = time.monotonic()
         self.saved_epoch = self.start_epoch
+        budget = 60 * self.config.time_budget
         for epoch in range(self.start_epoch, self.config.epochs):
+            if budget and self.trained_seconds >= budget:
+                break  # a resumed run whose budget was spent: test it as it is
             started = time.perf_counter()
             train_loss, train_dice = self.train_epoch(epoch)
             if not math.isfinite(train_loss):  # the weights are lost: stop before they reach a checkpoint
@@ -283,6 +335,8 @@ class Trainer:
                     f"rate lr={self.config.lr:g} is too high for this run; try a lower --lr (into another --out, the "
                     f"settings change); {kept}"
                 )
+            self.trained_seconds += time.perf_counter() - started
+            out_of_time = bool(budget) and self._budget_spent(budget, self.trained_seconds)
             row = {
                 "epoch": epoch + 1,
                 "train_loss": round(train_loss, 6),
@@ -300,12 +354,14 @@ class Trainer:
                     }
                 row["seconds"] = round(time.perf_counter() - started, 3)
                 self.history.append(row)
-                final = epoch + 1 == self.config.epochs
+                final = epoch + 1 == self.config.epochs or out_of_time
                 if final or time.monotonic() - last_saved >= self.config.checkpoint_seconds:
                     self.save(epoch + 1)
                     last_saved = time.monotonic()
                     self.saved_epoch = epoch + 1
                 write_log(self.run_dir / "log.csv", self.history)
+                if self.monitor is not None:
+                    self.monitor.epoch_done(self.history, self.saved_best_epoch_or_current())
             if on_epoch_end is not None:
                 on_epoch_end(dict(row, run=self.spec.name, checkpoint_epoch=self.saved_epoch))
             if self.context.is_main and self.progress:
@@ -316,12 +372,28 @@ class Trainer:
                     f"train dice {train_dice:.3f} val dice {val_dice} ({row['seconds']:.1f} s{status})",
                     flush=True,
                 )
+            if out_of_time:
+                if self.context.is_main and self.progress:
+                    print(f"[{self.spec.name}] time budget of {self.config.time_budget:g} min spent", flush=True)
+                break
+
+    def _budget_spent(self, budget: float, seconds: float) -> bool:
+        """Whether the training time is over ``budget`` seconds; under ``torchrun`` process 0's clock decides for
+        every process (they must stop after the same step)."""
+        spent = torch.tensor([float(seconds >= budget)], device=self.device)
+        if self.context.enabled:
+            torch.distributed.broadcast(spent, src=0)
+        return bool(spent.item())
+
+    def saved_best_epoch_or_current(self) -> "int | None":
+        """The epoch of the best weights so far (saved or not)."""
+        return self.best_state["epoch"] if self.best_state is not None else self.saved_best_epoch
 
     def save(self, epochs_done: int) -> None:
         """Write the best checkpoint (if it changed) and then the last one, each atomically: a crash between the
         two leaves a last checkpoint whose ``best_dice`` still describes the best checkpoint on disk."""
         inference = experiment_metadata(  # for load_model
-            self.spec.variant, self.spec.lesion, self.config, in_channels=self.arrays.images.shape[1]
+            self.spec.variant, list(self.spec.lesions), self.config, in_channels=self.arrays.channels
         )
         if self.best_state is not None and self.best_state["epoch"] != self.saved_best_epoch:
             save_checkpoint(self.best_path, {**self.best_state, "inference": inference})
@@ -336,6 +408,7 @@ class Trainer:
                 "best_dice": self.best_dice,
                 "best_epoch": self.saved_best_epoch,
                 "history": self.history,
+                "trained_seconds": self.trained_seconds,
                 "spec": vars(self.spec),
                 "inference": inference,
             },
@@ -345,14 +418,44 @@ class Trainer:
         """Fill the validation columns of ``row``; True if this epoch is the best so far."""
         if len(self.val_indices) == 0:
             return True  # no validation image: the best checkpoint is the last one
-        metrics = evaluate(
-            self.model, self.arrays, self.val_indices, self.config.batch_size, self.device, self.config.amp
-        )
-        row["val_dice"], row["val_aupr"] = round(metrics["dice"], 6), round(metrics["aupr"], 6)
-        if metrics["dice"] > self.best_dice:
-            self.best_dice = metrics["dice"]
+        per_lesion = self.evaluate(self.val_indices)
+        # A joint model is judged by its lesions' mean.
+        dice = sum(m["dice"] for m in per_lesion) / len(per_lesion)
+        row["val_dice"] = round(dice, 6)
+        row["val_aupr"] = round(sum(m["aupr"] for m in per_lesion) / len(per_lesion), 6)
+        if dice > self.best_dice:
+            self.best_dice = dice
             return True
         return False
+
+    def evaluate(self, indices: torch.Tensor, test: bool = False) -> list[dict]:
+        """Metrics per lesion of the model on ``indices``: the whole images at the training size, or (trained on
+        patches) the sliding window over each whole crop, on the scaled grid to validate and at the original
+        resolution to test."""
+        config = self.config
+        if self.sampler is not None:
+            return evaluate_windows(
+                self.model,
+                self.arrays,
+                indices,
+                config.patch,
+                self.lesion_channels,
+                config.activation,
+                original=test,
+                batch_size=config.batch_size,
+                amp=config.amp,
+            )
+        return evaluate_lesions(
+            self.model,
+            self.arrays,
+            indices,
+            config.batch_size,
+            self.device,
+            config.amp,
+            exact_aupr=test,
+            lesion_channels=self.lesion_channels,
+            activation=config.activation,
+        )
 
     def load_best(self) -> int:
         """Load the best checkpoint's weights; returns its epoch."""

@@ -1,0 +1,118 @@
+"""Evaluation of a model trained on patches: the sliding window over each whole field-of-view crop at the training
+scale (the code of ``group-attention predict`` for such a checkpoint), with metrics per lesion pooled over every
+pixel of a set of images (as the IDRiD challenge scores) beside the paper's per-image means.
+
+Validation runs on the scaled grid (the cached crop and its masks: no file is read); the test puts the
+probabilities back at the original resolution (resized to the crop box, zero outside the field of view) and scores
+them against the masks as read, over every pixel of the original photograph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...metrics import SegmentationMetrics, aupr_from_histogram, score_histogram
+from ..tiles import crop_probabilities
+from .patches import ScaledArrays
+
+__all__ = ["window_probabilities", "evaluate_windows"]
+
+
+@torch.no_grad()
+def window_probabilities(
+    model: nn.Module,
+    arrays: ScaledArrays,
+    indices: torch.Tensor,
+    patch: tuple[int, int],
+    lesion_channels: Sequence[int],
+    activation: "str | None",
+    *,
+    original: bool = False,
+    batch_size: int = 4,
+    amp: bool = False,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Yield ``(index, probabilities (L, h, w), masks (L, h, w))`` per image on the scaled grid, or with
+    ``original`` at the source's resolution ``(L, H, W)`` (zero outside the crop box), in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        for index in [int(i) for i in indices]:
+            crop = arrays.images[index]
+            if not original:
+                probability = crop_probabilities(
+                    model,
+                    crop,
+                    tuple(crop.shape[1:]),
+                    patch,
+                    lesion_channels=lesion_channels,
+                    activation=activation,
+                    batch_size=batch_size,
+                    amp=amp,
+                )
+                yield index, probability, arrays.masks[index].to(probability.device)
+                continue
+            box = arrays.boxes[index]
+            truth = torch.from_numpy(arrays.original_masks(index))
+            cropped = crop_probabilities(
+                model,
+                crop,
+                (box.height, box.width),
+                patch,
+                lesion_channels=lesion_channels,
+                activation=activation,
+                batch_size=batch_size,
+                amp=amp,
+            )
+            full = torch.zeros((len(lesion_channels), *truth.shape[1:]), dtype=torch.float32, device=cropped.device)
+            full[:, box.top : box.bottom, box.left : box.right] = cropped
+            yield index, full, truth.to(full.device)
+    finally:
+        model.train(was_training)
+
+
+def evaluate_windows(
+    model: nn.Module,
+    arrays: ScaledArrays,
+    indices: torch.Tensor,
+    patch: tuple[int, int],
+    lesion_channels: Sequence[int],
+    activation: "str | None",
+    *,
+    original: bool = False,
+    batch_size: int = 4,
+    amp: bool = False,
+    threshold: float = 0.5,
+) -> list[dict[str, float]]:
+    """Per lesion: Dice, accuracy, sensitivity, specificity and AUPR pooled over every pixel of ``indices`` (the
+    IDRiD challenge's), the paper's mean per-image Dice and the mean per-image AUPR (``aupr_per_image_mean``).
+
+    Args:
+        original: score at the source's resolution (the test) instead of the scaled grid (validation).
+    """
+    metrics = [SegmentationMetrics(threshold=threshold) for _ in lesion_channels]
+    per_image_aupr: list[list[float]] = [[] for _ in lesion_channels]
+    for _, probability, truth in window_probabilities(
+        model,
+        arrays,
+        indices,
+        patch,
+        lesion_channels,
+        activation,
+        original=original,
+        batch_size=batch_size,
+        amp=amp,
+    ):
+        for k in range(len(lesion_channels)):
+            metrics[k].update(probability[k][None, None], truth[k][None, None])
+            histogram = score_histogram(probability[k][None], truth[k][None].bool())
+            per_image_aupr[k].append(float(aupr_from_histogram(histogram)))
+    results = []
+    for k, metric in enumerate(metrics):
+        result = metric.compute()
+        result["aupr_per_image_mean"] = float(np.mean(per_image_aupr[k]))
+        results.append(result)
+    return results
