@@ -41,34 +41,24 @@ def window_probabilities(
     model.eval()
     try:
         for index in [int(i) for i in indices]:
-            crop = arrays.images[index]
-            if not original:
-                probability = crop_probabilities(
-                    model,
-                    crop,
-                    tuple(crop.shape[1:]),
-                    patch,
-                    lesion_channels=lesion_channels,
-                    activation=activation,
-                    batch_size=batch_size,
-                    amp=amp,
-                )
-                yield index, probability, arrays.masks[index].to(probability.device)
-                continue
-            box = arrays.boxes[index]
-            truth = torch.from_numpy(arrays.original_masks(index))
-            cropped = crop_probabilities(
+            crop, box = arrays.images[index], arrays.boxes[index]
+            size = (box.height, box.width) if original else tuple(crop.shape[1:])  # probabilities at this size
+            probability = crop_probabilities(
                 model,
                 crop,
-                (box.height, box.width),
+                size,
                 patch,
                 lesion_channels=lesion_channels,
                 activation=activation,
                 batch_size=batch_size,
                 amp=amp,
             )
-            full = torch.zeros((len(lesion_channels), *truth.shape[1:]), dtype=torch.float32, device=cropped.device)
-            full[:, box.top : box.bottom, box.left : box.right] = cropped
+            if not original:
+                yield index, probability, arrays.masks[index].to(probability.device)
+                continue
+            truth = torch.from_numpy(arrays.original_masks(index))
+            full = torch.zeros((len(lesion_channels), *truth.shape[1:]), dtype=torch.float32, device=probability.device)
+            full[:, box.top : box.bottom, box.left : box.right] = probability
             yield index, full, truth.to(full.device)
     finally:
         model.train(was_training)
