@@ -33,6 +33,20 @@ def tiny_config(**overrides) -> ExperimentConfig:
     return quick_synthetic_config(**settings)
 
 
+class Interrupt(Exception):
+    """Stands for a kill in the middle of a run (raised from an epoch callback)."""
+
+
+def stop_after_epoch(epoch: int):
+    """An epoch callback that interrupts the run once ``epoch`` is finished."""
+
+    def stop(row):
+        if row["epoch"] == epoch:
+            raise Interrupt
+
+    return stop
+
+
 def read_log(path: Path) -> list[dict]:
     with open(path) as stream:
         return list(csv.DictReader(stream))

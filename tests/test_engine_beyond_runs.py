@@ -34,22 +34,10 @@ def small(tmp_path, **overrides):
     return engine_runs.tiny_config(**{**settings, **overrides})
 
 
-class Interrupt(Exception):
-    pass
-
-
-def stop_after_epoch(epoch):
-    def stop(row):
-        if row["epoch"] == epoch:
-            raise Interrupt
-
-    return stop
-
-
 def straight_and_resumed(tmp_path, config):
     straight = run_experiment(config, tmp_path / "straight", progress=False)
-    with pytest.raises(Interrupt):
-        run_experiment(config, tmp_path / "resumed", on_epoch_end=stop_after_epoch(1), progress=False)
+    with pytest.raises(engine_runs.Interrupt):
+        run_experiment(config, tmp_path / "resumed", on_epoch_end=engine_runs.stop_after_epoch(1), progress=False)
     epochs = []
     resumed = run_experiment(
         config, tmp_path / "resumed", on_epoch_end=lambda row: epochs.append(row["epoch"]), progress=False

@@ -24,18 +24,6 @@ def tiny_config(tmp_path, **overrides):
     return engine_runs.tiny_config(**{**settings, **overrides})
 
 
-class Interrupt(Exception):
-    pass
-
-
-def stop_after_epoch(epoch):
-    def stop(row):
-        if row["epoch"] == epoch:
-            raise Interrupt
-
-    return stop
-
-
 RUN = ("runs", "unet", "EX", "fold1")
 
 
@@ -52,8 +40,8 @@ def test_a_truncated_checkpoint_is_set_aside_and_the_rerun_matches_an_uninterrup
 ):
     config = tiny_config(tmp_path)
     out = tmp_path / "broken"
-    with pytest.raises(Interrupt):
-        run_experiment(config, out, on_epoch_end=stop_after_epoch(1), progress=False)
+    with pytest.raises(engine_runs.Interrupt):
+        run_experiment(config, out, on_epoch_end=engine_runs.stop_after_epoch(1), progress=False)
     path = out.joinpath(*RUN, damaged)
     content = path.read_bytes()
     path.write_bytes(content[: len(content) // 2])  # a disk fault, or a copy cut short
