@@ -102,6 +102,29 @@ def test_cga_fused_matches_autograd(per_group, size, channels_last, gate):
 
 @pytest.mark.parametrize("per_group", PER_GROUP)
 @pytest.mark.parametrize("size, channels_last", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("no_gradient", ["no_grad", "inference_mode", "frozen"])
+def test_cga_forward_without_gradients_matches_its_readable_form(per_group, size, channels_last, no_gradient):
+    """Where no gradient can be asked for, CGA skips what backward would keep; the output and gate are the same."""
+    groups = 3
+    layer = randomize(CGA(groups * per_group, groups)).double()
+    x = to_memory_format(torch.randn(2, groups * per_group, *size, dtype=torch.float64) * 2 + 1, channels_last)
+    expected = plain_cga(layer, x).detach()
+    expected_gate = layer.channel_weights(x).detach()
+    context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(no_gradient)
+    if context is None:
+        layer.requires_grad_(False)
+    with context() if context else torch.enable_grad():
+        output, gate = layer.forward_with_gate(x)
+        plain_output = layer(x)
+    assert output.grad_fn is None and not output.requires_grad
+    torch.testing.assert_close(output, expected, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(plain_output, expected, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(gate, expected_gate, rtol=1e-9, atol=1e-10)
+    assert output.stride() == x.stride()  # the input's memory format
+
+
+@pytest.mark.parametrize("per_group", PER_GROUP)
+@pytest.mark.parametrize("size, channels_last", LAYOUTS, ids=LAYOUT_IDS)
 def test_sge_fused_matches_autograd(per_group, size, channels_last):
     groups = 3
     layer = randomize(SGE(groups * per_group, groups)).double()

@@ -19,8 +19,25 @@ def fused_channel_group_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x * w, gate)`` as :meth:`~group_attention.CGA.forward_with_gate` (the gate per group or per channel),
     on the Triton kernels where they serve ``x``, else on PyTorch operations."""
-    function = _ChannelGroupAttentionKernels if use_triton(x, weight) else _ChannelGroupAttention
-    return function.apply(x, weight, bias, groups, eps, per_group)
+    if use_triton(x, weight):
+        return _ChannelGroupAttentionKernels.apply(x, weight, bias, groups, eps, per_group)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias))):
+        return _channel_group_attention_inference(x, weight, bias, groups, eps, per_group)
+    return _ChannelGroupAttention.apply(x, weight, bias, groups, eps, per_group)
+
+
+def _channel_group_attention_inference(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float, per_group: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_ChannelGroupAttention``'s forward where no gradient will be asked for (``torch.no_grad``, inference mode,
+    frozen inputs): the same passes without the saliency's derivative that backward would need."""
+    maps = group_sum(x, groups)
+    maps_are_x = x.shape[1] == groups and maps.dtype == x.dtype  # group_sum's view of x: standardize a copy
+    output = torch.empty_like(x) if maps_are_x else None
+    standardized = standardize_maps(maps, eps, overwrite=not maps_are_x, out=output)[0]
+    saliency = standardized.sigmoid_().mean(spatial_dims(maps))
+    weights = _gate(saliency, weight, bias)[1]
+    return _scale_channels(x, weights.to(x.dtype), groups, per_group, out=output), weights
 
 
 class _ChannelGroupAttention(torch.autograd.Function):
