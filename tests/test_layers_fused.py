@@ -103,8 +103,12 @@ def test_cga_fused_matches_autograd(per_group, size, channels_last, gate):
 @pytest.mark.parametrize("per_group", PER_GROUP)
 @pytest.mark.parametrize("size, channels_last", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("no_gradient", ["no_grad", "inference_mode", "frozen"])
-def test_cga_forward_without_gradients_matches_its_readable_form(per_group, size, channels_last, no_gradient):
-    """Where no gradient can be asked for, CGA skips what backward would keep; the output and gate are the same."""
+def test_cga_forward_without_gradients_matches_its_readable_form(
+    per_group, size, channels_last, no_gradient, monkeypatch
+):
+    """Where no gradient can be asked for, CGA skips what backward would keep (not its autograd Function); the output
+    and gate are the same."""
+    monkeypatch.setattr(fused_cga._ChannelGroupAttention, "apply", _unexpected_call)
     groups = 3
     layer = randomize(CGA(groups * per_group, groups)).double()
     x = to_memory_format(torch.randn(2, groups * per_group, *size, dtype=torch.float64) * 2 + 1, channels_last)
@@ -121,6 +125,23 @@ def test_cga_forward_without_gradients_matches_its_readable_form(per_group, size
     torch.testing.assert_close(plain_output, expected, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(gate, expected_gate, rtol=1e-9, atol=1e-10)
     assert output.stride() == x.stride()  # the input's memory format
+
+
+def _unexpected_call(*args, **kwargs):
+    raise AssertionError("the autograd Function ran where no gradient can be asked for")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels", [12, 3], ids=["several-channels-per-group", "one-channel-per-group"])
+def test_cga_inference_in_half_precision_matches_float64(dtype, channels):
+    layer = randomize(CGA(channels, 3))
+    x = torch.randn(2, channels, 9, 11) * 2 + 1
+    expected = plain_cga(layer.double(), x.double())
+    layer.float()
+    with torch.inference_mode():
+        output = layer(x.to(dtype))
+    assert output.dtype == dtype
+    torch.testing.assert_close(output.double(), expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
 
 
 @pytest.mark.parametrize("per_group", PER_GROUP)
