@@ -11,7 +11,15 @@ from torch.autograd.function import once_differentiable
 
 from ..dispatch import triton_kernels, use_triton
 from ..group_ops import broadcast_channels, spatial_dims, spatial_size, stat_dtype
-from .common import coupling_factor, group_sum, map_dot, scale_factor, spatial_dot, standardize_maps
+from .common import (
+    StandardizedMaps,
+    coupling_factor,
+    group_sum,
+    map_dot,
+    scale_factor,
+    spatial_dot,
+    standardize_maps,
+)
 
 
 def fused_channel_group_attention(
@@ -31,13 +39,25 @@ def _channel_group_attention_inference(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``_ChannelGroupAttention``'s forward where no gradient will be asked for (``torch.no_grad``, inference mode,
     frozen inputs): the same passes without the saliency's derivative that backward would need."""
-    maps = group_sum(x, groups)
-    maps_are_x = x.shape[1] == groups and maps.dtype == x.dtype  # group_sum's view of x: standardize a copy
-    output = torch.empty_like(x) if maps_are_x else None
-    standardized = standardize_maps(maps, eps, overwrite=not maps_are_x, out=output)[0]
-    saliency = standardized.sigmoid_().mean(spatial_dims(maps))
+    statistics, output = _standardized_group_maps(x, groups, eps)
+    saliency = statistics.values.sigmoid_().mean(spatial_dims(x))
     weights = _gate(saliency, weight, bias)[1]
     return _scale_channels(x, weights.to(x.dtype), groups, per_group, out=output), weights
+
+
+def _standardized_group_maps(
+    x: torch.Tensor, groups: int, eps: float
+) -> tuple[StandardizedMaps, "torch.Tensor | None"]:
+    """Each group's summed map standardized over space (eq. 1 before its sigmoid), with its statistics; and the
+    output's memory when the maps were standardized there, else None.
+
+    With one channel per group in float32 (or float64) the maps are ``x`` itself, standardized into the output's
+    memory (written over by the output at the end): a fresh temporary of ``x``'s size costs page faults on CPU.
+    """
+    maps = group_sum(x, groups)
+    maps_are_x = x.shape[1] == groups and maps.dtype == x.dtype  # group_sum's view of x
+    output = torch.empty_like(x) if maps_are_x else None
+    return standardize_maps(maps, eps, overwrite=not maps_are_x, out=output), output
 
 
 class _ChannelGroupAttention(torch.autograd.Function):
@@ -59,14 +79,9 @@ class _ChannelGroupAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, groups: int, eps: float, per_group: bool):
         ctx.set_materialize_grads(False)  # most callers use only the output: no zero gradient for the gate
-        maps = group_sum(x, groups)
         one_channel_per_group = x.shape[1] == groups
-        # With one channel per group in float32 (or float64) the maps are x itself, standardized into the output's
-        # memory (written over by the output at the end): a fresh temporary of x's size costs page faults on CPU.
-        maps_are_x = one_channel_per_group and maps.dtype == x.dtype  # group_sum's view of x
-        output = torch.empty_like(x) if maps_are_x else None
-        standardized, mean, std, inv = standardize_maps(maps, eps, overwrite=not maps_are_x, out=output)
-        dims = spatial_dims(maps)
+        (standardized, mean, std, inv), output = _standardized_group_maps(x, groups, eps)
+        dims = spatial_dims(x)
         if one_channel_per_group:
             saliency, kept = standardized.sigmoid_().mean(dims), (mean, std, inv)
         else:
