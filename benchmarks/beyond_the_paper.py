@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import machine_info, markdown_table, report, report_header  # noqa: E402
 
+from group_attention.atomic import atomic_write_text  # noqa: E402
+
 #: name -> (variant, options of examples/idrid_ganet.py beyond the shared ones, "separate" or "joint"), in the order
 #: they run (the comparison the page leads with first).
 CONFIGURATIONS = {
@@ -64,6 +66,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), metavar="NAME")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once, one torch thread each (default 2)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of every run (default 1e-3)")
+    parser.add_argument(
+        "--amp", action="store_true", help="bf16 autocast on the CPU (fast where the CPU has AMX or AVX512-BF16)"
+    )
     parser.add_argument(
         "--read-only", action="store_true", help="train nothing: the table of the runs already finished in --out"
     )
@@ -120,9 +125,14 @@ def run_one(arguments: argparse.Namespace, name: str, seed: int, lesions: tuple[
         *SHARED,
         *options,
         *(["--joint"] if len(lesions) > 1 else []),
+        *(["--amp"] if arguments.amp else []),
     ]
-    if arguments.read_only and not (out / "results.json").is_file():
+    finished_before = (out / "results.json").is_file()
+    if arguments.read_only and not finished_before:
         raise RuntimeError(f"{name} seed {seed} {lesions}: not run yet ({out})")
+    if not finished_before:  # trained (or resumed) by this invocation: record how
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / RUN_SETTINGS, json.dumps(run_settings(arguments), indent=1))
     started = time.perf_counter()
     finished = subprocess.run(command, env=environment(), capture_output=True, text=True)
     if finished.returncode != 0:
@@ -146,7 +156,31 @@ def run_one(arguments: argparse.Namespace, name: str, seed: int, lesions: tuple[
         "train_seconds": first["train_seconds"],
         "best_epoch": first["best_epoch"],
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "settings": recorded_settings(out),
     }
+
+
+#: Per run folder: the settings of the invocation that trained it (a rerun reads finished runs back, and may differ).
+RUN_SETTINGS = "beyond_settings.json"
+
+
+def run_settings(arguments: argparse.Namespace) -> dict:
+    """What a run's numbers depend on beyond its configuration and seed."""
+    return {"budget": arguments.budget, "lr": arguments.lr, "amp": arguments.amp, "parallel": arguments.parallel}
+
+
+def recorded_settings(out: Path) -> "dict | None":
+    """The settings recorded when the run in ``out`` trained; None for a run trained before they were recorded."""
+    path = out / RUN_SETTINGS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def describe_settings(settings: "dict | None") -> str:
+    """``"2 at once, bf16"``-style text of :func:`run_settings`, or "not recorded"."""
+    if settings is None:
+        return "not recorded"
+    text = f"{settings['parallel']} at once"
+    return text + (", bf16" if settings.get("amp") else "")
 
 
 def predict_metrics(arguments: argparse.Namespace, out: Path, run: dict, lesion: str) -> dict:
@@ -234,6 +268,7 @@ def main(argv=None) -> None:
             "+".join(r["lesions"]),
             r["epochs"],
             f"{r['train_seconds']:.0f}",
+            describe_settings(r.get("settings")),
             *[f"{100 * r['metrics'][lesion]['aupr']:.1f}" if lesion in r["metrics"] else "" for lesion in LESIONS],
         ]
         for r in sorted(done, key=lambda r: (list(CONFIGURATIONS).index(r["configuration"]), r["seed"], r["lesions"]))
@@ -245,7 +280,8 @@ def main(argv=None) -> None:
         f"Data: {arguments.data_root} (fold 1 of 3: 10 training images, no validation image: the last epoch is "
         "tested; 5 test images). "
         f"Each run: {arguments.budget:g} minutes of training (Adam lr {arguments.lr:g}, batch 4 images or patches, "
-        f"one torch thread, {arguments.parallel} runs at once on a shared CPU). Pooled AUPR and Dice (%) over every "
+        "one torch thread; the runs at once on the shared CPU and the "
+        "autocast of each are in the last table). Pooled AUPR and Dice (%) over every "
         "pixel of the 5 test photographs at their "
         f"original resolution; mean ± standard deviation over the seeds run. A model that scores at random has an "
         f"AUPR equal to the lesion's share of the pixels: "
@@ -256,7 +292,9 @@ def main(argv=None) -> None:
         "",
         "Every run:",
         "",
-        markdown_table(["configuration", "seed", "model", "epochs", "training s", "EX AUPR", "HE AUPR"], per_run),
+        markdown_table(
+            ["configuration", "seed", "model", "epochs", "training s", "runs", "EX AUPR", "HE AUPR"], per_run
+        ),
         "",
     ]
     report(arguments.results, arguments.stem, lines, {"machine": machine, "settings": vars(arguments), "runs": done})

@@ -172,3 +172,21 @@ def test_bench_revisions_quick_compares_a_commit_with_the_working_tree(tmp_path,
         assert positive_finite(row["ratio_after_to_before"])
         assert positive_finite(row["before"]["median_ms"]) and positive_finite(row["after"]["median_ms"])
     assert "ga_before" in sys.modules and sys.modules["ga_before"] is not sys.modules["group_attention"]
+
+
+def test_beyond_the_paper_records_each_runs_own_settings(tmp_path):
+    """A run folder keeps the settings of the invocation that trained it (a later rerun reads finished runs back
+    with other settings); a run trained before they were recorded says so instead of borrowing the rerun's."""
+    beyond = load_script("beyond_the_paper")
+    arguments = beyond.parse_arguments(["--data-root", str(tmp_path), "--parallel", "1", "--amp", "--budget", "20"])
+    run = tmp_path / "run"
+    run.mkdir()
+    assert beyond.recorded_settings(run) is None
+    assert beyond.describe_settings(beyond.recorded_settings(run)) == "not recorded"
+    (run / beyond.RUN_SETTINGS).write_text(json.dumps(beyond.run_settings(arguments)))
+    later = beyond.parse_arguments(["--data-root", str(tmp_path), "--parallel", "2"])
+    assert beyond.run_settings(later)["parallel"] == 2
+    recorded = beyond.recorded_settings(run)
+    assert recorded == {"budget": 20.0, "lr": 1e-3, "amp": True, "parallel": 1}
+    assert beyond.describe_settings(recorded) == "1 at once, bf16"
+    assert beyond.describe_settings({**recorded, "amp": False, "parallel": 2}) == "2 at once"
