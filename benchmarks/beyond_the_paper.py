@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import machine_info, markdown_table, report, report_header  # noqa: E402
 
-from group_attention.atomic import atomic_write_text  # noqa: E402
+from group_attention.fundus.engine.io import read_json, write_json  # noqa: E402
 
 #: name -> (variant, options of examples/idrid_ganet.py beyond the shared ones, "separate" or "joint"), in the order
 #: they run (the comparison the page leads with first).
@@ -132,12 +132,12 @@ def run_one(arguments: argparse.Namespace, name: str, seed: int, lesions: tuple[
         raise RuntimeError(f"{name} seed {seed} {lesions}: not run yet ({out})")
     if not finished_before:  # trained (or resumed) by this invocation: record how
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / RUN_SETTINGS, json.dumps(run_settings(arguments), indent=1))
+        write_json(out / RUN_SETTINGS, run_settings(arguments))
     started = time.perf_counter()
     finished = subprocess.run(command, env=environment(), capture_output=True, text=True)
     if finished.returncode != 0:
         raise RuntimeError(f"{name} seed {seed} {lesions} failed:\n{finished.stderr[-3000:]}")
-    results = json.loads((out / "results.json").read_text())
+    results = read_json(out / "results.json")
     runs = {run["lesion"]: run for run in results["runs"]}
     metrics = {}
     for lesion in lesions:
@@ -172,7 +172,7 @@ def run_settings(arguments: argparse.Namespace) -> dict:
 def recorded_settings(out: Path) -> "dict | None":
     """The settings recorded when the run in ``out`` trained; None for a run trained before they were recorded."""
     path = out / RUN_SETTINGS
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def describe_settings(settings: "dict | None") -> str:
@@ -210,7 +210,7 @@ def predict_metrics(arguments: argparse.Namespace, out: Path, run: dict, lesion:
     finished = subprocess.run(command, env=environment(), capture_output=True, text=True)
     if finished.returncode != 0:
         raise RuntimeError(f"predict of {checkpoint} failed:\n{finished.stderr[-3000:]}")
-    return json.loads((predicted / "summary.json").read_text())["metrics"][lesion]
+    return read_json(predicted / "summary.json")["metrics"][lesion]
 
 
 def lesion_share(done: list[dict], lesion: str) -> "float | None":
