@@ -16,6 +16,7 @@ default run covers the variants through ``aot_eager`` with a tiny width and mark
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -45,6 +46,17 @@ def randomized(module: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for parameter in module.parameters():
             parameter.normal_(0, 0.5)
+    return module
+
+
+def fan_in_randomized(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Random parameters that keep activations of order one: weights with standard deviation ``1 / sqrt(fan_in)``,
+    the rest (biases, norms' scales and shifts) as :func:`randomized`."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            fan_in = math.prod(parameter.shape[1:]) if parameter.dim() >= 2 else 0
+            parameter.normal_(0, fan_in**-0.5 if fan_in else 0.5)
     return module
 
 
@@ -306,4 +318,17 @@ def test_table_1_variant_in_training_mode_matches_eager_with_inductor(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ganet", "baseline"])
 def test_table_1_variant_matches_eager_under_bf16_autocast(name):
-    compare(variant(name), VARIANT_SHAPES, backend="inductor", rtol=BF16_RTOL, autocast=torch.bfloat16, one_graph=False)
+    """Against float64, with weights scaled to their fan-in. With :func:`randomized`'s weights (standard deviation
+    0.5 through a dozen 3x3 convolutions) the activations grow so large that bf16 leaves eager and compiled input
+    gradients alike 40 to 65% (of the largest magnitude) from the exact ones, the Baseline's too, and eager and
+    compiled agree only by chance (GANet's differed by 5%, compiled being the closer to exact). Scaled, both are
+    within 2 to 3.5% of float64, and compiled must be within ``BF16_RTOL`` or twice eager's error."""
+    compare(
+        fan_in_randomized(build_variant(name, in_channels=3, num_classes=2, **TINY)).eval(),
+        VARIANT_SHAPES,
+        backend="inductor",
+        rtol=BF16_RTOL,
+        autocast=torch.bfloat16,
+        one_graph=False,
+        float64_reference=True,
+    )

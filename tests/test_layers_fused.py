@@ -516,7 +516,11 @@ def test_torch_compile_se_with_inductor_matches_eager():
 # -- interpolation ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 1, 5), (2, 2, 3, 4, 2), (2, 3, 7), (1, 1, 1, 1)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_doubling_matches_interpolate_and_its_gradient(shape, channels_last):
+@pytest.mark.parametrize("strided", [False, True], ids=["separable adjoint", "strided convolution adjoint"])
+def test_doubling_matches_interpolate_and_its_gradient(shape, channels_last, strided, monkeypatch):
+    """Both adjoints of the doubling (separable passes for small gradients, a strided depthwise convolution from
+    ``STRIDED_ADJOINT_MIN_NUMEL`` elements on) against autograd through ``F.interpolate`` in float64."""
+    monkeypatch.setattr(group_ops, "STRIDED_ADJOINT_MIN_NUMEL", 0 if strided else 2**62)
     maps = torch.randn(shape, dtype=torch.float64)
     if channels_last and maps.dim() >= 4:
         maps = to_memory_format(maps, True)
