@@ -287,26 +287,32 @@ def double_linear(maps: torch.Tensor) -> torch.Tensor:
 def double_linear_backward(grad: torch.Tensor) -> torch.Tensor:
     """The adjoint of :func:`double_linear`: each output's gradient goes back to its two taps.
 
-    :func:`double_linear` is a transposed convolution of the edge-padded maps (stride 2, taps ``[1/4, 3/4, 3/4,
-    1/4]`` along each dim, one map per channel), so its adjoint is the strided convolution with the same taps (one
-    oneDNN call, where separable slices and adds take several passes), followed by the padding's adjoint: each
-    padded edge's gradient is added to the edge it repeats. Small gradients, where a convolution's fixed cost
-    outweighs the passes it saves, take the separable slices and adds, as do half-precision gradients (the
-    attention's gradients are float32 statistics; CPU convolutions in half precision vary with the torch version).
+    Large float32/float64 gradients take :func:`_double_linear_backward_strided` (one convolution); small ones, where
+    a convolution's fixed cost outweighs the passes it saves, and half-precision ones (the attention's gradients are
+    float32 statistics; CPU convolutions in half precision vary with the torch version) take separable slices and
+    adds.
     """
-    if grad.numel() < STRIDED_ADJOINT_MIN_NUMEL or grad.dtype not in (torch.float32, torch.float64):
-        for dim in reversed(range(2, grad.dim())):
-            grad = _double_along_backward(grad, dim)
-        return grad
+    if grad.numel() >= STRIDED_ADJOINT_MIN_NUMEL and grad.dtype in (torch.float32, torch.float64):
+        return _double_linear_backward_strided(grad)
+    for dim in reversed(range(2, grad.dim())):
+        grad = _double_along_backward(grad, dim)
+    return grad
+
+
+def _double_linear_backward_strided(grad: torch.Tensor) -> torch.Tensor:
+    """:func:`double_linear_backward` as a strided convolution: :func:`double_linear` is a transposed convolution of
+    the edge-padded maps (stride 2, taps ``[1/4, 3/4, 3/4, 1/4]`` along each dim, one map per channel), so its
+    adjoint is the strided convolution with the same taps (one oneDNN call), followed by the padding's adjoint: each
+    padded edge's gradient is added to the edge it repeats. ``(B, m, *2s) -> (B, m, *s)``."""
     spatial = grad.dim() - 2
     taps = grad.new_tensor([0.25, 0.75, 0.75, 0.25])
     kernel = taps
     for _ in range(spatial - 1):
-        kernel = kernel.unsqueeze(-1) * taps
+        kernel = kernel.unsqueeze(-1) * taps  # the separable taps' outer product, (4,) * spatial
     kernel = kernel.expand(grad.shape[1], 1, *kernel.shape).contiguous()
     convolution = (F.conv1d, F.conv2d, F.conv3d)[spatial - 1]
     with torch.autocast(grad.device.type, enabled=False):  # the taps are exact in grad's own dtype
-        padded = convolution(grad, kernel, stride=2, padding=3, groups=grad.shape[1])
+        padded = convolution(grad, kernel, stride=2, padding=3, groups=grad.shape[1])  # (B, m, *(s + 2))
     out = padded
     for dim in range(2, grad.dim()):
         length = padded.shape[dim] - 2
