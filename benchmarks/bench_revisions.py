@@ -6,7 +6,9 @@ the working tree's ``group_attention`` (the package imports itself only relative
 in interleaved rounds and their ratio is not a comparison of two machines' moods. Cases are CGA with 32 groups and
 the gated skip of a converted U-Net (``SkipAttention``) at MONAI BasicUNet's feature sizes (batch 2, 128x128 input),
 and, with ``--models``, that BasicUNet's whole training step with CGA after each ``TwoConv`` or with SGAU skips;
-``--variants ganet,baseline+cga`` adds Table 1 variants' training steps (batch 2 at 192x256).
+``--variants ganet,baseline+cga`` adds Table 1 variants' training steps (batch 2 at 192x256). With ``--compile``
+every layer and model of both revisions runs ``torch.compile``'d (inductor's default mode; the warm-up calls
+compile, outside the timed rounds).
 
     python benchmarks/bench_revisions.py --before 4fe76d2 --threads 1 --models --out benchmarks/results \\
         --stem revisions-cpu
@@ -78,8 +80,15 @@ def import_commit(commit: str, folder: str) -> Any:
         sys.path.remove(folder)
 
 
-def layer_step(package: Any, make: Callable[[Any], Callable], inputs: list[torch.Tensor], grad: torch.Tensor):
-    layer = make(package)
+def compiled_if(module: torch.nn.Module, compile: bool) -> torch.nn.Module:
+    """``torch.compile(module)`` (inductor's default mode) with ``compile``, else ``module``."""
+    return torch.compile(module) if compile else module
+
+
+def layer_step(
+    package: Any, make: Callable[[Any], Callable], inputs: list[torch.Tensor], grad: torch.Tensor, compile: bool = False
+):
+    layer = compiled_if(make(package), compile)
 
     def step() -> None:
         layer(*inputs).backward(grad)
@@ -87,7 +96,7 @@ def layer_step(package: Any, make: Callable[[Any], Callable], inputs: list[torch
     return step
 
 
-def model_step(package: Any, conversion: str) -> Callable[[], None]:
+def model_step(package: Any, conversion: str, compile: bool = False) -> Callable[[], None]:
     from monai.networks.nets import BasicUNet
     from monai.networks.nets.basic_unet import TwoConv
 
@@ -97,13 +106,14 @@ def model_step(package: Any, conversion: str) -> Callable[[], None]:
         package.add_attention(model, "cga", after=TwoConv, groups=32)
     elif conversion == "sgau skips":
         package.sgau_skips(model, groups=32)
+    model = compiled_if(model, compile)
     return sgd_training_step(model, torch.randn(2, 3, 128, 128), torch.randint(0, 2, (2, 128, 128)))
 
 
-def variant_step(package: Any, variant: str, size: tuple[int, int]) -> Callable[[], None]:
+def variant_step(package: Any, variant: str, size: tuple[int, int], compile: bool = False) -> Callable[[], None]:
     """A Table 1 variant's training step (SGD, batch 2 at ``size``) as built by ``package``."""
     torch.manual_seed(0)
-    model = package.build_variant(variant, num_classes=2)
+    model = compiled_if(package.build_variant(variant, num_classes=2), compile)
     return sgd_training_step(model, torch.randn(2, 3, *size), torch.randint(0, 2, (2, *size)))
 
 
@@ -113,7 +123,7 @@ def shrink(shape: tuple[int, ...], quick: bool) -> tuple[int, ...]:
 
 
 def cases(
-    before: Any, models: bool, quick: bool = False, variants: tuple[str, ...] = ()
+    before: Any, models: bool, quick: bool = False, variants: tuple[str, ...] = (), compile: bool = False
 ) -> list[tuple[str, dict[str, Callable[[], None]]]]:
     """(case name, {"before": step, "after": step[, "unmodified": step]}) for every case."""
     versions = (("before", before), ("after", after))
@@ -121,24 +131,29 @@ def cases(
     for shape in (shrink(shape, quick) for shape in CGA_SHAPES):
         x = torch.randn(shape, requires_grad=True)
         grad = torch.randn(shape)
-        steps = {tag: layer_step(package, lambda p, c=shape[1]: p.CGA(c, 32), [x], grad) for tag, package in versions}
+        steps = {
+            tag: layer_step(package, lambda p, c=shape[1]: p.CGA(c, 32), [x], grad, compile)
+            for tag, package in versions
+        }
         found.append((f"CGA(groups=32) {tuple(shape)}", steps))
     for low_shape, high_shape in ((shrink(low, quick), shrink(high, quick)) for low, high in SKIP_SHAPES):
         low, high = torch.randn(low_shape, requires_grad=True), torch.randn(high_shape, requires_grad=True)
         grad = torch.randn(low_shape)
         steps = {
-            tag: layer_step(package, lambda p, c=low_shape[1]: p.integrations.SkipAttention(c, 32), [low, high], grad)
+            tag: layer_step(
+                package, lambda p, c=low_shape[1]: p.integrations.SkipAttention(c, 32), [low, high], grad, compile
+            )
             for tag, package in versions
         }
         found.append((f"SkipAttention(groups=32) {tuple(low_shape)} <- {tuple(high_shape)}", steps))
     if models:
         for conversion in ("cga", "sgau skips"):
-            steps = {tag: model_step(package, conversion) for tag, package in versions}
-            steps["unmodified"] = model_step(after, "none")
+            steps = {tag: model_step(package, conversion, compile) for tag, package in versions}
+            steps["unmodified"] = model_step(after, "none", compile)
             found.append((f"MONAI BasicUNet + {conversion}, training step", steps))
     size = (48, 64) if quick else (192, 256)
     for variant in variants:
-        steps = {tag: variant_step(package, variant, size) for tag, package in versions}
+        steps = {tag: variant_step(package, variant, size, compile) for tag, package in versions}
         found.append((f"{variant}, training step at {size[0]}x{size[1]}", steps))
     return found
 
@@ -153,6 +168,9 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
         "--variants", default="", help="comma-separated Table 1 variants whose training step to time (e.g. ganet)"
     )
     parser.add_argument("--quick", action="store_true", help="spatial sizes / 4, no minimum sample time: smoke test")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile every layer and model of both revisions (inductor)"
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--stem", default="revisions-cpu")
     parser.add_argument("--note", action="append", default=[])
@@ -165,7 +183,7 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
         before = import_commit(args.before, folder)
         rows, results = [], []
         variants = tuple(name.strip() for name in args.variants.split(",") if name.strip())
-        for name, steps in cases(before, args.models, args.quick, variants):
+        for name, steps in cases(before, args.models, args.quick, variants, args.compile):
             min_sample_s = 0.0 if args.quick else 0.02
             samples = time_interleaved(steps, device, warmup=3, rounds=args.rounds, min_sample_s=min_sample_s)
             ratio = paired_ratio(samples, "after", "before")
@@ -191,7 +209,8 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     ).stdout.strip()
     lines = report_header(f"Before ({commit}) and after, in one process", machine_info(device))
     lines += [
-        f"Settings: cpu, fp32, forward and backward, {args.rounds} interleaved rounds.",
+        f"Settings: cpu, fp32, forward and backward, {'torch.compile (inductor), ' if args.compile else 'eager, '}"
+        f"{args.rounds} interleaved rounds.",
         "",
         markdown_table(["case", "before (ms)", "after (ms)", "after / before (paired)", "vs unmodified model"], rows),
         "",

@@ -25,7 +25,7 @@ from torch import nn
 
 from group_attention import CGA, SE, SGAU, SGE, VARIANTS, ConcatSkip, _compat, build_variant
 from group_attention.integrations import SkipAttention
-from group_attention.layers.group_ops import double_linear, resize_to
+from group_attention.layers.group_ops import double_linear, group_pooled_dot_by_product, resize_to
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -198,6 +198,66 @@ def test_sgau_compiles_its_upsampling_as_the_stencil_and_exports_f_interpolate()
     exported = torch.export.export(layer, (low, high))
     targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
     assert any("upsample" in target for target in targets), targets
+
+
+# -- SGAU's dot-product maps as a matrix product (compiled, CPU) -------------------------------------------------------
+def group_pooled_dot_loops(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Eq. 3's maps written out: per sample and group, sum over the group's channels of ``F_k * GP(F_k)``."""
+    per_group = x.shape[1] // groups
+    maps = []
+    for sample in x:
+        for g in range(groups):
+            group = sample[g * per_group : (g + 1) * per_group].flatten(1)
+            maps.append((group * group.mean(1, keepdim=True)).sum(0))
+    return torch.stack(maps).view(x.shape[0], groups, -1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "groups", "channels_last"),
+    [
+        ((2, 8, 5, 7), 4, False),
+        ((2, 8, 5, 7), 4, True),
+        ((1, 6, 1, 1), 2, False),
+        ((3, 4, 9), 2, False),
+        ((2, 6, 3, 4, 5), 3, False),
+    ],
+)
+def test_group_pooled_dot_by_product_is_eq_3_with_its_gradient(shape, groups, channels_last):
+    x = torch.randn(shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    expected = group_pooled_dot_loops(x, groups)
+    actual = group_pooled_dot_by_product(x, groups)
+    assert actual.shape == (shape[0], groups, math.prod(shape[2:]))
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(expected)
+    (want,) = torch.autograd.grad(expected, x, grad)
+    (got,) = torch.autograd.grad(actual, x, grad)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_group_pooled_dot_by_product_keeps_float32_under_bf16_autocast():
+    x = torch.randn(2, 8, 6, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = group_pooled_dot_by_product(x.bfloat16(), 4)
+    assert maps.dtype == torch.float32
+    torch.testing.assert_close(maps, group_pooled_dot_loops(x.bfloat16().double(), 4).float(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("high_channels", "groups", "product"), [(16, 4, True), (8, 8, False), (130, 65, False)])
+def test_sgau_compiles_its_maps_as_a_matrix_product_and_exports_the_group_sum(high_channels, groups, product):
+    """Compiled on CPU with several channels per group (and at most ``PRODUCT_MAX_GROUPS`` groups), the maps are
+    one ``bmm``; with one channel per group, or many groups, they stay the group sum; exported, always the sum."""
+    layer = randomized(SGAU(groups, high_channels, groups))
+    low, high = torch.randn(2, groups, 12, 10), torch.randn(2, high_channels, 6, 5)
+    counter = CountingBackend("eager")
+    compiled = torch.compile(layer, backend=counter, fullgraph=True)(low, high)
+    assert (torch.bmm in counter.targets) is product
+    assert_relative_close(compiled, layer(low, high), FLOAT32_RTOL, "compiled output")
+    exported = torch.export.export(layer, (low, high))
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert not any("bmm" in target for target in targets), targets
 
 
 def test_resize_to_in_eager_mode_is_f_interpolate():

@@ -68,6 +68,43 @@ def group_pooled_dot(x: torch.Tensor, groups: int) -> torch.Tensor:
     return group_sum(x * pooled, groups)
 
 
+# The most groups for which compiled code forms the dot-product maps as a matrix product (it costs ``m`` times the
+# group sum's multiply-adds); GANet and the paper use 32.
+PRODUCT_MAX_GROUPS = 64
+
+
+def maps_by_product(x: torch.Tensor, groups: int) -> bool:
+    """Whether :func:`group_pooled_dot_by_product` should form the dot-product maps of ``x``: inside
+    ``torch.compile`` (not ``torch.export``) on CPU, with several channels per group and at most
+    :data:`PRODUCT_MAX_GROUPS` groups. Every test is on the device and the layer's configuration, never on a size,
+    so it adds no guard to a compiled graph."""
+    return (
+        _compiling_not_exporting() and x.device.type == "cpu" and x.shape[1] != groups and groups <= PRODUCT_MAX_GROUPS
+    )
+
+
+def group_pooled_dot_by_product(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """:func:`group_pooled_dot` as one batched matrix product, with the positions flattened: ``(B, C, *S) -> (B, m,
+    N)``, in at least float32.
+
+    The left factor is block-diagonal: row ``g`` of the ``(B, m, C)`` matrix holds the pooled values of group ``g``'s
+    channels and zeros elsewhere, and it multiplies the features viewed ``(B, C, N)`` (a view in the plain and the
+    channels-last layout). For inductor on CPU: it keeps a convolution's features channels-last, and there the
+    group sum, fused into each spatial statistic, becomes a scalar loop that reads ``x`` once per group; the
+    product's ``(B, m, N)`` output is laid out for those statistics instead. It costs ``m`` times the group sum's
+    multiply-adds, in a matrix product. The statistics are taken on this flat output, not on a ``(B, m, *S)`` view
+    of it: inductor (torch 2.14) cannot order the strides of such a view when it keeps it for backward and a map's
+    size is symbolic (``dynamic=True``).
+    """
+    x = x.to(stat_dtype(x.dtype))
+    batch, channels = x.shape[:2]
+    pooled = x.mean(spatial_dims(x))  # (B, C)
+    member = torch.arange(channels, device=x.device) // (channels // groups)  # each channel's group
+    block_diagonal = (member == torch.arange(groups, device=x.device)[:, None]).to(x.dtype) * pooled[:, None]
+    with torch.autocast(x.device.type, enabled=False):  # the statistics stay in at least float32
+        return torch.bmm(block_diagonal, x.reshape(batch, channels, -1))
+
+
 def spatial_standardize(maps: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
     """``Norm(t) = (t - mean) / (std + eps)`` over the spatial dims of each ``(b, g)`` map.
 

@@ -9,13 +9,28 @@ from torch import nn
 from .._checks import check_feature_map, check_groups
 from .dispatch import NotScriptable, use_fused
 from .fused.sgau import fused_attention_skip, fused_spatial_group_attention
-from .group_ops import DEFAULT_EPS, group_pooled_dot, grouped, resize_to, spatial_standardize
+from .group_ops import (
+    DEFAULT_EPS,
+    group_pooled_dot,
+    group_pooled_dot_by_product,
+    grouped,
+    maps_by_product,
+    resize_to,
+    spatial_standardize,
+)
 from .skip import ConcatSkip, check_skip_inputs
 
 
 def sgau_attention(high: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> torch.Tensor:
     """The attention maps ``A_g = sigmoid(Norm(sum_{k in g} F_k GP(F_k)))`` of the high-level features:
-    ``(B, C_high, *s) -> (B, m, *s)``, values in (0, 1)."""
+    ``(B, C_high, *s) -> (B, m, *s)``, values in (0, 1).
+
+    Compiled on CPU, the maps are a matrix product standardized over their flattened positions
+    (:func:`~group_attention.layers.group_ops.group_pooled_dot_by_product`); the same values.
+    """
+    if maps_by_product(high, groups):
+        flat = spatial_standardize(group_pooled_dot_by_product(high, groups), eps)  # (B, m, N)
+        return torch.sigmoid(flat).view(*flat.shape[:2], *high.shape[2:])
     return torch.sigmoid(spatial_standardize(group_pooled_dot(high, groups), eps))
 
 
