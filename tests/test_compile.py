@@ -324,6 +324,35 @@ def test_layer_compiled_by_inductor_matches_eager_at_three_sizes(name):
     compare(randomized(make()), shapes, backend="inductor", one_graph=name not in CONVOLVING)
 
 
+class ConvolvedOutput(nn.Module):
+    """A layer whose output goes straight into a convolution, as in a ResNet block or a converted U-Net: inductor
+    keeps the layer's output for the convolution's backward."""
+
+    def __init__(self, layer: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.layer(*inputs))
+
+
+# A layer's output viewed back from its grouped form was what inductor kept for the convolution: with a symbolic
+# size it could not order that view's strides (torch 2.14: "cannot determine truth value of Relational").
+@pytest.mark.parametrize(
+    ("name", "channels"), [("sge", 16), ("skip-attention", 8), pytest.param("cga", 16, marks=pytest.mark.slow)]
+)
+def test_layer_before_a_convolution_compiles_with_dynamic_sizes(name, channels):
+    make, shapes = LAYERS[name]
+    compare(
+        ConvolvedOutput(randomized(make()), channels),
+        shapes,
+        backend="inductor",
+        one_graph=False,
+        rtol=2 * FLOAT32_RTOL,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["cga", "se", "sge", "sgau"])
 def test_compiled_layer_matches_eager_under_bf16_autocast(name):

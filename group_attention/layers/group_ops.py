@@ -50,6 +50,28 @@ def grouped(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(x.shape[0], groups, -1, *x.shape[2:])
 
 
+def times_group_maps(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """``x`` times one map per group of its channels: ``out[b, c] = x[b, c] * maps[b, c // (C / m)]``.
+
+    No view is involved, neither in the product nor in what its backward keeps: inductor (torch 2.14) cannot order
+    the strides of a view it keeps (for this product's backward, or for a convolution that follows) when a size is
+    symbolic (``dynamic=True``), and fails. A grouped view of ``x`` times the maps, viewed back to ``(B, C, *S)``,
+    failed before a convolution; the maps expanded over each group and flattened (a view of a copy), or
+    ``repeat_interleave`` (the same once decomposed), failed inside GANet. So one channel per group multiplies the
+    maps directly, and several index them per channel (``index_select``: compiled, an indexed load in the fused
+    loop, with a scatter-add backward; in eager mode, where the functional forms run only for tensor subclasses and
+    ``torch.func``, a tensor of ``x``'s size).
+
+    Shape:
+        ``(B, C, *S), (B, m, *S) -> (B, C, *S)``.
+    """
+    channels, groups = x.shape[1], maps.shape[1]
+    if channels == groups:
+        return x * maps
+    group_of_channel = torch.arange(channels, device=x.device) // (channels // groups)
+    return x * maps.index_select(1, group_of_channel)
+
+
 def group_sum(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Each group's channels summed into one map: ``(B, C, *S) -> (B, m, *S)``, in at least float32."""
     return grouped(x, groups).sum(2, dtype=stat_dtype(x.dtype))

@@ -13,10 +13,10 @@ from .group_ops import (
     DEFAULT_EPS,
     group_pooled_dot,
     group_pooled_dot_by_product,
-    grouped,
     maps_by_product,
     resize_to,
     spatial_standardize,
+    times_group_maps,
 )
 from .skip import ConcatSkip, check_skip_inputs
 
@@ -42,8 +42,7 @@ def spatial_group_attention(
     The attended features lie between ``low`` and ``2 * low``; there are no parameters.
     """
     attention = resize_to(sgau_attention(high, groups, eps), low.shape[2:]).to(low.dtype)
-    low_groups = grouped(low, groups)
-    return (low_groups * (1 + attention.unsqueeze(2))).reshape(low.shape)
+    return times_group_maps(low, 1 + attention)
 
 
 torch.fx.wrap("spatial_group_attention")  # torch.fx records the call; its shape logic runs on tensors

@@ -11,14 +11,29 @@ from torch import nn
 from .._checks import check_feature_map, check_groups
 from .dispatch import NotScriptable, use_fused
 from .fused.sge import fused_spatial_group_enhance
-from .group_ops import DEFAULT_EPS, group_pooled_dot, grouped, spatial_standardize
+from .group_ops import (
+    DEFAULT_EPS,
+    group_pooled_dot,
+    group_pooled_dot_by_product,
+    maps_by_product,
+    spatial_standardize,
+    times_group_maps,
+)
 from .timm_keywords import TimmKeywords
 
 
 def sge_gate(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float = DEFAULT_EPS
 ) -> torch.Tensor:
-    """The spatial gate ``sigmoid(gamma_g Norm(c_g) + beta_g)``: ``(B, C, *S) -> (B, m, *S)``, values in (0, 1)."""
+    """The spatial gate ``sigmoid(gamma_g Norm(c_g) + beta_g)``: ``(B, C, *S) -> (B, m, *S)``, values in (0, 1).
+
+    Compiled on CPU, ``c_g`` is a matrix product gated over its flattened positions
+    (:func:`~group_attention.layers.group_ops.group_pooled_dot_by_product`); the same values.
+    """
+    if maps_by_product(x, groups):
+        similarity = spatial_standardize(group_pooled_dot_by_product(x, groups), eps)  # (B, m, N)
+        gate = torch.sigmoid(similarity * weight.view(1, groups, 1) + bias.view(1, groups, 1))
+        return gate.view(*gate.shape[:2], *x.shape[2:])
     similarity = spatial_standardize(group_pooled_dot(x, groups), eps)  # c_g = sum_{k in g} F_k GP(F_k), standardized
     affine_shape = (1, groups) + (1,) * (x.dim() - 2)
     return torch.sigmoid(similarity * weight.view(affine_shape) + bias.view(affine_shape))
@@ -28,8 +43,7 @@ def spatial_group_enhance(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float = DEFAULT_EPS
 ) -> torch.Tensor:
     """``Y_g = F_g * sge_gate(x)_g`` per group: ``(B, C, *S) -> (B, C, *S)``."""
-    gate = sge_gate(x, weight, bias, groups, eps).to(x.dtype)
-    return (grouped(x, groups) * gate.unsqueeze(2)).reshape(x.shape)
+    return times_group_maps(x, sge_gate(x, weight, bias, groups, eps).to(x.dtype))
 
 
 torch.fx.wrap("spatial_group_enhance")  # torch.fx records the call; its shape logic runs on tensors
