@@ -98,8 +98,8 @@ PRODUCT_MAX_GROUPS = 64
 def maps_by_product(x: torch.Tensor, groups: int) -> bool:
     """Whether :func:`group_pooled_dot_by_product` should form the dot-product maps of ``x``: inside
     ``torch.compile`` (not ``torch.export``) on CPU, with several channels per group and at most
-    :data:`PRODUCT_MAX_GROUPS` groups. Every test is on the device and the layer's configuration, never on a size,
-    so it adds no guard to a compiled graph."""
+    :data:`PRODUCT_MAX_GROUPS` groups. The tests read the device and the channel and group counts, which a layer
+    fixes, never a spatial size or the batch: no guard of a compiled graph depends on the input size."""
     return (
         _compiling_not_exporting() and x.device.type == "cpu" and x.shape[1] != groups and groups <= PRODUCT_MAX_GROUPS
     )

@@ -27,7 +27,7 @@ def sge_gate(
 ) -> torch.Tensor:
     """The spatial gate ``sigmoid(gamma_g Norm(c_g) + beta_g)``: ``(B, C, *S) -> (B, m, *S)``, values in (0, 1).
 
-    Compiled on CPU, ``c_g`` is a matrix product gated over its flattened positions
+    Compiled on CPU, ``c_g`` is a matrix product, standardized and gated over its flattened positions
     (:func:`~group_attention.layers.group_ops.group_pooled_dot_by_product`); the same values.
     """
     if maps_by_product(x, groups):
