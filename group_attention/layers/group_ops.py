@@ -68,8 +68,12 @@ def times_group_maps(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     channels, groups = x.shape[1], maps.shape[1]
     if channels == groups:
         return x * maps
-    group_of_channel = torch.arange(channels, device=x.device) // (channels // groups)
-    return x * maps.index_select(1, group_of_channel)
+    return x * maps.index_select(1, channel_groups(channels, groups, x.device))
+
+
+def channel_groups(channels: int, groups: int, device: torch.device) -> torch.Tensor:
+    """Each channel's group: ``[0, .., 0, 1, .., m - 1]``, ``channels / groups`` times each, ``(C,)`` int64."""
+    return torch.arange(channels, device=device) // (channels // groups)
 
 
 def group_sum(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -121,10 +125,25 @@ def group_pooled_dot_by_product(x: torch.Tensor, groups: int) -> torch.Tensor:
     x = x.to(stat_dtype(x.dtype))
     batch, channels = x.shape[:2]
     pooled = x.mean(spatial_dims(x))  # (B, C)
-    member = torch.arange(channels, device=x.device) // (channels // groups)  # each channel's group
-    block_diagonal = (member == torch.arange(groups, device=x.device)[:, None]).to(x.dtype) * pooled[:, None]
+    member = channel_groups(channels, groups, x.device) == torch.arange(groups, device=x.device)[:, None]  # (m, C)
+    block_diagonal = member.to(x.dtype) * pooled[:, None]
     with torch.autocast(x.device.type, enabled=False):  # the statistics stay in at least float32
         return torch.bmm(block_diagonal, x.reshape(batch, channels, -1))
+
+
+def standardized_pooled_dot(x: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """``Norm(group_pooled_dot(x))``, the standardized dot-product maps of SGE and SGAU: ``(B, C, *S) -> (B, m,
+    *S)``; compiled on CPU (:func:`maps_by_product`), the flat product's ``(B, m, N)``, which the caller views back
+    with :func:`restore_positions` after its last elementwise step (see :func:`group_pooled_dot_by_product`)."""
+    if maps_by_product(x, groups):
+        return spatial_standardize(group_pooled_dot_by_product(x, groups), eps)
+    return spatial_standardize(group_pooled_dot(x, groups), eps)
+
+
+def restore_positions(maps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Maps with flattened positions ``(B, m, N)`` viewed with ``like``'s spatial dims, ``(B, m, *S)``; maps that
+    already have them are returned as they are."""
+    return maps if maps.dim() == like.dim() else maps.view(*maps.shape[:2], *like.shape[2:])
 
 
 def spatial_standardize(maps: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:

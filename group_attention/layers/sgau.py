@@ -9,15 +9,7 @@ from torch import nn
 from .._checks import check_feature_map, check_groups
 from .dispatch import NotScriptable, use_fused
 from .fused.sgau import fused_attention_skip, fused_spatial_group_attention
-from .group_ops import (
-    DEFAULT_EPS,
-    group_pooled_dot,
-    group_pooled_dot_by_product,
-    maps_by_product,
-    resize_to,
-    spatial_standardize,
-    times_group_maps,
-)
+from .group_ops import DEFAULT_EPS, resize_to, restore_positions, standardized_pooled_dot, times_group_maps
 from .skip import ConcatSkip, check_skip_inputs
 
 
@@ -26,12 +18,9 @@ def sgau_attention(high: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) ->
     ``(B, C_high, *s) -> (B, m, *s)``, values in (0, 1).
 
     Compiled on CPU, the maps are a matrix product standardized over their flattened positions
-    (:func:`~group_attention.layers.group_ops.group_pooled_dot_by_product`); the same values.
+    (:func:`~group_attention.layers.group_ops.standardized_pooled_dot`); the same values.
     """
-    if maps_by_product(high, groups):
-        flat = spatial_standardize(group_pooled_dot_by_product(high, groups), eps)  # (B, m, N)
-        return torch.sigmoid(flat).view(*flat.shape[:2], *high.shape[2:])
-    return torch.sigmoid(spatial_standardize(group_pooled_dot(high, groups), eps))
+    return restore_positions(torch.sigmoid(standardized_pooled_dot(high, groups, eps)), high)
 
 
 def spatial_group_attention(

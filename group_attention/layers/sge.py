@@ -11,14 +11,7 @@ from torch import nn
 from .._checks import check_feature_map, check_groups
 from .dispatch import NotScriptable, use_fused
 from .fused.sge import fused_spatial_group_enhance
-from .group_ops import (
-    DEFAULT_EPS,
-    group_pooled_dot,
-    group_pooled_dot_by_product,
-    maps_by_product,
-    spatial_standardize,
-    times_group_maps,
-)
+from .group_ops import DEFAULT_EPS, restore_positions, standardized_pooled_dot, times_group_maps
 from .timm_keywords import TimmKeywords
 
 
@@ -28,15 +21,11 @@ def sge_gate(
     """The spatial gate ``sigmoid(gamma_g Norm(c_g) + beta_g)``: ``(B, C, *S) -> (B, m, *S)``, values in (0, 1).
 
     Compiled on CPU, ``c_g`` is a matrix product, standardized and gated over its flattened positions
-    (:func:`~group_attention.layers.group_ops.group_pooled_dot_by_product`); the same values.
+    (:func:`~group_attention.layers.group_ops.standardized_pooled_dot`); the same values.
     """
-    if maps_by_product(x, groups):
-        similarity = spatial_standardize(group_pooled_dot_by_product(x, groups), eps)  # (B, m, N)
-        gate = torch.sigmoid(similarity * weight.view(1, groups, 1) + bias.view(1, groups, 1))
-        return gate.view(*gate.shape[:2], *x.shape[2:])
-    similarity = spatial_standardize(group_pooled_dot(x, groups), eps)  # c_g = sum_{k in g} F_k GP(F_k), standardized
-    affine_shape = (1, groups) + (1,) * (x.dim() - 2)
-    return torch.sigmoid(similarity * weight.view(affine_shape) + bias.view(affine_shape))
+    similarity = standardized_pooled_dot(x, groups, eps)  # c_g = sum_{k in g} F_k GP(F_k), standardized
+    affine_shape = (1, groups) + (1,) * (similarity.dim() - 2)
+    return restore_positions(torch.sigmoid(similarity * weight.view(affine_shape) + bias.view(affine_shape)), x)
 
 
 def spatial_group_enhance(
