@@ -260,6 +260,47 @@ def test_sgau_compiles_its_maps_as_a_matrix_product_and_exports_the_group_sum(hi
     assert not any("bmm" in target for target in targets), targets
 
 
+SCATTERS = ("index_add", "scatter", "index_put")
+
+
+@pytest.mark.parametrize(
+    ("make", "shapes"),
+    [
+        (lambda: SGE(16, 4), [(2, 16, 12, 10)]),
+        (lambda: SkipAttention(8, 4), [(2, 8, 12, 10), (2, 16, 6, 5)]),
+    ],
+    ids=["sge", "skip-attention"],
+)
+def test_per_group_product_compiles_without_a_scatter(make, shapes):
+    """With several channels per group, the maps' gradient through the per-group product is each group's channels
+    summed: no scatter (an index_add, autograd's adjoint of the per-channel gather) in the compiled backward, and the
+    gradients of eqs 3 and SGE's written out in float64."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    backward_targets: list[str] = []
+
+    def forward_compiler(graph_module, example_inputs):
+        return graph_module
+
+    def backward_compiler(graph_module, example_inputs):
+        backward_targets.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return graph_module
+
+    layer = randomized(make())
+    inputs = [torch.randn(shape) * 2 + 0.5 for shape in shapes]
+    backend = aot_autograd(fw_compiler=forward_compiler, bw_compiler=backward_compiler)
+    compiled = torch.compile(layer, backend=backend, fullgraph=True, dynamic=True)
+    got = [tensor.clone().requires_grad_() for tensor in inputs]
+    grad_output = torch.randn(compiled(*got).shape)
+    got_grads = torch.autograd.grad(compiled(*got), got, grad_output)
+    assert backward_targets, "no backward graph was compiled"
+    assert not [target for target in backward_targets if any(name in target for name in SCATTERS)], backward_targets
+    exact = [tensor.double().requires_grad_() for tensor in inputs]
+    exact_grads = torch.autograd.grad(copy.deepcopy(layer).double()(*exact), exact, grad_output.double())
+    for got_grad, exact_grad in zip(got_grads, exact_grads):
+        assert_relative_close(got_grad.double(), exact_grad, FLOAT32_RTOL, "gradient")
+
+
 def test_resize_to_in_eager_mode_is_f_interpolate():
     maps = torch.randn(2, 3, 4, 5)
     torch.testing.assert_close(
