@@ -273,8 +273,9 @@ SCATTERS = ("index_add", "scatter", "index_put")
 )
 def test_per_group_product_compiles_without_a_scatter(make, shapes):
     """With several channels per group, the maps' gradient through the per-group product is each group's channels
-    summed: no scatter (an index_add, autograd's adjoint of the per-channel gather) in the compiled backward, and the
-    gradients of eqs 3 and SGE's written out in float64."""
+    summed: no scatter (an index_add, autograd's adjoint of the per-channel gather) in the compiled backward, and
+    the gradients of the eager layer in float64 (the fused Function's hand-written backward, an independent
+    implementation)."""
     from torch._dynamo.backends.common import aot_autograd
 
     backward_targets: list[str] = []
@@ -291,8 +292,9 @@ def test_per_group_product_compiles_without_a_scatter(make, shapes):
     backend = aot_autograd(fw_compiler=forward_compiler, bw_compiler=backward_compiler)
     compiled = torch.compile(layer, backend=backend, fullgraph=True, dynamic=True)
     got = [tensor.clone().requires_grad_() for tensor in inputs]
-    grad_output = torch.randn(compiled(*got).shape)
-    got_grads = torch.autograd.grad(compiled(*got), got, grad_output)
+    out = compiled(*got)
+    grad_output = torch.randn(out.shape)
+    got_grads = torch.autograd.grad(out, got, grad_output)
     assert backward_targets, "no backward graph was compiled"
     assert not [target for target in backward_targets if any(name in target for name in SCATTERS)], backward_targets
     exact = [tensor.double().requires_grad_() for tensor in inputs]
