@@ -93,8 +93,7 @@ class _TimesGroupMaps(torch.autograd.Function):
         grad_x = grad * maps.index_select(1, index) if ctx.needs_input_grad[0] else None
         grad_maps = None
         if ctx.needs_input_grad[1]:
-            product = grad * x
-            grad_maps = grouped(product, maps.shape[1]).sum(2, dtype=stat_dtype(product.dtype)).to(maps.dtype)
+            grad_maps = group_sum(grad * x, maps.shape[1]).to(maps.dtype)
         return grad_x, grad_maps, None
 
 
