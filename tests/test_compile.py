@@ -25,7 +25,12 @@ from torch import nn
 
 from group_attention import CGA, SE, SGAU, SGE, VARIANTS, ConcatSkip, _compat, build_variant
 from group_attention.integrations import SkipAttention
-from group_attention.layers.group_ops import double_linear, group_pooled_dot_by_product, resize_to
+from group_attention.layers.group_ops import (
+    double_linear,
+    group_pooled_dot_by_product,
+    group_sum_by_product,
+    resize_to,
+)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -243,6 +248,61 @@ def test_group_pooled_dot_by_product_keeps_float32_under_bf16_autocast():
         maps = group_pooled_dot_by_product(x.bfloat16(), 4)
     assert maps.dtype == torch.float32
     torch.testing.assert_close(maps, group_pooled_dot_loops(x.bfloat16().double(), 4).float(), rtol=1e-6, atol=1e-6)
+
+
+def group_sum_loops(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Eq. 1's sum written out: per sample and group, the group's channels added one by one."""
+    per_group = x.shape[1] // groups
+    maps = []
+    for sample in x:
+        for g in range(groups):
+            total = torch.zeros_like(sample[0])
+            for channel in range(g * per_group, (g + 1) * per_group):
+                total = total + sample[channel]
+            maps.append(total.flatten())
+    return torch.stack(maps).view(x.shape[0], groups, -1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "groups", "channels_last"),
+    [((2, 8, 5, 7), 4, False), ((2, 8, 5, 7), 4, True), ((1, 6, 1, 1), 2, False), ((2, 6, 3, 4, 5), 3, False)],
+)
+def test_group_sum_by_product_is_eq_1s_sum_with_its_gradient(shape, groups, channels_last):
+    x = torch.randn(shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    expected = group_sum_loops(x, groups)
+    actual = group_sum_by_product(x, groups)
+    assert actual.shape == (shape[0], groups, math.prod(shape[2:]))
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(expected)
+    (want,) = torch.autograd.grad(expected, x, grad)
+    (got,) = torch.autograd.grad(actual, x, grad)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_group_sum_by_product_keeps_float32_under_bf16_autocast():
+    x = torch.randn(2, 8, 6, 5).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sums = group_sum_by_product(x, 4)
+    assert sums.dtype == torch.float32
+    torch.testing.assert_close(sums, group_sum_loops(x.double(), 4).float(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("channels", "groups", "product"), [(16, 4, True), (8, 8, False), (130, 65, False)])
+def test_cga_compiles_its_group_sum_as_a_matrix_product_and_exports_the_sum(channels, groups, product):
+    """Compiled on CPU with several channels per group (and at most ``PRODUCT_MAX_GROUPS`` groups), eq. 1's sums are
+    one ``bmm``; with one channel per group, or many groups, a sum over the grouped view; exported, always the sum."""
+    layer = randomized(CGA(channels, groups))
+    x = torch.randn(2, channels, 12, 10)
+    counter = CountingBackend("eager")
+    compiled = torch.compile(layer, backend=counter, fullgraph=True)(x)
+    assert (torch.bmm in counter.targets) is product
+    assert_relative_close(compiled, layer(x), FLOAT32_RTOL, "compiled output")
+    exported = torch.export.export(layer, (x,))
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert not any("bmm" in target for target in targets), targets
 
 
 @pytest.mark.parametrize(("high_channels", "groups", "product"), [(16, 4, True), (8, 8, False), (130, 65, False)])

@@ -12,7 +12,17 @@ from torch import nn
 from .._checks import check_choice, check_feature_map, check_groups
 from .dispatch import NotScriptable, use_fused
 from .fused.cga import fused_channel_group_attention
-from .group_ops import DEFAULT_EPS, broadcast_channels, expand_groups, group_sum, spatial_dims, spatial_standardize
+from .group_ops import (
+    DEFAULT_EPS,
+    broadcast_channels,
+    expand_groups,
+    group_sum,
+    group_sum_by_product,
+    maps_by_product,
+    restore_positions,
+    spatial_dims,
+    spatial_standardize,
+)
 from .timm_keywords import TimmKeywords
 
 GATE_MODES = ("group", "channel")
@@ -20,7 +30,14 @@ GATE_MODES = ("group", "channel")
 
 def group_saliency(x: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> torch.Tensor:
     """Eq. 1: ``s_g = sigmoid(Norm(sum_{c in g} x_c))``. ``(B, C, *S) -> (B, m, *S)``, values in (0, 1)."""
-    return torch.sigmoid(spatial_standardize(group_sum(x, groups), eps))
+    return restore_positions(_saliency(x, groups, eps), x)
+
+
+def _saliency(x: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
+    """:func:`group_saliency`, compiled on CPU with several channels per group the flat ``(B, m, N)`` of
+    :func:`~group_attention.layers.group_ops.group_sum_by_product` (the same values)."""
+    sums = group_sum_by_product(x, groups) if maps_by_product(x, groups) else group_sum(x, groups)
+    return torch.sigmoid(spatial_standardize(sums, eps))
 
 
 def cga_channel_weights(
@@ -35,7 +52,8 @@ def cga_channel_weights(
 
     ``weight`` is ``(m, m)`` with ``per_group`` (each group's weight shared by its channels) or ``(C, m)``.
     """
-    pooled = group_saliency(x, groups, eps).mean(spatial_dims(x))  # GP: (B, m)
+    saliency = _saliency(x, groups, eps)
+    pooled = saliency.mean(spatial_dims(saliency))  # GP: (B, m)
     gate = torch.sigmoid(F.linear(pooled, weight.to(pooled.dtype), bias.to(pooled.dtype)))
     return expand_groups(gate, x.shape[1]) if per_group else gate
 

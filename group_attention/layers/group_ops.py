@@ -149,12 +149,30 @@ def group_pooled_dot_by_product(x: torch.Tensor, groups: int) -> torch.Tensor:
     size is symbolic (``dynamic=True``).
     """
     x = x.to(stat_dtype(x.dtype))
-    batch, channels = x.shape[:2]
     pooled = x.mean(spatial_dims(x))  # (B, C)
-    member = channel_groups(channels, groups, x.device) == torch.arange(groups, device=x.device)[:, None]  # (m, C)
-    block_diagonal = member.to(x.dtype) * pooled[:, None]
-    with torch.autocast(x.device.type, enabled=False):  # the statistics stay in at least float32
-        return torch.bmm(block_diagonal, x.reshape(batch, channels, -1))
+    return _times_flat_positions(group_membership(x.shape[1], groups, x) * pooled[:, None], x)
+
+
+def group_sum_by_product(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """:func:`group_sum` as a matrix product, with the positions flattened: ``(B, C, *S) -> (B, m, N)``, in at least
+    float32. For inductor on CPU (:func:`maps_by_product`), the same reason as :func:`group_pooled_dot_by_product`:
+    with a few channels per group it inlines the sum into each spatial statistic of a channels-last input, a scalar
+    loop per group (CGA at GANet's second stage: 9 ms of its compiled forward)."""
+    x = x.to(stat_dtype(x.dtype))
+    return _times_flat_positions(group_membership(x.shape[1], groups, x).expand(x.shape[0], -1, -1), x)
+
+
+def group_membership(channels: int, groups: int, like: torch.Tensor) -> torch.Tensor:
+    """``member[g, c] = 1`` where channel ``c`` belongs to group ``g``, else 0: ``(m, C)`` in ``like``'s dtype."""
+    member = channel_groups(channels, groups, like.device) == torch.arange(groups, device=like.device)[:, None]
+    return member.to(like.dtype)
+
+
+def _times_flat_positions(left: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``left @ x`` with ``x``'s positions flattened, one ``bmm``: ``(B, m, C), (B, C, *S) -> (B, m, N)``, autocast
+    off (the statistics stay in at least float32)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.bmm(left, x.reshape(x.shape[0], x.shape[1], -1))
 
 
 def standardized_pooled_dot(x: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> torch.Tensor:
