@@ -117,13 +117,31 @@ def variant_step(package: Any, variant: str, size: tuple[int, int], compile: boo
     return sgd_training_step(model, torch.randn(2, 3, *size), torch.randint(0, 2, (2, *size)))
 
 
+def variant_inference(package: Any, variant: str, size: tuple[int, int], compile: bool = False) -> Callable[[], None]:
+    """A Table 1 variant's inference (evaluation mode, no gradient, batch 2 at ``size``) as built by ``package``."""
+    torch.manual_seed(0)
+    model = compiled_if(package.build_variant(variant, num_classes=2).eval(), compile)
+    x = torch.randn(2, 3, *size)
+
+    def step() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return step
+
+
 def shrink(shape: tuple[int, ...], quick: bool) -> tuple[int, ...]:
     """``shape`` with its spatial sizes divided by 4 (at least 2) for ``--quick``."""
     return shape[:2] + tuple(max(2, size // 4) for size in shape[2:]) if quick else shape
 
 
 def cases(
-    before: Any, models: bool, quick: bool = False, variants: tuple[str, ...] = (), compile: bool = False
+    before: Any,
+    models: bool,
+    quick: bool = False,
+    variants: tuple[str, ...] = (),
+    compile: bool = False,
+    inference: bool = False,
 ) -> list[tuple[str, dict[str, Callable[[], None]]]]:
     """(case name, {"before": step, "after": step[, "unmodified": step]}) for every case."""
     versions = (("before", before), ("after", after))
@@ -155,6 +173,9 @@ def cases(
     for variant in variants:
         steps = {tag: variant_step(package, variant, size, compile) for tag, package in versions}
         found.append((f"{variant}, training step at {size[0]}x{size[1]}", steps))
+        if inference:
+            steps = {tag: variant_inference(package, variant, size, compile) for tag, package in versions}
+            found.append((f"{variant}, inference at {size[0]}x{size[1]}", steps))
     return found
 
 
@@ -166,6 +187,9 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     parser.add_argument("--models", action="store_true", help="also MONAI BasicUNet's training step (needs monai)")
     parser.add_argument(
         "--variants", default="", help="comma-separated Table 1 variants whose training step to time (e.g. ganet)"
+    )
+    parser.add_argument(
+        "--inference", action="store_true", help="also each variant's inference (eval mode, no gradient, forward only)"
     )
     parser.add_argument("--quick", action="store_true", help="spatial sizes / 4, no minimum sample time: smoke test")
     parser.add_argument(
@@ -183,7 +207,7 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
         before = import_commit(args.before, folder)
         rows, results = [], []
         variants = tuple(name.strip() for name in args.variants.split(",") if name.strip())
-        for name, steps in cases(before, args.models, args.quick, variants, args.compile):
+        for name, steps in cases(before, args.models, args.quick, variants, args.compile, args.inference):
             min_sample_s = 0.0 if args.quick else 0.02
             samples = time_interleaved(steps, device, warmup=3, rounds=args.rounds, min_sample_s=min_sample_s)
             ratio = paired_ratio(samples, "after", "before")
@@ -209,7 +233,8 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     ).stdout.strip()
     lines = report_header(f"Before ({commit}) and after, in one process", machine_info(device))
     lines += [
-        f"Settings: cpu, fp32, forward and backward, {'torch.compile (inductor), ' if args.compile else 'eager, '}"
+        f"Settings: cpu, fp32, forward and backward (inference rows: forward, no gradient), "
+        f"{'torch.compile (inductor), ' if args.compile else 'eager, '}"
         f"{args.rounds} interleaved rounds.",
         "",
         markdown_table(["case", "before (ms)", "after (ms)", "after / before (paired)", "vs unmodified model"], rows),

@@ -162,12 +162,14 @@ def test_bench_revisions_quick_compares_a_commit_with_the_working_tree(tmp_path,
     if not (root / ".git").exists():
         pytest.skip("needs the git repository (the earlier package is read from a commit)")
     bench = load_script("bench_revisions")
-    arguments = ["--before", "HEAD", "--rounds", "3", "--variants", "ganet", "--out", str(tmp_path)]
+    arguments = ["--before", "HEAD", "--rounds", "3", "--variants", "ganet", "--inference", "--out", str(tmp_path)]
     arguments += ["--stem", "revisions"]
     payload = bench.main([*QUICK, *arguments])
     assert (tmp_path / "revisions.md").read_text().startswith("# Before (")
     assert json.loads((tmp_path / "revisions.json").read_text())["benchmark"] == "revisions"
-    assert len(payload["results"]) == len(bench.CGA_SHAPES) + len(bench.SKIP_SHAPES) + 1  # and GANet's step
+    assert len(payload["results"]) == len(bench.CGA_SHAPES) + len(bench.SKIP_SHAPES) + 2  # GANet's step, inference
+    cases = [row["case"] for row in payload["results"][-2:]]
+    assert cases == ["ganet, training step at 48x64", "ganet, inference at 48x64"]
     for row in payload["results"]:
         assert positive_finite(row["ratio_after_to_before"])
         assert positive_finite(row["before"]["median_ms"]) and positive_finite(row["after"]["median_ms"])

@@ -27,6 +27,7 @@ from group_attention import CGA, SE, SGAU, SGE, VARIANTS, ConcatSkip, _compat, b
 from group_attention.integrations import SkipAttention
 from group_attention.layers.group_ops import (
     double_linear,
+    double_linear_by_gathers,
     group_pooled_dot_by_product,
     group_sum_by_product,
     resize_to,
@@ -177,29 +178,35 @@ def compare(
 
 
 # -- the upsampling stencil --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("doubling", [double_linear, double_linear_by_gathers])
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 2, 1, 4), (2, 3, 6), (1, 2, 3, 4, 5), (2, 1, 2, 1, 3)])
-def test_double_linear_is_f_interpolate_by_two_with_its_gradient(shape):
+def test_double_linear_is_f_interpolate_by_two_with_its_gradient(shape, doubling):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     mode = {3: "linear", 4: "bilinear", 5: "trilinear"}[len(shape)]
     expected = F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
-    actual = double_linear(x)
+    actual = doubling(x)
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
     grad = torch.randn_like(expected)
     (want,) = torch.autograd.grad(expected, x, grad)
     (got,) = torch.autograd.grad(actual, x, grad)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     x32 = x.detach().float()
-    torch.testing.assert_close(double_linear(x32), expected.detach().float(), rtol=2e-7, atol=2e-7)
+    torch.testing.assert_close(doubling(x32), expected.detach().float(), rtol=2e-7, atol=2e-7)
 
 
-def test_sgau_compiles_its_upsampling_as_the_stencil_and_exports_f_interpolate():
-    """Compiled, the attention's exact doubling is the stencil (no interpolation in the graph); exported, it stays
-    ``F.interpolate``, right at every size (``tests/test_export.py`` runs the exported graph at odd sizes)."""
+@pytest.mark.parametrize("training", [True, False])
+def test_sgau_compiles_its_upsampling_as_the_stencil_or_gathers_and_exports_f_interpolate(training):
+    """Compiled, the attention's exact doubling is the stencil where a gradient will flow to the maps, the gathers
+    in inference (no interpolation in the graph either way); exported, it stays ``F.interpolate``, right at every
+    size (``tests/test_export.py`` runs the exported graph at odd sizes)."""
     layer = randomized(SGAU(8, 16, 4))
     counter = CountingBackend("eager")
-    low, high = torch.randn(2, 8, 12, 10), torch.randn(2, 16, 6, 5)
-    torch.compile(layer, backend=counter, fullgraph=True)(low, high)
+    low, high = torch.randn(2, 8, 12, 10), torch.randn(2, 16, 6, 5, requires_grad=training)
+    with torch.set_grad_enabled(training):
+        compiled = torch.compile(layer, backend=counter, fullgraph=True)(low, high)
+        assert_relative_close(compiled, layer(low, high), FLOAT32_RTOL, "compiled output")
     assert F.interpolate not in counter.targets and torch.lerp in counter.targets
+    assert (torch.stack in counter.targets) is training  # the stencil interleaves with a stack
     exported = torch.export.export(layer, (low, high))
     targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
     assert any("upsample" in target for target in targets), targets
@@ -321,6 +328,23 @@ def test_sgau_compiles_its_maps_as_a_matrix_product_and_exports_the_group_sum(hi
 
 
 SCATTERS = ("index_add", "scatter", "index_put")
+
+
+@pytest.mark.parametrize("name", ["sgau", "sgau-one-channel-per-group", "sgau-3d", "skip-attention"])
+def test_sgau_compiled_for_inference_matches_eager_with_inductor(name):
+    """Without gradients the doubling is gathers (``group_ops.double_linear_by_gathers``): inductor, ``dynamic=True``,
+    the three sizes of :data:`LAYERS` without a recompilation, each output within float32 tolerance of eager."""
+    make, shapes_per_call = LAYERS[name]
+    layer = randomized(make())
+    counter = CountingBackend("inductor")
+    compiled = torch.compile(copy.deepcopy(layer), backend=counter, fullgraph=True, dynamic=True)
+    with torch.no_grad():
+        for call, shapes in enumerate(shapes_per_call):
+            torch._dynamo.config.error_on_recompile = call > 0
+            generator = torch.Generator().manual_seed(call)
+            inputs = [torch.randn(shape, generator=generator) * 2 + 0.5 for shape in shapes]
+            assert_relative_close(compiled(*inputs), layer(*inputs), FLOAT32_RTOL, f"output at {shapes}")
+    assert torch.stack not in counter.targets and torch.lerp in counter.targets  # the gathers, not the stencil
 
 
 @pytest.mark.parametrize("name", ["sge", "skip-attention"])
@@ -492,6 +516,23 @@ def test_every_table_1_variant_compiles_to_one_graph_and_matches_eager(name):
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_every_table_1_variant_matches_eager_with_inductor(name):
     compare(variant(name), VARIANT_SHAPES, backend="inductor", one_graph=False, float64_reference=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ganet", "baseline+sgau"])
+def test_table_1_variant_compiled_for_inference_matches_eager_with_inductor(name):
+    """Without gradients the attention's doubling is gathers (``group_ops.double_linear_by_gathers``): inductor,
+    ``dynamic=True``, three sizes (the deepest maps 3x2 at the second), each output within float32 tolerance of the
+    eager model's (``F.interpolate``). (Inductor's CPU code for a spatial reduction guards on whether the positions
+    exceed 4096, a recompilation of inductor's own between the second size and the third.)"""
+    model = variant(name)
+    counter = CountingBackend("inductor")
+    compiled = torch.compile(copy.deepcopy(model), backend=counter, dynamic=True)
+    with torch.no_grad():
+        for call, (shape,) in enumerate(VARIANT_SHAPES):
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(call)) * 2 + 0.5
+            assert_relative_close(compiled(x), model(x), 1e-4, f"output at {shape}")
+    assert torch.stack not in counter.targets  # no stencil: the gathers
 
 
 @pytest.mark.slow
