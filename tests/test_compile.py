@@ -297,12 +297,16 @@ def test_group_sum_by_product_keeps_float32_under_bf16_autocast():
     torch.testing.assert_close(sums, group_sum_loops(x.double(), 4).float(), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize(("channels", "groups", "product"), [(16, 4, True), (8, 8, False), (130, 65, False)])
-def test_cga_compiles_its_group_sum_as_a_matrix_product_and_exports_the_sum(channels, groups, product):
-    """Compiled on CPU with several channels per group (and at most ``PRODUCT_MAX_GROUPS`` groups), eq. 1's sums are
-    one ``bmm``; with one channel per group, or many groups, a sum over the grouped view; exported, always the sum."""
+@pytest.mark.parametrize(
+    ("channels", "groups", "training", "product"),
+    [(16, 4, False, True), (16, 4, True, False), (8, 8, False, False), (130, 65, False, False)],
+)
+def test_cga_compiles_its_group_sum_as_a_matrix_product_and_exports_the_sum(channels, groups, training, product):
+    """Compiled on CPU for inference (no gradient for the features) with several channels per group (and at most
+    ``PRODUCT_MAX_GROUPS`` groups), eq. 1's sums are one ``bmm``; in training, with one channel per group, or with
+    many groups, a sum over the grouped view; exported, always the sum."""
     layer = randomized(CGA(channels, groups))
-    x = torch.randn(2, channels, 12, 10)
+    x = torch.randn(2, channels, 12, 10, requires_grad=training)
     counter = CountingBackend("eager")
     compiled = torch.compile(layer, backend=counter, fullgraph=True)(x)
     assert (torch.bmm in counter.targets) is product
@@ -330,10 +334,13 @@ def test_sgau_compiles_its_maps_as_a_matrix_product_and_exports_the_group_sum(hi
 SCATTERS = ("index_add", "scatter", "index_put")
 
 
-@pytest.mark.parametrize("name", ["sgau", "sgau-one-channel-per-group", "sgau-3d", "skip-attention"])
-def test_sgau_compiled_for_inference_matches_eager_with_inductor(name):
-    """Without gradients the doubling is gathers (``group_ops.double_linear_by_gathers``): inductor, ``dynamic=True``,
-    the three sizes of :data:`LAYERS` without a recompilation, each output within float32 tolerance of eager."""
+@pytest.mark.parametrize(
+    "name", ["cga", "cga-channel-gate", "sgau", "sgau-one-channel-per-group", "sgau-3d", "skip-attention"]
+)
+def test_layer_compiled_for_inference_matches_eager_with_inductor(name):
+    """Without gradients SGAU's doubling is gathers (``group_ops.double_linear_by_gathers``) and CGA's group sums a
+    ``bmm`` (``group_ops.group_sum_by_product``): inductor, ``dynamic=True``, the three sizes of :data:`LAYERS`
+    without a recompilation, each output within float32 tolerance of eager."""
     make, shapes_per_call = LAYERS[name]
     layer = randomized(make())
     counter = CountingBackend("inductor")
@@ -344,7 +351,10 @@ def test_sgau_compiled_for_inference_matches_eager_with_inductor(name):
             generator = torch.Generator().manual_seed(call)
             inputs = [torch.randn(shape, generator=generator) * 2 + 0.5 for shape in shapes]
             assert_relative_close(compiled(*inputs), layer(*inputs), FLOAT32_RTOL, f"output at {shapes}")
-    assert torch.stack not in counter.targets and torch.lerp in counter.targets  # the gathers, not the stencil
+    if name.startswith("cga"):
+        assert torch.bmm in counter.targets
+    else:
+        assert torch.stack not in counter.targets and torch.lerp in counter.targets  # the gathers, not the stencil
 
 
 @pytest.mark.parametrize("name", ["sge", "skip-attention"])

@@ -16,6 +16,7 @@ from .group_ops import (
     DEFAULT_EPS,
     broadcast_channels,
     expand_groups,
+    gradient_flows,
     group_sum,
     group_sum_by_product,
     maps_by_product,
@@ -34,9 +35,10 @@ def group_saliency(x: torch.Tensor, groups: int, eps: float = DEFAULT_EPS) -> to
 
 
 def _saliency(x: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
-    """:func:`group_saliency`, compiled on CPU with several channels per group the flat ``(B, m, N)`` of
-    :func:`~group_attention.layers.group_ops.group_sum_by_product` (the same values)."""
-    sums = group_sum_by_product(x, groups) if maps_by_product(x, groups) else group_sum(x, groups)
+    """:func:`group_saliency`; compiled on CPU for inference with several channels per group, the flat ``(B, m, N)``
+    of :func:`~group_attention.layers.group_ops.group_sum_by_product` (the same values)."""
+    by_product = maps_by_product(x, groups) and not gradient_flows(x)
+    sums = group_sum_by_product(x, groups) if by_product else group_sum(x, groups)
     return torch.sigmoid(spatial_standardize(sums, eps))
 
 
