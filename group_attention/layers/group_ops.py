@@ -277,7 +277,7 @@ def double_linear_by_gathers(maps: torch.Tensor) -> torch.Tensor:
     ``j``), clamped to the ends. ``(B, m, *s) -> (B, m, *2s)``.
 
     Compiled, the gathers become indexed loads inside the loop that consumes the doubled maps (SGAU's gate), so the
-    doubled maps are never written out: compiled GANet's inference 0.93x and Baseline+SGAU's 0.92x their time with
+    doubled maps are never written out: compiled GANet's and Baseline+SGAU's inference 0.94x their time with
     :func:`double_linear` (CPU, two threads). It is for inference only: in training, autograd's partitioner
     recomputes the gathers in backward inside the channels-last loop of the features' gradient, a slower loop
     than the stencil's (docs, "Under torch.compile").
