@@ -15,7 +15,14 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..group_ops import INTERPOLATION_MODES, broadcast_channels, spatial_dims, spatial_size, stat_dtype
+from ..group_ops import (
+    INTERPOLATION_MODES,
+    broadcast_channels,
+    gradient_flows,
+    spatial_dims,
+    spatial_size,
+    stat_dtype,
+)
 
 # Up to this many channels per group, a group's channels are combined by a loop of fused multiply-adds into one
 # float32 map; beyond it by one broadcast product and a sum (fewer kernel launches, one temporary).
@@ -246,8 +253,8 @@ def resize_to(maps: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch
     two-tap filters (:func:`double_linear`)."""
     if tuple(maps.shape[2:]) == tuple(size):
         return maps
-    recorded = torch.is_grad_enabled() and maps.requires_grad  # double_linear writes with out=: not differentiable
-    if maps.device.type == "cpu" and doubles(maps.shape[2:], size) and not recorded:
+    # double_linear writes with out=: not differentiable
+    if maps.device.type == "cpu" and doubles(maps.shape[2:], size) and not gradient_flows(maps):
         return double_linear(maps)
     return F.interpolate(maps, size=tuple(size), mode=INTERPOLATION_MODES[len(size)], align_corners=False)
 
