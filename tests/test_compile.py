@@ -212,7 +212,7 @@ def test_sgau_compiles_its_upsampling_as_the_stencil_or_gathers_and_exports_f_in
     assert any("upsample" in target for target in targets), targets
 
 
-# -- SGAU's dot-product maps as a matrix product (compiled, CPU) -------------------------------------------------------
+# -- SGAU's maps and CGA's sums as matrix products (compiled, CPU) -----------------------------------------------------
 def group_pooled_dot_loops(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Eq. 3's maps written out: per sample and group, sum over the group's channels of ``F_k * GP(F_k)``."""
     per_group = x.shape[1] // groups
@@ -222,39 +222,6 @@ def group_pooled_dot_loops(x: torch.Tensor, groups: int) -> torch.Tensor:
             group = sample[g * per_group : (g + 1) * per_group].flatten(1)
             maps.append((group * group.mean(1, keepdim=True)).sum(0))
     return torch.stack(maps).view(x.shape[0], groups, -1)
-
-
-@pytest.mark.parametrize(
-    ("shape", "groups", "channels_last"),
-    [
-        ((2, 8, 5, 7), 4, False),
-        ((2, 8, 5, 7), 4, True),
-        ((1, 6, 1, 1), 2, False),
-        ((3, 4, 9), 2, False),
-        ((2, 6, 3, 4, 5), 3, False),
-    ],
-)
-def test_group_pooled_dot_by_product_is_eq_3_with_its_gradient(shape, groups, channels_last):
-    x = torch.randn(shape, dtype=torch.float64)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_()
-    expected = group_pooled_dot_loops(x, groups)
-    actual = group_pooled_dot_by_product(x, groups)
-    assert actual.shape == (shape[0], groups, math.prod(shape[2:]))
-    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
-    grad = torch.randn_like(expected)
-    (want,) = torch.autograd.grad(expected, x, grad)
-    (got,) = torch.autograd.grad(actual, x, grad)
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-
-
-def test_group_pooled_dot_by_product_keeps_float32_under_bf16_autocast():
-    x = torch.randn(2, 8, 6, 5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        maps = group_pooled_dot_by_product(x.bfloat16(), 4)
-    assert maps.dtype == torch.float32
-    torch.testing.assert_close(maps, group_pooled_dot_loops(x.bfloat16().double(), 4).float(), rtol=1e-6, atol=1e-6)
 
 
 def group_sum_loops(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -270,17 +237,34 @@ def group_sum_loops(x: torch.Tensor, groups: int) -> torch.Tensor:
     return torch.stack(maps).view(x.shape[0], groups, -1)
 
 
+# Each matrix-product form of the maps with its equation written out.
+PRODUCTS = {
+    "pooled-dot": (group_pooled_dot_by_product, group_pooled_dot_loops),
+    "group-sum": (group_sum_by_product, group_sum_loops),
+}
+
+
+@pytest.mark.parametrize("product", list(PRODUCTS))
 @pytest.mark.parametrize(
     ("shape", "groups", "channels_last"),
-    [((2, 8, 5, 7), 4, False), ((2, 8, 5, 7), 4, True), ((1, 6, 1, 1), 2, False), ((2, 6, 3, 4, 5), 3, False)],
+    [
+        ((2, 8, 5, 7), 4, False),
+        ((2, 8, 5, 7), 4, True),
+        ((1, 6, 1, 1), 2, False),
+        ((3, 4, 9), 2, False),
+        ((2, 6, 3, 4, 5), 3, False),
+    ],
 )
-def test_group_sum_by_product_is_eq_1s_sum_with_its_gradient(shape, groups, channels_last):
+def test_maps_by_product_are_their_equation_with_its_gradient(product, shape, groups, channels_last):
+    """``group_pooled_dot_by_product`` is eq. 3's maps and ``group_sum_by_product`` eq. 1's sums, in float64 against
+    the equations written out, with their gradients."""
+    by_product, loops = PRODUCTS[product]
     x = torch.randn(shape, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    expected = group_sum_loops(x, groups)
-    actual = group_sum_by_product(x, groups)
+    expected = loops(x, groups)
+    actual = by_product(x, groups)
     assert actual.shape == (shape[0], groups, math.prod(shape[2:]))
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
     grad = torch.randn_like(expected)
@@ -289,12 +273,14 @@ def test_group_sum_by_product_is_eq_1s_sum_with_its_gradient(shape, groups, chan
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_group_sum_by_product_keeps_float32_under_bf16_autocast():
+@pytest.mark.parametrize("product", list(PRODUCTS))
+def test_maps_by_product_keep_float32_under_bf16_autocast(product):
+    by_product, loops = PRODUCTS[product]
     x = torch.randn(2, 8, 6, 5).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        sums = group_sum_by_product(x, 4)
-    assert sums.dtype == torch.float32
-    torch.testing.assert_close(sums, group_sum_loops(x.double(), 4).float(), rtol=1e-6, atol=1e-6)
+        maps = by_product(x, 4)
+    assert maps.dtype == torch.float32
+    torch.testing.assert_close(maps, loops(x.double(), 4).float(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(
