@@ -283,6 +283,17 @@ def test_maps_by_product_keep_float32_under_bf16_autocast(product):
     torch.testing.assert_close(maps, loops(x.double(), 4).float(), rtol=1e-6, atol=1e-6)
 
 
+def assert_bmm_compiled_not_exported(layer: nn.Module, inputs: tuple, product: bool) -> None:
+    """Compiled, ``layer`` holds a ``bmm`` exactly when ``product`` and matches eager; exported, it holds none."""
+    counter = CountingBackend("eager")
+    compiled = torch.compile(layer, backend=counter, fullgraph=True)(*inputs)
+    assert (torch.bmm in counter.targets) is product
+    assert_relative_close(compiled, layer(*inputs), FLOAT32_RTOL, "compiled output")
+    exported = torch.export.export(layer, inputs)
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert not any("bmm" in target for target in targets), targets
+
+
 @pytest.mark.parametrize(
     ("channels", "groups", "training", "product"),
     [(16, 4, False, True), (16, 4, True, False), (8, 8, False, False), (130, 65, False, False)],
@@ -291,33 +302,16 @@ def test_cga_compiles_its_group_sum_as_a_matrix_product_and_exports_the_sum(chan
     """Compiled on CPU for inference (no gradient for the features) with several channels per group (and at most
     ``PRODUCT_MAX_GROUPS`` groups), eq. 1's sums are one ``bmm``; in training, with one channel per group, or with
     many groups, a sum over the grouped view; exported, always the sum."""
-    layer = randomized(CGA(channels, groups))
     x = torch.randn(2, channels, 12, 10, requires_grad=training)
-    counter = CountingBackend("eager")
-    compiled = torch.compile(layer, backend=counter, fullgraph=True)(x)
-    assert (torch.bmm in counter.targets) is product
-    assert_relative_close(compiled, layer(x), FLOAT32_RTOL, "compiled output")
-    exported = torch.export.export(layer, (x,))
-    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
-    assert not any("bmm" in target for target in targets), targets
+    assert_bmm_compiled_not_exported(randomized(CGA(channels, groups)), (x,), product)
 
 
 @pytest.mark.parametrize(("high_channels", "groups", "product"), [(16, 4, True), (8, 8, False), (130, 65, False)])
 def test_sgau_compiles_its_maps_as_a_matrix_product_and_exports_the_group_sum(high_channels, groups, product):
     """Compiled on CPU with several channels per group (and at most ``PRODUCT_MAX_GROUPS`` groups), the maps are
     one ``bmm``; with one channel per group, or many groups, they stay the group sum; exported, always the sum."""
-    layer = randomized(SGAU(groups, high_channels, groups))
     low, high = torch.randn(2, groups, 12, 10), torch.randn(2, high_channels, 6, 5)
-    counter = CountingBackend("eager")
-    compiled = torch.compile(layer, backend=counter, fullgraph=True)(low, high)
-    assert (torch.bmm in counter.targets) is product
-    assert_relative_close(compiled, layer(low, high), FLOAT32_RTOL, "compiled output")
-    exported = torch.export.export(layer, (low, high))
-    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
-    assert not any("bmm" in target for target in targets), targets
-
-
-SCATTERS = ("index_add", "scatter", "index_put")
+    assert_bmm_compiled_not_exported(randomized(SGAU(groups, high_channels, groups)), (low, high), product)
 
 
 @pytest.mark.parametrize(
@@ -341,6 +335,9 @@ def test_layer_compiled_for_inference_matches_eager_with_inductor(name):
         assert torch.bmm in counter.targets
     else:
         assert torch.stack not in counter.targets and torch.lerp in counter.targets  # the gathers, not the stencil
+
+
+SCATTERS = ("index_add", "scatter", "index_put")
 
 
 @pytest.mark.parametrize("name", ["sge", "skip-attention"])
