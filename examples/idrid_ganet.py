@@ -42,6 +42,7 @@ from group_attention.fundus.engine import (
 )
 from group_attention.fundus.engine.config import ACTIVATIONS, KEEP_CHECKPOINTS, LOSSES
 from group_attention.fundus.engine.experiment import has_work, validate_experiment
+from group_attention.fundus.engine.loss import DICE_OVER
 from group_attention.fundus.safety import finite_float
 from group_attention.models import VARIANTS
 
@@ -73,6 +74,7 @@ OPTION_OF = {
     "patch": "--patch",
     "patches_per_image": "--patches-per-image",
     "lesion_share": "--lesion-share",
+    "dice_over": "--dice-over",
     "time_budget": "--time-budget",
     "tensorboard": "--tensorboard",
 }
@@ -203,6 +205,12 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
         help=f"with --scale: share of patches centred on a lesion pixel (default: {defaults.lesion_share:g})",
     )
     add(
+        "--dice-over",
+        choices=DICE_OVER,
+        help="the training loss's Dice per image (the paper's) or over the batch's pixels pooled (default: batch "
+        "with --scale, image otherwise)",
+    )
+    add(
         "--time-budget",
         type=float,
         metavar="MIN",
@@ -284,6 +292,7 @@ def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
         "patch": arguments.patch,
         "patches_per_image": arguments.patches_per_image,
         "lesion_share": arguments.lesion_share,
+        "dice_over": arguments.dice_over,
         "time_budget": arguments.time_budget,
         "tensorboard": arguments.tensorboard,
         "variants": list(VARIANTS) if arguments.variants in (["all"], ["ALL"]) else arguments.variants,

@@ -76,9 +76,11 @@ def generalized_dice_loss(
     smooth: float = 1e-5,
     weight_type: str = "square",
     validate_args: bool = True,
+    batch: bool = False,
 ) -> Tensor:
     """Functional form of :class:`GeneralizedDiceLoss`; the arguments are documented there."""
     _check_options(mode, include_background, reduction, smooth, weight_type, validate_args)
+    check_bool("batch", batch)
     _check_logits(logits, mode)
     with _autocast_disabled(logits.device.type):
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -86,7 +88,7 @@ def generalized_dice_loss(
         truth = _target_as_one_hot(target, logits, mode, validate_args).to(compute_dtype)
         if not include_background:
             probabilities, truth = probabilities[:, 1:], truth[:, 1:]
-        per_image = _per_image_loss(probabilities.flatten(2), truth.flatten(2), smooth, weight_type)
+        per_image = _per_image_loss(probabilities.flatten(2), truth.flatten(2), smooth, weight_type, batch)
     return _reduce(per_image, reduction)
 
 
@@ -126,6 +128,11 @@ class GeneralizedDiceLoss(nn.Module):
             ``"uniform"`` (all 1: multi-class soft Dice). Default: ``"square"``.
         validate_args: check target values (class indices in range, one-hot values in [0, 1]); costs
             one device synchronisation per call. Default: ``True``.
+        batch: sum every class's volumes over the whole batch before taking the ratio, as MONAI's ``batch=True``
+            and nnU-Net's "batch Dice": one loss for the batch's pixels pooled as one image, the class weights
+            from the batch's volumes. For patches, where many hold no lesion: such a patch's false positives then
+            count as much as those beside a lesion, instead of only its mean predicted probability. Default:
+            ``False`` (per image, the paper's).
 
     Shape:
         - logits: :math:`(B, C, *)`, raw scores before softmax/sigmoid, with one or more spatial dims.
@@ -134,8 +141,8 @@ class GeneralizedDiceLoss(nn.Module):
           * class indices :math:`(B, *)` or :math:`(B, 1, *)`, an integer tensor with values in
             ``[0, C)`` (``"multiclass"``), or a 0/1 or soft mask (``"binary"``);
           * one-hot or soft labels :math:`(B, C, *)`, values in [0, 1] (all modes).
-        - output: scalar for ``"mean"``/``"sum"``, :math:`(B,)` for ``"none"``; float32 (float64
-          for float64 logits), in [0, 1].
+        - output: scalar for ``"mean"``/``"sum"``, :math:`(B,)` for ``"none"`` (:math:`(1,)` with ``batch``);
+          float32 (float64 for float64 logits), in [0, 1].
 
     Examples::
 
@@ -158,9 +165,12 @@ class GeneralizedDiceLoss(nn.Module):
         smooth: float = 1e-5,
         weight_type: str = "square",
         validate_args: bool = True,
+        batch: bool = False,
     ) -> None:
         super().__init__()
         _check_options(mode, include_background, reduction, smooth, weight_type, validate_args)
+        check_bool("batch", batch)
+        self.batch = batch
         self.mode = mode
         self.include_background = include_background
         self.reduction = reduction
@@ -178,20 +188,25 @@ class GeneralizedDiceLoss(nn.Module):
             smooth=self.smooth,
             weight_type=self.weight_type,
             validate_args=self.validate_args,
+            batch=self.batch,
         )
 
     def extra_repr(self) -> str:
         return (
             f"mode={self.mode!r}, include_background={self.include_background}, "
-            f"reduction={self.reduction!r}, smooth={self.smooth}, weight_type={self.weight_type!r}"
+            f"reduction={self.reduction!r}, smooth={self.smooth}, weight_type={self.weight_type!r}, batch={self.batch}"
         )
 
 
-def _per_image_loss(probabilities: Tensor, truth: Tensor, smooth: float, weight_type: str) -> Tensor:
-    """Loss of every image from (B, C, N) probabilities and ground truth, shape (B,)."""
-    intersection = (probabilities * truth).sum(-1)
-    predicted_volume = probabilities.sum(-1)
-    true_volume = truth.sum(-1)
+def _per_image_loss(
+    probabilities: Tensor, truth: Tensor, smooth: float, weight_type: str, batch: bool = False
+) -> Tensor:
+    """Loss of every image from (B, C, N) probabilities and ground truth, shape (B,); with ``batch`` the loss of the
+    batch's pixels pooled as one image, shape (1,)."""
+    pixels = (0, -1) if batch else (-1,)  # the sums of a class: over an image's pixels, or the batch's
+    intersection = (probabilities * truth).sum(pixels, keepdim=True).squeeze(-1)
+    predicted_volume = probabilities.sum(pixels, keepdim=True).squeeze(-1)
+    true_volume = truth.sum(pixels, keepdim=True).squeeze(-1)
     weights = class_weights(true_volume.detach(), weight_type)
     numerator = 2.0 * (weights * intersection).sum(-1) + smooth
     denominator = (weights * (predicted_volume + true_volume)).sum(-1) + smooth
@@ -200,7 +215,7 @@ def _per_image_loss(probabilities: Tensor, truth: Tensor, smooth: float, weight_
     # the unused branch of torch.where still back-propagates, so it must stay finite (smooth may be 0)
     safe_denominator = torch.where(no_class_present, torch.ones_like(denominator), denominator)
     dice_loss = 1.0 - numerator / safe_denominator
-    soft_false_positive_rate = probabilities.mean(dim=(-2, -1))
+    soft_false_positive_rate = probabilities.mean(dim=(0, -2, -1) if batch else (-2, -1)).reshape(dice_loss.shape)
     return torch.where(no_class_present, soft_false_positive_rate, dice_loss)
 
 

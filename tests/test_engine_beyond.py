@@ -3,6 +3,7 @@ resolution with lesion-aware sampling, sliding-window evaluation at the original
 
 from __future__ import annotations
 
+import json
 import math
 
 import engine_runs
@@ -30,12 +31,20 @@ def scaled_arrays(images, masks, boxes=None, dataset=None, scale=1.0) -> ScaledA
 # ----------------------------------------------------------------------------------------------- the loss per lesion
 
 
-def _soft_dice_two_class(lesion_probability, mask, smooth=1e-5):
-    """Uniform-weight soft Dice over [background, lesion], written out from the probabilities."""
+def _soft_dice_two_class(lesion_probability, mask, smooth=1e-5, pooled=False, exponent=0):
+    """Soft Dice over [background, lesion] with class weights (V_min / V_c)^exponent (both classes present),
+    written out from the probabilities: each image's, then their mean; or with ``pooled`` the Dice of every pixel
+    of the batch at once."""
     probability = torch.stack([1 - lesion_probability, lesion_probability], 1).double()
     truth = torch.stack([mask == 0, mask == 1], 1).double()
-    numerator = 2 * (probability * truth).flatten(1).sum(1) + smooth
-    denominator = (probability + truth).flatten(1).sum(1) + smooth
+    if pooled:  # (B, 2, H, W) -> (1, 2, B * H * W)
+        probability, truth = (t.transpose(0, 1).reshape(1, 2, -1) for t in (probability, truth))
+    probability, truth = probability.flatten(2), truth.flatten(2)
+    volumes = truth.sum(2)
+    assert (volumes > 0).all(), "the reference needs both classes present"
+    weights = (volumes.amin(1, keepdim=True) / volumes) ** exponent
+    numerator = 2 * (weights * (probability * truth).sum(2)).sum(1) + smooth
+    denominator = (weights * (probability + truth).sum(2)).sum(1) + smooth
     return (1 - numerator / denominator).mean()
 
 
@@ -49,6 +58,50 @@ def test_a_joint_model_s_loss_is_the_mean_of_each_lesion_s_two_class_loss():
         + _soft_dice_two_class(torch.sigmoid(logits[:, 1]), masks[:, 1])
     ) / 2
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dice_over_the_batch_pools_every_patch_s_pixels_per_lesion():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, 8, 10)
+    masks = (torch.rand(3, 2, 8, 10) < 0.3).float()
+    masks[1] = 0  # a patch without any lesion
+    loss = LesionLoss("sigmoid", dice_over="batch")(logits, masks)  # the generalized Dice: weights 1 / V^2
+    expected = (
+        sum(_soft_dice_two_class(torch.sigmoid(logits[:, k]), masks[:, k], pooled=True, exponent=2) for k in (0, 1)) / 2
+    )
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    per_image = LesionLoss("sigmoid")(logits, masks)
+    assert abs(per_image.item() - loss.item()) > 1e-2  # the two are different losses here
+    with pytest.raises(ValueError, match=r"dice_over must be one of \['image', 'batch'\], got 'pixel'"):
+        LesionLoss("sigmoid", dice_over="pixel")
+
+
+def test_patches_default_to_the_batch_s_dice_and_whole_images_to_each_image_s():
+    patches = engine_runs.tiny_config(scale=0.5, patch=(32, 32))
+    assert patches.dice_over == "batch" and train_module.make_loss(patches).dice_over == "batch"
+    assert engine_runs.tiny_config().dice_over == "image"
+    per_image_patches = engine_runs.tiny_config(scale=0.5, patch=(32, 32), dice_over="image")
+    assert train_module.make_loss(per_image_patches).dice_over == "image"
+    assert per_image_patches.fingerprint() != patches.fingerprint()
+    assert engine_runs.tiny_config(dice_over="image").fingerprint() == engine_runs.tiny_config().fingerprint()
+    assert engine_runs.tiny_config(dice_over="batch").fingerprint() != engine_runs.tiny_config().fingerprint()
+
+
+def test_a_patch_run_of_the_per_image_dice_is_not_resumed_silently_with_the_batch_s(tmp_path):
+    """A patch run trained before patches defaulted to the batch's Dice (its config.json has no dice_over) is
+    refused by the new default, naming the setting; given --dice-over image it resumes."""
+    from group_attention.fundus.engine.experiment import check_resumable
+
+    before = engine_runs.tiny_config(scale=0.5, patch=(32, 32), dice_over="image")
+    settings = before.to_dict()
+    del settings["dice_over"]
+    finished = tmp_path / "runs" / "ganet" / "EX" / "fold1" / "metrics.json"
+    finished.parent.mkdir(parents=True)
+    finished.write_text("{}")
+    (tmp_path / "config.json").write_text(json.dumps({"fingerprint": before.fingerprint(), "config": settings}))
+    with pytest.raises(ValueError, match=r"other settings \(dice_over: 'image' there, 'batch' here\)"):
+        check_resumable(tmp_path, engine_runs.tiny_config(scale=0.5, patch=(32, 32)))
+    check_resumable(tmp_path, before)  # the same settings: no error
 
 
 def test_a_joint_config_builds_one_logit_per_lesion_and_refuses_softmax_or_one_lesion():
@@ -69,6 +122,7 @@ ILL_SCALES = [
     (dict(scale=0.5, patch=(50, 30)), r"multiples of 16 .* got 50 30; nearest valid: 48 32"),
     (dict(scale=0.5, patch=(32, 32), lesion_share=1.5), r"lesion_share must be in \[0, 1\]"),
     (dict(time_budget=-1.0), r"time_budget must be minutes >= 0"),
+    (dict(dice_over="pixel"), r"dice_over must be one of \['image', 'batch'\], got 'pixel'"),
 ]
 
 

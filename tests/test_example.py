@@ -221,6 +221,16 @@ def test_example_variants_all_selects_every_table_1_row():
     assert tuple(VARIANTS) == config.variants
 
 
+def test_example_dice_over_sets_the_loss_and_defaults_by_protocol():
+    def config(*options):
+        return example.build_config(example.parse_arguments(["--data-root", "anywhere", *options]))
+
+    assert config().dice_over == "image"
+    assert config("--scale", "0.5", "--patch", "64", "64").dice_over == "batch"
+    assert config("--scale", "0.5", "--patch", "64", "64", "--dice-over", "image").dice_over == "image"
+    assert config("--dice-over", "batch").dice_over == "batch"
+
+
 def test_example_amp_trains_in_mixed_precision(tiny_root, tmp_path, monkeypatch):
     dtypes = []
     from group_attention.losses import GeneralizedDiceLoss  # what the engine's per-lesion loss calls

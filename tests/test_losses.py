@@ -102,6 +102,71 @@ def test_matches_float64_reference(spatial, mode, channels, include_background, 
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("spatial", [(6, 5), (3, 4, 5)], ids=["2d", "3d"])
+@pytest.mark.parametrize(
+    "mode, channels, include_background",
+    [("multiclass", 2, True), ("multiclass", 4, False), ("binary", 1, True), ("multilabel", 3, True)],
+)
+@pytest.mark.parametrize("weight_type, exponent", [("square", 2), ("uniform", 0)])
+def test_batch_pools_the_pixels_of_the_batch(spatial, mode, channels, include_background, weight_type, exponent):
+    """``batch=True`` is the float64 reference applied to the batch laid side by side as one image."""
+    logits = 3 * torch.randn(3, channels, *spatial)
+    target = random_target(mode, 3, channels, spatial, empty_images=(1,))
+    loss = GeneralizedDiceLoss(
+        mode, include_background=include_background, reduction="none", smooth=1e-3, weight_type=weight_type, batch=True
+    )(logits, target)
+
+    probabilities = torch.softmax(logits.double(), 1) if mode == "multiclass" else torch.sigmoid(logits.double())
+    truth = as_one_hot(target, mode, channels)
+    if not include_background:
+        probabilities, truth = probabilities[:, 1:], truth[:, 1:]
+    side_by_side = [torch.cat(list(t), dim=-1)[None] for t in (probabilities, truth)]  # (1, C, ..., 3 * W)
+    expected = reference_loss(*side_by_side, smooth=1e-3, exponent=exponent)
+    assert loss.shape == (1,)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    for reduction in ("mean", "sum"):
+        pooled = generalized_dice_loss(
+            logits,
+            target,
+            mode,
+            include_background=include_background,
+            smooth=1e-3,
+            weight_type=weight_type,
+            reduction=reduction,
+            batch=True,
+        )
+        torch.testing.assert_close(pooled.double(), expected[0], rtol=1e-5, atol=1e-6)
+
+
+def test_batch_of_empty_images_scores_their_mean_probability():
+    logits = torch.randn(3, 1, 4, 5, dtype=torch.float64)
+    loss = GeneralizedDiceLoss("binary", batch=True)(logits, torch.zeros(3, 1, 4, 5))
+    torch.testing.assert_close(loss, torch.sigmoid(logits).mean())
+
+
+def test_batch_weighs_a_false_positive_the_same_in_every_image():
+    """Why patches want ``batch=True``. Two images, image 0 with a 4-pixel lesion, image 1 with none, and a model
+    that already finds the lesion (p = 0.9 on it, 0.01 elsewhere). Per image, image 1's loss is its mean lesion
+    probability, so a false positive there moves the loss by 1/N (N = 64 pixels), while one beside the lesion moves
+    it by about 2 TP / (V + P)^2, some 7 times more; pooled over the batch, both are pixels of one image."""
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[0, :2, :2] = 1
+    lesion_logit = torch.full((2, 8, 8), logit(0.01), dtype=torch.float64)
+    lesion_logit[0, :2, :2] = logit(0.9)
+    logits = torch.stack([torch.zeros_like(lesion_logit), lesion_logit], dim=1).requires_grad_()
+
+    def false_positive_gradients(batch: bool) -> tuple[float, float]:
+        logits.grad = None
+        GeneralizedDiceLoss(smooth=0.0, batch=batch, reduction="sum")(logits, target).backward()
+        return float(logits.grad[0, 1, 7, 7]), float(logits.grad[1, 1, 7, 7])  # background pixels, lesion logit
+
+    beside, alone = false_positive_gradients(batch=True)
+    assert beside == pytest.approx(alone, rel=1e-12) and beside > 0
+    beside, alone = false_positive_gradients(batch=False)
+    assert alone == pytest.approx(0.01 * 0.99 / 64, rel=1e-9)  # d(mean p)/dz = p (1 - p) / N
+    assert beside > 5 * alone
+
+
 def test_hand_computed_binary():
     # p = (0.8, 0.6, 0.2, 0.1), g = (1, 1, 0, 0): 1 - 2 * 1.4 / (1.7 + 2) = 9/37
     logits = torch.tensor([logit(0.8), logit(0.6), logit(0.2), logit(0.1)], dtype=torch.float64).view(1, 1, 2, 2)
@@ -253,6 +318,18 @@ def test_agrees_with_monai_when_some_class_is_present(mode, channels, include_ba
     torch.testing.assert_close(ours, monai_loss(logits, one_hot, mode, include_background), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("mode, channels", [("multiclass", 3), ("binary", 1), ("multilabel", 2)])
+def test_agrees_with_monai_over_the_batch(mode, channels):
+    monai_losses = pytest.importorskip("monai.losses")
+    logits = 2 * torch.randn(4, channels, 10, 9, dtype=torch.float64)
+    target = random_target(mode, 4, channels, (10, 9), empty_images=(2,))
+    theirs = monai_losses.GeneralizedDiceLoss(
+        softmax=mode == "multiclass", sigmoid=mode != "multiclass", batch=True, smooth_nr=0.0, smooth_dr=0.0
+    )(logits, as_one_hot(target, mode, channels))
+    ours = GeneralizedDiceLoss(mode, smooth=0.0, batch=True)(logits, target)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
 def test_monai_differs_on_images_without_any_class():
     # MONAI: all weights infinite -> replaced by 0 -> loss 1 - smooth_nr/smooth_dr = 0 whatever the prediction
     logits = torch.full((1, 1, 8, 8), 3.0, requires_grad=True)
@@ -376,8 +453,9 @@ def test_adam_trains_a_binary_model_with_lesion_free_images():
 
 
 def test_repr_tells_the_configuration():
-    text = repr(GeneralizedDiceLoss("multilabel", include_background=False, reduction="sum"))
+    text = repr(GeneralizedDiceLoss("multilabel", include_background=False, reduction="sum", batch=True))
     assert "mode='multilabel'" in text and "include_background=False" in text and "reduction='sum'" in text
+    assert "batch=True" in text
 
 
 # --------------------------------------------------------------------------- arguments that must raise
@@ -393,6 +471,7 @@ ILL_CASES = [
     pytest.param(dict(smooth=-1.0), None, ValueError, r"smooth.*-1\.0", id="negative-smooth"),
     pytest.param(dict(smooth=float("nan")), None, ValueError, r"smooth.*nan", id="nan-smooth"),
     pytest.param(dict(weight_type="cubic"), None, ValueError, r"weight_type.*square.*'cubic'", id="unknown-weight"),
+    pytest.param(dict(batch="yes"), None, TypeError, r"batch must be True or False.*'yes'", id="batch-not-bool"),
     pytest.param(
         dict(mode="binary", include_background=False),
         None,

@@ -15,6 +15,7 @@ from ..._checks import check_bool, check_choice, check_int, check_positive_int
 from ...models import VARIANTS
 from ..data import IDRiDSource, SegmentationSource, SyntheticIDRiDSource
 from ..data.source import PROTOCOLS
+from .loss import DICE_OVER
 
 KEEP_CHECKPOINTS = ("best", "all", "none")
 # The network halves the resolution four times: a side below its total stride leaves nothing to attend to.
@@ -74,6 +75,11 @@ class ExperimentConfig:
         patches_per_image: patches drawn per training image and epoch in scale mode (default 4).
         lesion_share: share of the patches centred on a lesion pixel in scale mode (default 0.5); the rest are
             uniform over the crop.
+        dice_over: where the training loss's Dice is computed: ``"image"`` (each image's, then the batch mean: the
+            paper's) or ``"batch"`` (the batch's pixels pooled as one image, nnU-Net's "batch Dice"). None (default)
+            is ``"batch"`` in scale mode and ``"image"`` otherwise: per patch, a patch without a lesion scores only
+            its mean predicted probability, so its false positives weigh a small share of those beside a lesion
+            (about 2 V / N for a lesion of V of a patch's N pixels). Set from None when the config is built.
         time_budget: stop a run's training after this many minutes (summed over resumes; mid-epoch if need be: the
             step that reaches the budget is the last) and test its best checkpoint; 0 (default) trains all
             :attr:`epochs`.
@@ -108,6 +114,7 @@ class ExperimentConfig:
     patch: "tuple[int, int] | None" = None
     patches_per_image: int = 4
     lesion_share: float = 0.5
+    dice_over: "str | None" = None
     time_budget: float = 0.0
     tensorboard: bool = False
 
@@ -185,6 +192,9 @@ class ExperimentConfig:
         check_positive_int("patches_per_image", self.patches_per_image)
         if not 0 <= self.lesion_share <= 1:
             raise ValueError(f"lesion_share must be in [0, 1], got {self.lesion_share}")
+        if self.dice_over is None:
+            self.dice_over = "batch" if self.patch_mode else "image"
+        check_choice("dice_over", self.dice_over, list(DICE_OVER))
         if not (self.time_budget >= 0 and math.isfinite(self.time_budget)):
             raise ValueError(f"time_budget must be minutes >= 0 (0: no budget), got {self.time_budget}")
         check_bool("tensorboard", self.tensorboard)
@@ -236,29 +246,47 @@ class ExperimentConfig:
 
     def fingerprint(self) -> str:
         """A hash of the settings that change results: a rerun with another fingerprint must not resume."""
-        relevant = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k
-            not in (
-                "device",
-                "workers",
-                "overlays",
-                "cache_dir",
-                "variants",
-                "lesions",
-                "only_folds",
-                "checkpoint_seconds",
-                "keep_checkpoints",
-                "tensorboard",
-            )
-        }
-        # Settings added after the paper's: left out at their defaults, so earlier runs keep their fingerprint.
+        return hashlib.sha256(json.dumps(self.result_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change results (those of :meth:`fingerprint`), as JSON values; the settings added after
+        the paper's are left out at their defaults, so earlier runs keep their fingerprint."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in IGNORED_BY_FINGERPRINT}
         for name, default in BEYOND_DEFAULTS.items():
             if relevant.get(name) == default:
                 relevant.pop(name, None)
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return relevant
 
+    def differences_from(self, settings: dict[str, Any]) -> list[str]:
+        """``"name: <there> there, <here> here"`` for every setting that changes results in which ``settings`` (the
+        ``to_dict()`` of another config, e.g. an earlier version's ``config.json``) differs from this config; a
+        setting it lacks reads as its default of :data:`BEYOND_DEFAULTS`."""
+        here = self.to_dict()
+
+        def value(of: dict[str, Any], name: str) -> Any:
+            return of.get(name, BEYOND_DEFAULTS.get(name))
+
+        names = sorted((here.keys() | settings.keys()) - set(IGNORED_BY_FINGERPRINT))
+        return [
+            f"{name}: {value(settings, name)!r} there, {value(here, name)!r} here"
+            for name in names
+            if value(settings, name) != value(here, name)
+        ]
+
+
+#: The settings that may change between resumed runs (left out of the fingerprint).
+IGNORED_BY_FINGERPRINT = (
+    "device",
+    "workers",
+    "overlays",
+    "cache_dir",
+    "variants",
+    "lesions",
+    "only_folds",
+    "checkpoint_seconds",
+    "keep_checkpoints",
+    "tensorboard",
+)
 
 #: The settings beyond the paper's protocol at their defaults (left out of the fingerprint there).
 BEYOND_DEFAULTS = {
@@ -267,6 +295,7 @@ BEYOND_DEFAULTS = {
     "patch": None,
     "patches_per_image": 4,
     "lesion_share": 0.5,
+    "dice_over": "image",
     "time_budget": 0.0,
 }
 

@@ -321,10 +321,14 @@ def check_resumable(out_dir: "str | Path", config: ExperimentConfig) -> None:
     if path.exists() and has_work(out_dir):
         previous = read_json(path)
         if previous.get("fingerprint") != config.fingerprint():
+            differences = config.differences_from(previous.get("config") or {})
+            shown = differences[:4] + ([f"{len(differences) - 4} more"] if len(differences) > 4 else [])
+            named = f" ({'; '.join(shown)})" if shown else ""
             raise ValueError(
-                f"{out_dir} holds runs made with other settings ({path}); use another --out, or delete the folder "
-                "to start again. Only device, workers, overlays, cache_dir, checkpoint_seconds, tensorboard, "
-                "variants, lesions and the folds to run may change between resumed runs."
+                f"{out_dir} holds runs made with other settings{named}, {path}; give those settings, use another "
+                "--out, or delete the folder to start again. Only device, workers, overlays, cache_dir, "
+                "checkpoint_seconds, tensorboard, variants, lesions and the folds to run may change between resumed "
+                "runs."
             )
 
 

@@ -5,6 +5,9 @@ A model with one sigmoid logit ``z`` per lesion (``activation="sigmoid"``, and e
 per lesion: ``softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]``, so the two-class loss of the logits ``[0, z]`` and
 that lesion's mask is the paper's loss of a background and a lesion probability. A joint model's loss is the mean
 over its lesions: the outputs are independent, as IDRiD's lesions overlap (HE and MA, EX and SE).
+
+The Dice is computed per image (the paper's) or over the batch's pixels pooled (``dice_over="batch"``, the default
+for patches): see :class:`~group_attention.fundus.engine.ExperimentConfig`'s ``dice_over``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from torch import nn
 
 from ...losses import GeneralizedDiceLoss
 
-__all__ = ["LesionLoss"]
+__all__ = ["LesionLoss", "DICE_OVER"]
+
+#: Where the Dice of a training batch is computed: each image's, or the batch's pixels pooled.
+DICE_OVER = ("image", "batch")
 
 
 class LesionLoss(nn.Module):
@@ -25,18 +31,24 @@ class LesionLoss(nn.Module):
             ``(B, L, H, W)``: one independent logit per lesion).
         weight_type: the class weights of :class:`~group_attention.losses.GeneralizedDiceLoss` (``"square"``: the
             paper's generalized Dice; ``"uniform"``: plain soft Dice).
+        dice_over: ``"image"`` (each image's Dice, the paper's) or ``"batch"`` (the batch's pixels pooled, the
+            ``batch`` option of :class:`~group_attention.losses.GeneralizedDiceLoss`).
 
     Shape:
         ``logits (B, K, H, W)``, ``masks (B, L, H, W)`` 0/1 (or ``(B, H, W)`` for one lesion) -> a scalar.
     """
 
-    def __init__(self, activation: str, weight_type: str = "square") -> None:
+    def __init__(self, activation: str, weight_type: str = "square", dice_over: str = "image") -> None:
         super().__init__()
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation must be one of ['softmax', 'sigmoid'], got {activation!r}")
-        self.activation = activation
+        if dice_over not in DICE_OVER:
+            raise ValueError(f"dice_over must be one of {list(DICE_OVER)}, got {dice_over!r}")
+        self.activation, self.dice_over = activation, dice_over
         # validate_args=False: our masks are 0/1 by construction, so the check's device sync is skipped.
-        self.two_class = GeneralizedDiceLoss("multiclass", weight_type=weight_type, validate_args=False)
+        self.two_class = GeneralizedDiceLoss(
+            "multiclass", weight_type=weight_type, validate_args=False, batch=dice_over == "batch"
+        )
 
     def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         if masks.dim() == 3:
@@ -52,4 +64,6 @@ class LesionLoss(nn.Module):
         return torch.stack(losses).mean()
 
     def extra_repr(self) -> str:
-        return f"activation={self.activation!r}, weight_type={self.two_class.weight_type!r}"
+        return (
+            f"activation={self.activation!r}, weight_type={self.two_class.weight_type!r}, dice_over={self.dice_over!r}"
+        )

@@ -96,7 +96,7 @@ def _cpu_copy(state: dict) -> dict:
 def make_loss(config: ExperimentConfig) -> nn.Module:
     """The training loss the config names, per lesion as in the paper (:class:`~.loss.LesionLoss`): ``(B, K, H, W)``
     logits, ``(B, L, H, W)`` (or ``(B, H, W)``) 0/1 masks."""
-    return LesionLoss(config.activation, weight_type=LOSSES[config.loss])
+    return LesionLoss(config.activation, weight_type=LOSSES[config.loss], dice_over=config.dice_over)
 
 
 def lesion_channels(config: ExperimentConfig) -> list[int]:
