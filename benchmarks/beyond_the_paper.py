@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import machine_info, markdown_table, report, report_header  # noqa: E402
 
 from group_attention.fundus.engine.io import read_json, write_json  # noqa: E402
+from group_attention.fundus.engine.loss import DICE_OVER  # noqa: E402
 
 #: name -> (variant, options of examples/idrid_ganet.py beyond the shared ones, "separate" or "joint"), in the order
 #: they run (the comparison the page leads with first).
@@ -71,7 +72,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--dice-over",
-        choices=["image", "batch"],
+        choices=DICE_OVER,
         help="the training loss's Dice of every run (default: the experiment's, batch for patches, image otherwise)",
     )
     parser.add_argument(
@@ -261,14 +262,12 @@ def main(argv=None) -> None:
                 print(f"FAILED {job}: {error}", file=sys.stderr, flush=True)
     rows = []
     for name in arguments.configurations:
-        for dice_over in ("image", "batch"):  # runs of another training loss are never pooled together
+        for dice_over in DICE_OVER:  # runs of another training loss are never pooled together
             for lesion in LESIONS:
                 entries = [
                     r
                     for r in done
-                    if r["configuration"] == name
-                    and r.get("dice_over", "image") == dice_over
-                    and lesion in r["metrics"]
+                    if r["configuration"] == name and r["dice_over"] == dice_over and lesion in r["metrics"]
                 ]
                 if not entries:
                     continue
@@ -286,7 +285,7 @@ def main(argv=None) -> None:
             r["epochs"],
             f"{r['train_seconds']:.0f}",
             describe_settings(r.get("settings")),
-            r.get("dice_over", "image"),
+            r["dice_over"],
             *[f"{100 * r['metrics'][lesion]['aupr']:.1f}" if lesion in r["metrics"] else "" for lesion in LESIONS],
         ]
         for r in sorted(done, key=lambda r: (list(CONFIGURATIONS).index(r["configuration"]), r["seed"], r["lesions"]))

@@ -79,8 +79,7 @@ def generalized_dice_loss(
     batch: bool = False,
 ) -> Tensor:
     """Functional form of :class:`GeneralizedDiceLoss`; the arguments are documented there."""
-    _check_options(mode, include_background, reduction, smooth, weight_type, validate_args)
-    check_bool("batch", batch)
+    _check_options(mode, include_background, reduction, smooth, weight_type, validate_args, batch)
     _check_logits(logits, mode)
     with _autocast_disabled(logits.device.type):
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -168,8 +167,7 @@ class GeneralizedDiceLoss(nn.Module):
         batch: bool = False,
     ) -> None:
         super().__init__()
-        _check_options(mode, include_background, reduction, smooth, weight_type, validate_args)
-        check_bool("batch", batch)
+        _check_options(mode, include_background, reduction, smooth, weight_type, validate_args, batch)
         self.batch = batch
         self.mode = mode
         self.include_background = include_background
@@ -302,7 +300,13 @@ def _check_logits(logits: Tensor, mode: str) -> None:
 
 
 def _check_options(
-    mode: str, include_background: bool, reduction: str, smooth: float, weight_type: str, validate_args: bool
+    mode: str,
+    include_background: bool,
+    reduction: str,
+    smooth: float,
+    weight_type: str,
+    validate_args: bool,
+    batch: bool,
 ) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -314,6 +318,7 @@ def _check_options(
     _exponent_of(weight_type)
     check_bool("include_background", include_background)
     check_bool("validate_args", validate_args)
+    check_bool("batch", batch)
     if mode == "binary" and not include_background:
         raise ValueError(
             "include_background=False drops channel 0, but mode='binary' has only the foreground channel; "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..._checks import check_choice
 from ...losses import GeneralizedDiceLoss
 
 __all__ = ["LesionLoss", "DICE_OVER"]
@@ -42,9 +43,7 @@ class LesionLoss(nn.Module):
         super().__init__()
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation must be one of ['softmax', 'sigmoid'], got {activation!r}")
-        if dice_over not in DICE_OVER:
-            raise ValueError(f"dice_over must be one of {list(DICE_OVER)}, got {dice_over!r}")
-        self.activation, self.dice_over = activation, dice_over
+        self.activation, self.dice_over = activation, check_choice("dice_over", dice_over, DICE_OVER)
         # validate_args=False: our masks are 0/1 by construction, so the check's device sync is skipped.
         self.two_class = GeneralizedDiceLoss(
             "multiclass", weight_type=weight_type, validate_args=False, batch=dice_over == "batch"
