@@ -44,6 +44,7 @@ CONFIGURATIONS = {
     "GANet, patches at 0.25, separate": ("ganet", ["--scale", "0.25", "--patch", "256", "256"], "separate"),
     "U-Net, patches at 0.25, joint": ("unet", ["--scale", "0.25", "--patch", "256", "256"], "joint"),
     "GANet, patches at 0.5, joint": ("ganet", ["--scale", "0.5", "--patch", "256", "256"], "joint"),
+    "GANet, patches at 0.125, separate": ("ganet", ["--scale", "0.125", "--patch", "256", "256"], "separate"),
 }
 #: Shared by every run: batch 4, no validation image (the last epoch is tested), one patch per training image and
 #: epoch (so that an epoch is a few steps and the budget is not overshot by much).
@@ -74,6 +75,13 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         "--dice-over",
         choices=DICE_OVER,
         help="the training loss's Dice of every run (default: the experiment's, batch for patches, image otherwise)",
+    )
+    parser.add_argument(
+        "--bn-windows",
+        type=int,
+        metavar="N",
+        help="windows of the training crops batch norm's statistics are estimated from, in every patch run "
+        "(default: the experiment's, 64; 0 keeps training's running averages, as runs before 2026-12-06 did)",
     )
     parser.add_argument(
         "--read-only", action="store_true", help="train nothing: the table of the runs already finished in --out"
@@ -133,6 +141,11 @@ def run_one(arguments: argparse.Namespace, name: str, seed: int, lesions: tuple[
         *(["--joint"] if len(lesions) > 1 else []),
         *(["--amp"] if arguments.amp else []),
         *(["--dice-over", arguments.dice_over] if arguments.dice_over else []),
+        *(
+            ["--bn-windows", str(arguments.bn_windows)]
+            if arguments.bn_windows is not None and options_scale(options)
+            else []
+        ),
     ]
     finished_before = (out / "results.json").is_file()
     if arguments.read_only and not finished_before:
@@ -166,7 +179,13 @@ def run_one(arguments: argparse.Namespace, name: str, seed: int, lesions: tuple[
         "settings": recorded_settings(out),
         # Runs from before the setting existed computed it per image.
         "dice_over": results["config"].get("dice_over") or "image",
+        "bn_windows": results["config"].get("bn_windows") or 0,
     }
+
+
+def options_scale(options: list[str]) -> bool:
+    """Whether a configuration's options train on patches (``--scale``)."""
+    return "--scale" in options
 
 
 #: Per run folder: the settings of the invocation that trained it (a rerun reads finished runs back, and may differ).
@@ -261,13 +280,17 @@ def main(argv=None) -> None:
             except RuntimeError as error:
                 print(f"FAILED {job}: {error}", file=sys.stderr, flush=True)
     rows = []
+    # Runs of another training loss or batch-norm estimate are never pooled together.
+    trainings = sorted({(r["dice_over"], r["bn_windows"]) for r in done}, key=lambda t: (DICE_OVER.index(t[0]), t[1]))
     for name in arguments.configurations:
-        for dice_over in DICE_OVER:  # runs of another training loss are never pooled together
+        for dice_over, bn_windows in trainings:
             for lesion in LESIONS:
                 entries = [
                     r
                     for r in done
-                    if r["configuration"] == name and r["dice_over"] == dice_over and lesion in r["metrics"]
+                    if r["configuration"] == name
+                    and (r["dice_over"], r["bn_windows"]) == (dice_over, bn_windows)
+                    and lesion in r["metrics"]
                 ]
                 if not entries:
                     continue
@@ -275,7 +298,16 @@ def main(argv=None) -> None:
                 dice = [r["metrics"][lesion]["dice"] for r in entries]
                 epochs = [r["epochs"] for r in entries]
                 rows.append(
-                    [name, dice_over, lesion, spread(aupr), spread(dice), len(entries), f"{min(epochs)}-{max(epochs)}"]
+                    [
+                        name,
+                        dice_over,
+                        bn_windows,
+                        lesion,
+                        spread(aupr),
+                        spread(dice),
+                        len(entries),
+                        f"{min(epochs)}-{max(epochs)}",
+                    ]
                 )
     per_run = [
         [
@@ -286,6 +318,7 @@ def main(argv=None) -> None:
             f"{r['train_seconds']:.0f}",
             describe_settings(r.get("settings")),
             r["dice_over"],
+            r["bn_windows"],
             *[f"{100 * r['metrics'][lesion]['aupr']:.1f}" if lesion in r["metrics"] else "" for lesion in LESIONS],
         ]
         for r in sorted(done, key=lambda r: (list(CONFIGURATIONS).index(r["configuration"]), r["seed"], r["lesions"]))
@@ -305,12 +338,26 @@ def main(argv=None) -> None:
         + ", ".join(f"{lesion} {100 * share:.2f}%" for lesion, share in shares.items() if share is not None)
         + ". An epoch is 10 images or 10 patches (3 steps).",
         "",
-        markdown_table(["configuration", "Dice over", "lesion", "pooled AUPR", "pooled Dice", "seeds", "epochs"], rows),
+        markdown_table(
+            ["configuration", "Dice over", "BN windows", "lesion", "pooled AUPR", "pooled Dice", "seeds", "epochs"],
+            rows,
+        ),
         "",
         "Every run:",
         "",
         markdown_table(
-            ["configuration", "seed", "model", "epochs", "training s", "runs", "Dice over", "EX AUPR", "HE AUPR"],
+            [
+                "configuration",
+                "seed",
+                "model",
+                "epochs",
+                "training s",
+                "runs",
+                "Dice over",
+                "BN windows",
+                "EX AUPR",
+                "HE AUPR",
+            ],
             per_run,
         ),
         "",

@@ -40,7 +40,7 @@ from group_attention.fundus.engine import (
     resolve_device,
     run_experiment,
 )
-from group_attention.fundus.engine.config import ACTIVATIONS, KEEP_CHECKPOINTS, LOSSES
+from group_attention.fundus.engine.config import ACTIVATIONS, KEEP_CHECKPOINTS, LOSSES, PATCH_BN_WINDOWS
 from group_attention.fundus.engine.experiment import has_work, validate_experiment
 from group_attention.fundus.engine.loss import DICE_OVER
 from group_attention.fundus.safety import finite_float
@@ -75,6 +75,7 @@ OPTION_OF = {
     "patches_per_image": "--patches-per-image",
     "lesion_share": "--lesion-share",
     "dice_over": "--dice-over",
+    "bn_windows": "--bn-windows",
     "time_budget": "--time-budget",
     "tensorboard": "--tensorboard",
 }
@@ -211,6 +212,14 @@ def parse_arguments(argv: "list[str] | None" = None) -> argparse.Namespace:
         "with --scale, image otherwise)",
     )
     add(
+        "--bn-windows",
+        type=int,
+        metavar="N",
+        help=f"with --scale: estimate batch norm's statistics, before validating and testing, from N windows of the "
+        f"training crops as the sliding window cuts them (default: {PATCH_BN_WINDOWS}; 0 keeps training's running "
+        "averages, which follow its lesion-centred patches)",
+    )
+    add(
         "--time-budget",
         type=float,
         metavar="MIN",
@@ -293,6 +302,7 @@ def build_config(arguments: argparse.Namespace) -> ExperimentConfig:
         "patches_per_image": arguments.patches_per_image,
         "lesion_share": arguments.lesion_share,
         "dice_over": arguments.dice_over,
+        "bn_windows": arguments.bn_windows,
         "time_budget": arguments.time_budget,
         "tensorboard": arguments.tensorboard,
         "variants": list(VARIANTS) if arguments.variants in (["all"], ["ALL"]) else arguments.variants,

@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +193,51 @@ def test_beyond_the_paper_records_each_runs_own_settings(tmp_path):
     assert recorded == {"budget": 20.0, "lr": 1e-3, "amp": True, "parallel": 1}
     assert beyond.describe_settings(recorded) == "1 at once, bf16"
     assert beyond.describe_settings({**recorded, "amp": False, "parallel": 2}) == "2 at once"
+
+
+def _tiny_run_config(tmp_path, **overrides):
+    """A U-Net experiment on a few small synthetic photographs, for the scripts that read run folders."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import engine_runs
+
+    settings = dict(variants=("unet",), synthetic={"n_train": 4, "n_test": 2, "size": (64, 96)}, overlays=0)
+    return engine_runs.tiny_config(**settings, cache_dir=str(tmp_path / "cache"), **overrides)
+
+
+def test_bn_statistics_reproduces_a_patch_run_s_test_and_rescores_it_with_statistics_of_its_windows(tmp_path):
+    """The script's row of a checkpoint's own statistics is the experiment's test, to the digit; the row of
+    statistics estimated again differs only there (same run, same lesion)."""
+    from group_attention.fundus.engine import run_experiment
+
+    bn_statistics = load_script("bn_statistics")
+    with pytest.raises(SystemExit):
+        bn_statistics.parse_arguments(["somewhere", "--windows", "0"])
+    config = _tiny_run_config(tmp_path, epochs=2, scale=0.5, patch=(16, 16), patches_per_image=2, bn_windows=0)
+    (run,) = run_experiment(config, tmp_path / "run", progress=False)["runs"]
+    rows = bn_statistics.measure_run(tmp_path / "run", [3], seed=0)
+    assert [row[1] for row in rows] == ["the checkpoint's (training's)", "3 training windows"]
+    assert rows[0][2] == rows[1][2] == "EX"
+    assert rows[0][3] == f"{100 * run['test']['aupr']:.1f}" and rows[0][5] == f"{100 * run['test']['dice']:.1f}"
+
+
+def test_exact_aupr_scores_every_pixel_of_the_test_photographs_as_scikit_learn(tmp_path):
+    from sklearn.metrics import average_precision_score
+
+    from group_attention.fundus import load_model, predict_probabilities, read_image
+    from group_attention.fundus.data import IDRiDSource
+    from group_attention.fundus.engine import run_experiment
+
+    exact_aupr = load_script("exact_aupr")
+    config = _tiny_run_config(tmp_path, epochs=1)
+    (run,) = run_experiment(config, tmp_path / "run", progress=False)["runs"]
+    root = tmp_path / "run" / "synthetic-idrid"
+    source = IDRiDSource(root)
+    checkpoint = tmp_path / "run" / "runs" / "unet" / "EX" / "fold1" / "checkpoint_best.pt"
+    (exact, dice), *_ = exact_aupr.pooled_exact(checkpoint, source, run["test_ids"]).values()
+    model = load_model(checkpoint)
+    dataset = source.dataset(["EX"], run["test_ids"], (384, 512), None)
+    scores = [predict_probabilities(model, read_image(dataset.images[i]))[0][0].ravel() for i in run["test_ids"]]
+    truth = [dataset.original_masks(i)[0].ravel() for i in run["test_ids"]]
+    assert exact == pytest.approx(average_precision_score(np.concatenate(truth), np.concatenate(scores)), abs=1e-9)
+    exact_aupr.main([str(tmp_path / "run"), "--data-root", str(root), "--results", str(tmp_path / "out")])
+    assert "| run | EX |" in (tmp_path / "out" / "exact-aupr.md").read_text()

@@ -123,6 +123,8 @@ ILL_SCALES = [
     (dict(scale=0.5, patch=(32, 32), lesion_share=1.5), r"lesion_share must be in \[0, 1\]"),
     (dict(time_budget=-1.0), r"time_budget must be minutes >= 0"),
     (dict(dice_over="pixel"), r"dice_over must be one of \['image', 'batch'\], got 'pixel'"),
+    (dict(scale=0.5, patch=(32, 32), bn_windows=-1), r"bn_windows must be an int >= 0, got -1"),
+    (dict(bn_windows=8), r"bn_windows needs scale \(whole images are trained as they are evaluated\), got 8"),
 ]
 
 
@@ -230,6 +232,118 @@ def test_pooled_metrics_equal_the_metrics_of_the_concatenated_pixels():
     exact = average_precision_score(truth.numpy(), scores.numpy())
     assert abs(result["aupr"] - exact) <= result["aupr_error_bound"] + 1e-9
     assert result["num_images"] == 3 and result["num_pixels"] == truth.numel()
+
+
+# ------------------------------------------------------------------------ batch norm's statistics of the windows
+
+
+def test_the_batch_norm_windows_are_the_sliding_window_s_tiles_of_the_training_crops():
+    """Every window the sampler gives is a tile the core's sliding window cuts (read back from its predictor), in
+    the grid's order; fewer are a seeded subset of them, without repeats."""
+    from group_attention.fundus.tiles import WINDOW_OVERLAP
+    from group_attention.inference import sliding_window_inference
+
+    torch.manual_seed(0)
+    images = [torch.randint(0, 256, (3, *shape), dtype=torch.uint8) for shape in [(40, 56), (32, 80), (48, 48)]]
+    masks = [torch.zeros(1, *image.shape[1:], dtype=torch.uint8) for image in images]
+    patch = (32, 32)
+    sampler = PatchSampler(scaled_arrays(images, masks), torch.tensor([2, 0]), patch, 0.5)
+    tiles = []
+
+    def record(batch):
+        tiles.append(batch.clone())
+        return torch.zeros(batch.shape[0], 1, *batch.shape[2:])
+
+    for index in (2, 0):  # the training images
+        sliding_window_inference(images[index][None].float() / 255, patch, 1, record, WINDOW_OVERLAP, "gaussian")
+    every = sampler.windows(1000, torch.Generator().manual_seed(0))
+    assert len(every) == len(tiles) == 4 + 4  # 48 x 48 and 40 x 56: two starts along each axis
+    torch.testing.assert_close(sampler.batch(every)[0], torch.cat(tiles), rtol=0, atol=0)
+    assert not any(draw[3] for draw in every), "a window is not a lesion-centred draw"
+
+    some = sampler.windows(3, torch.Generator().manual_seed(4))
+    assert len(set(some)) == 3 and set(some) <= set(every)
+    assert some == sorted(some, key=every.index) == sampler.windows(3, torch.Generator().manual_seed(4))
+
+
+def _trainer(tmp_path, arrays, bn_windows, train_ids):
+    config = engine_runs.tiny_config(scale=0.5, patch=(32, 32), bn_windows=bn_windows, batch_size=3)
+    spec = train_module.RunSpec("ganet", "EX", 0, train_ids=train_ids, val_ids=[], test_ids=[])
+    return train_module.Trainer(spec, arrays, config, tmp_path, torch.device("cpu"), progress=False)
+
+
+def test_calibration_gives_each_batch_norm_the_mean_statistics_of_the_windows_and_leaves_the_weights(tmp_path):
+    """Each batch norm's running mean and variance become the average over the batches of windows of its input's
+    per-batch mean and unbiased variance, computed here in float64 from the inputs a forward hook reads; the
+    weights and the training mode are as they were."""
+    torch.manual_seed(1)
+    images = [torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8) for _ in range(3)]
+    masks = [torch.zeros(1, 48, 64, dtype=torch.uint8) for _ in range(3)]
+    arrays = scaled_arrays(images, masks)
+    trainer = _trainer(tmp_path, arrays, bn_windows=7, train_ids=["img0", "img2"])
+    model = trainer.model
+    model.train()
+    assert len(trainer.bn_draws) == 7
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert norms, "GANet has batch norms"
+    for m in norms.values():  # training's running averages, far from the windows'
+        m.running_mean.fill_(3.0)
+        m.running_var.fill_(7.0)
+    inputs: dict[str, list[torch.Tensor]] = {name: [] for name in norms}
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a, name=name: inputs[name].append(a[0].double()))
+        for name, m in norms.items()
+    ]
+    with torch.no_grad():
+        for start, stop in ((0, 4), (4, 7)):  # 7 windows, batch size 3: two batches, the remainder shared out
+            model(trainer.sampler.batch(trainer.bn_draws[start:stop])[0])
+    for hook in hooks:
+        hook.remove()
+    parameters = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    trainer.calibrate_batch_norm()
+
+    assert model.training
+    for name, m in norms.items():
+        means = torch.stack([x.mean((0, 2, 3)) for x in inputs[name]])
+        variances = torch.stack([x.transpose(0, 1).flatten(1).var(1, unbiased=True) for x in inputs[name]])
+        torch.testing.assert_close(m.running_mean.double(), means.mean(0), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m.running_var.double(), variances.mean(0), rtol=1e-4, atol=1e-5)
+        assert m.momentum == 0.1, "the momentum is put back"
+    for name, p in model.named_parameters():
+        assert torch.equal(p, parameters[name]), name
+
+
+def test_without_windows_calibration_keeps_training_s_running_averages(tmp_path):
+    images = [torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8) for _ in range(2)]
+    arrays = scaled_arrays(images, [torch.zeros(1, 48, 64, dtype=torch.uint8) for _ in range(2)])
+    trainer = _trainer(tmp_path, arrays, bn_windows=0, train_ids=["img0", "img1"])
+    state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.calibrate_batch_norm()
+    assert trainer.bn_draws == []
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_batch_norm_windows_default_to_patches_only_and_a_patch_run_without_them_is_not_resumed_silently(tmp_path):
+    from group_attention.fundus.engine.config import PATCH_BN_WINDOWS
+    from group_attention.fundus.engine.experiment import check_resumable
+
+    patches = engine_runs.tiny_config(scale=0.5, patch=(32, 32))
+    assert patches.bn_windows == PATCH_BN_WINDOWS == 64
+    assert engine_runs.tiny_config().bn_windows == 0
+    assert engine_runs.tiny_config(bn_windows=0).fingerprint() == engine_runs.tiny_config().fingerprint()
+    before = engine_runs.tiny_config(scale=0.5, patch=(32, 32), bn_windows=0)
+    assert before.fingerprint() != patches.fingerprint()
+    settings = before.to_dict()
+    del settings["bn_windows"]  # a config.json written before the setting existed
+    finished = tmp_path / "runs" / "ganet" / "EX" / "fold1" / "metrics.json"
+    finished.parent.mkdir(parents=True)
+    finished.write_text("{}")
+    (tmp_path / "config.json").write_text(json.dumps({"fingerprint": before.fingerprint(), "config": settings}))
+    with pytest.raises(ValueError, match=r"other settings \(bn_windows: 0 there, 64 here\)"):
+        check_resumable(tmp_path, patches)
+    check_resumable(tmp_path, before)
 
 
 # ---------------------------------------------------------------------------------------------- learning curves

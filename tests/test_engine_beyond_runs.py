@@ -112,6 +112,43 @@ def test_a_patch_run_resumes_exactly_and_predict_applies_its_scale_without_being
     np.testing.assert_allclose(predicted, tested.numpy(), atol=1e-6)
 
 
+def test_a_patch_run_tests_batch_norm_statistics_of_its_training_windows_and_trains_the_same_weights(tmp_path):
+    """Two patch runs that differ only in ``bn_windows`` train the same weights (batch norm uses each batch's own
+    statistics in training); the best checkpoints differ in the running statistics alone, and the calibrated
+    run's are those :meth:`Trainer.calibrate_batch_norm` gives the other run's weights."""
+    from group_attention.fundus.engine.io import load_checkpoint
+    from group_attention.fundus.engine.train import RunSpec, Trainer
+
+    results = {}
+    for bn_windows in (0, 6):
+        config = small(tmp_path, **SCALED, bn_windows=bn_windows)
+        results[bn_windows] = run_experiment(config, tmp_path / str(bn_windows), progress=False)["runs"][0]
+    best = {
+        bn_windows: load_checkpoint(
+            tmp_path / str(bn_windows) / "runs" / "unet" / "EX" / "fold1" / "checkpoint_best.pt"
+        )
+        for bn_windows in (0, 6)
+    }
+    statistics = [key for key in best[0]["model"] if "running_" in key or "num_batches_tracked" in key]
+    assert statistics
+    for key, value in best[0]["model"].items():
+        if key in statistics:
+            assert not torch.equal(value, best[6]["model"][key]), key
+        else:
+            assert torch.equal(value, best[6]["model"][key]), key
+
+    recorded = results[6]["spec"]
+    config = small(tmp_path, **SCALED, bn_windows=6)
+    ids = recorded["train_ids"] + recorded["val_ids"] + recorded["test_ids"]
+    arrays = load_scaled_arrays(config.data_source(tmp_path / "6"), ["EX"], ids, 0.5, None)
+    spec = RunSpec("unet", "EX", 0, recorded["train_ids"], recorded["val_ids"], recorded["test_ids"])
+    trainer = Trainer(spec, arrays, config, tmp_path / "again", torch.device("cpu"), progress=False)
+    trainer.model.load_state_dict(best[0]["model"])
+    trainer.calibrate_batch_norm()
+    for key in statistics:
+        torch.testing.assert_close(trainer.model.state_dict()[key], best[6]["model"][key], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_a_time_budget_stops_training_and_tests_the_best_checkpoint(tmp_path):
     result = run_experiment(small(tmp_path, epochs=50, time_budget=1e-6), tmp_path / "out", progress=False)

@@ -231,6 +231,16 @@ def test_example_dice_over_sets_the_loss_and_defaults_by_protocol():
     assert config("--dice-over", "batch").dice_over == "batch"
 
 
+def test_example_bn_windows_sets_the_calibration_of_patch_runs():
+    def config(*options):
+        return example.build_config(example.parse_arguments(["--data-root", "anywhere", *options]))
+
+    assert config().bn_windows == 0
+    assert config("--scale", "0.5", "--patch", "64", "64").bn_windows == 64
+    assert config("--scale", "0.5", "--patch", "64", "64", "--bn-windows", "0").bn_windows == 0
+    assert config("--scale", "0.5", "--patch", "64", "64", "--bn-windows", "200").bn_windows == 200
+
+
 def test_example_amp_trains_in_mixed_precision(tiny_root, tmp_path, monkeypatch):
     dtypes = []
     from group_attention.losses import GeneralizedDiceLoss  # what the engine's per-lesion loss calls

@@ -38,7 +38,7 @@ from .ground_truth import GroundTruth
 from .outputs import write_mask, write_overlay, write_probability, write_truth_overlay
 from .safety import check_inputs_outside
 from .summary import lesion_statistics, pooled_metrics, truth_metrics, write_summary
-from .tiles import crop_probabilities, sliding_window_probabilities
+from .tiles import WINDOW_OVERLAP, crop_probabilities, sliding_window_probabilities
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -84,7 +84,7 @@ def predict_probabilities(
     spec: "InferenceSpec | None" = None,
     tile: bool = False,
     tile_size: "tuple[int, int] | None" = None,
-    overlap: float = 0.25,
+    overlap: float = WINDOW_OVERLAP,
     batch_size: int = 4,
     amp: bool = False,
 ) -> tuple[np.ndarray, Box]:
@@ -356,7 +356,7 @@ def predict(
     *,
     tile: bool = False,
     tile_size: "tuple[int, int] | None" = None,
-    overlap: float = 0.25,
+    overlap: float = WINDOW_OVERLAP,
     batch_size: int = 4,
     amp: bool = False,
     masks: "str | os.PathLike | None" = None,

@@ -16,7 +16,10 @@ from torch import nn
 
 from ..inference import lesion_probabilities, model_device, sliding_window_inference
 
-__all__ = ["sliding_window_probabilities", "crop_probabilities"]
+__all__ = ["sliding_window_probabilities", "crop_probabilities", "WINDOW_OVERLAP"]
+
+#: The share of a tile shared with the next one, by default (MONAI's default for the Gaussian mode).
+WINDOW_OVERLAP = 0.25
 
 
 @torch.no_grad()
@@ -25,7 +28,7 @@ def sliding_window_probabilities(
     image: torch.Tensor,
     tile_size: tuple[int, int],
     *,
-    overlap: float = 0.25,
+    overlap: float = WINDOW_OVERLAP,
     batch_size: int = 4,
     amp: bool = False,
     lesion_channel: "int | Sequence[int]" = 1,
@@ -80,7 +83,7 @@ def crop_probabilities(
     *,
     lesion_channels: Sequence[int],
     activation: "str | None" = None,
-    overlap: float = 0.25,
+    overlap: float = WINDOW_OVERLAP,
     batch_size: int = 4,
     amp: bool = False,
 ) -> torch.Tensor:

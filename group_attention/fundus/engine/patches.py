@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...inference import window_starts
 from ..data import PreprocessedDataset, SegmentationSource
 from ..data.decode import header_size
 from ..data.preprocess import Box
+from ..tiles import WINDOW_OVERLAP
 
 __all__ = ["ScaledArrays", "load_scaled_arrays", "PatchSampler", "check_patch_fits_headers"]
 
@@ -178,6 +180,22 @@ class PatchSampler:
                 left = _randint(crop_width - width + 1, generator)
             draws.append((index, top, left, centred))
         return draws
+
+    def windows(self, count: int, generator: torch.Generator) -> list[tuple[int, int, int, bool]]:
+        """``count`` of the windows the sliding window cuts from the training crops (every one if there are fewer),
+        drawn without replacement and in the grid's order, as draws for :meth:`batch`: what the model sees at
+        inference, unlike the lesion-centred patches of training."""
+        height, width = self.patch
+        grid = [
+            (index, top, left, False)
+            for index in self.indices
+            for top in window_starts(self.arrays.images[index].shape[1], height, WINDOW_OVERLAP)
+            for left in window_starts(self.arrays.images[index].shape[2], width, WINDOW_OVERLAP)
+        ]
+        if count >= len(grid):
+            return grid
+        chosen = torch.randperm(len(grid), generator=generator)[:count].sort().values
+        return [grid[int(i)] for i in chosen]
 
     def batch(self, draws: Sequence[tuple[int, int, int, bool]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Images as float in [0, 1] ``(B, C, H, W)`` and masks as float 0/1 ``(B, L, H, W)`` of ``draws``, on

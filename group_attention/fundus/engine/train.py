@@ -32,7 +32,7 @@ from .evaluate import autocast, evaluate_lesions
 from .io import load_checkpoint, save_checkpoint, write_text
 from .loss import LesionLoss
 from .patches import PatchSampler, ScaledArrays
-from .windows import evaluate_windows
+from .windows import calibrate_batch_norm, evaluate_windows
 
 LOG_FIELDS = ("epoch", "train_loss", "train_dice", "val_dice", "val_aupr", "seconds")
 EpochCallback = Callable[[dict], None]
@@ -204,6 +204,9 @@ class Trainer:
         self.sampler = (
             PatchSampler(arrays, self.train_indices, config.patch, config.lesion_share) if config.patch_mode else None
         )
+        # The windows batch norm's statistics are estimated from before a validation or a test (scale mode).
+        windows_generator = torch.Generator().manual_seed(run_seed(config.seed, spec.fold, 13))
+        self.bn_draws = self.sampler.windows(config.bn_windows, windows_generator) if self.sampler else []
         self.start_epoch, self.best_dice, self.history = 0, -math.inf, []
         self.trained_seconds = 0.0  # training time over every resume, for config.time_budget
         self.monitor: "TrainingMonitor | None" = None
@@ -337,6 +340,7 @@ class Trainer:
                 )
             self.trained_seconds += time.perf_counter() - started
             out_of_time = bool(budget) and self._budget_spent(budget, self.trained_seconds)
+            final = epoch + 1 == self.config.epochs or out_of_time
             row = {
                 "epoch": epoch + 1,
                 "train_loss": round(train_loss, 6),
@@ -346,6 +350,8 @@ class Trainer:
                 "seconds": 0.0,
             }
             if self.context.is_main:
+                if len(self.val_indices) or final:  # these weights are evaluated, or kept as the best
+                    self.calibrate_batch_norm()
                 if self.validate(row):
                     self.best_state = {
                         "model": _cpu_copy(self.model.state_dict()),
@@ -354,7 +360,6 @@ class Trainer:
                     }
                 row["seconds"] = round(time.perf_counter() - started, 3)
                 self.history.append(row)
-                final = epoch + 1 == self.config.epochs or out_of_time
                 if final or time.monotonic() - last_saved >= self.config.checkpoint_seconds:
                     self.save(epoch + 1)
                     last_saved = time.monotonic()
@@ -376,6 +381,19 @@ class Trainer:
                 if self.context.is_main and self.progress:
                     print(f"[{self.spec.name}] time budget of {self.config.time_budget:g} min spent", flush=True)
                 break
+
+    def calibrate_batch_norm(self) -> None:
+        """Batch norm's statistics from :attr:`bn_draws` (:func:`~.windows.calibrate_batch_norm`), before the
+        weights are evaluated or kept as the best; nothing to do without them (whole images, ``bn_windows=0``)."""
+        if self.sampler is not None:
+            calibrate_batch_norm(
+                self.model,
+                self.sampler,
+                self.bn_draws,
+                batch_size=self.config.batch_size,
+                device=self.device,
+                amp=self.config.amp,
+            )
 
     def _budget_spent(self, budget: float, seconds: float) -> bool:
         """Whether the training time is over ``budget`` seconds; under ``torchrun`` process 0's clock decides for

@@ -14,12 +14,14 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from ...metrics import SegmentationMetrics, aupr_from_histogram, score_histogram
 from ..tiles import crop_probabilities
-from .patches import ScaledArrays
+from .evaluate import autocast
+from .patches import PatchSampler, ScaledArrays
 
-__all__ = ["window_probabilities", "evaluate_windows"]
+__all__ = ["window_probabilities", "evaluate_windows", "calibrate_batch_norm"]
 
 
 @torch.no_grad()
@@ -106,3 +108,28 @@ def evaluate_windows(
         result["aupr_per_image_mean"] = float(np.mean(per_image_aupr[k]))
         results.append(result)
     return results
+
+
+def calibrate_batch_norm(
+    model: nn.Module,
+    sampler: PatchSampler,
+    windows: Sequence[tuple[int, int, int, bool]],
+    *,
+    batch_size: int,
+    device: "torch.device | str" = "cpu",
+    amp: bool = False,
+) -> None:
+    """Estimate every batch norm's running mean and variance again from ``windows`` (:meth:`PatchSampler.windows`:
+    the tiles the sliding window cuts from the training crops), in batches of ``batch_size`` to
+    ``2 * batch_size - 1`` windows: the average of the batches' statistics (:func:`torch.optim.swa_utils.update_bn`,
+    the idea of PreciseBN), under autocast with ``amp`` as in training. Training's running averages follow its
+    patches, a share of them centred on a lesion; the model is evaluated on windows over whole crops. The weights
+    and the model's mode are unchanged; nothing happens without ``windows``."""
+    if not windows:
+        return
+    # At least batch_size windows a batch (the remainder shared out): a batch of one small window can leave batch
+    # norm one value per channel at the bottleneck, which it refuses in training mode.
+    groups = torch.tensor_split(torch.arange(len(windows)), max(1, len(windows) // batch_size))
+    batches = (sampler.batch([windows[int(i)] for i in group])[0] for group in groups)
+    with autocast(torch.device(device), amp):
+        update_bn(batches, model, torch.device(device))
