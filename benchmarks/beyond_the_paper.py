@@ -141,9 +141,10 @@ def run_one(arguments: argparse.Namespace, name: str, seed: int, lesions: tuple[
         *(["--joint"] if len(lesions) > 1 else []),
         *(["--amp"] if arguments.amp else []),
         *(["--dice-over", arguments.dice_over] if arguments.dice_over else []),
+        # Whole images have no windows to estimate batch norm's statistics from.
         *(
             ["--bn-windows", str(arguments.bn_windows)]
-            if arguments.bn_windows is not None and options_scale(options)
+            if arguments.bn_windows is not None and "--scale" in options
             else []
         ),
     ]
@@ -181,11 +182,6 @@ def run_one(arguments: argparse.Namespace, name: str, seed: int, lesions: tuple[
         "dice_over": results["config"].get("dice_over") or "image",
         "bn_windows": results["config"].get("bn_windows") or 0,
     }
-
-
-def options_scale(options: list[str]) -> bool:
-    """Whether a configuration's options train on patches (``--scale``)."""
-    return "--scale" in options
 
 
 #: Per run folder: the settings of the invocation that trained it (a rerun reads finished runs back, and may differ).
@@ -336,7 +332,8 @@ def main(argv=None) -> None:
         f"original resolution; mean ± standard deviation over the seeds run. A model that scores at random has an "
         f"AUPR equal to the lesion's share of the pixels: "
         + ", ".join(f"{lesion} {100 * share:.2f}%" for lesion, share in shares.items() if share is not None)
-        + ". An epoch is 10 images or 10 patches (3 steps).",
+        + ". An epoch is 10 images or 10 patches (3 steps). BN windows: the windows of the training crops batch "
+        "norm's statistics were estimated from before the test (0: training's running averages).",
         "",
         markdown_table(
             ["configuration", "Dice over", "BN windows", "lesion", "pooled AUPR", "pooled Dice", "seeds", "epochs"],
