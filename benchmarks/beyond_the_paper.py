@@ -45,6 +45,7 @@ CONFIGURATIONS = {
     "U-Net, patches at 0.25, joint": ("unet", ["--scale", "0.25", "--patch", "256", "256"], "joint"),
     "GANet, patches at 0.5, joint": ("ganet", ["--scale", "0.5", "--patch", "256", "256"], "joint"),
     "GANet, patches at 0.125, separate": ("ganet", ["--scale", "0.125", "--patch", "256", "256"], "separate"),
+    "U-Net, patches at 0.125, separate": ("unet", ["--scale", "0.125", "--patch", "256", "256"], "separate"),
 }
 #: Shared by every run: batch 4, no validation image (the last epoch is tested), one patch per training image and
 #: epoch (so that an epoch is a few steps and the budget is not overshot by much).
