@@ -26,7 +26,7 @@ from _timing import machine_info, markdown_table, report, report_header  # noqa:
 from group_attention.fundus import load_model, predict_probabilities, read_image  # noqa: E402
 from group_attention.fundus.data import IDRiDSource  # noqa: E402
 from group_attention.fundus.engine.io import read_json  # noqa: E402
-from group_attention.metrics import aupr  # noqa: E402
+from group_attention.metrics import aupr, dice  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,10 +55,8 @@ def pooled_exact(checkpoint: Path, source: IDRiDSource, test_ids: list[str]) -> 
             truths[k].append(torch.from_numpy(masks[k]).flatten().bool())
     result = {}
     for k, lesion in enumerate(lesions):
-        score, truth = torch.cat(scores[k]), torch.cat(truths[k])
-        predicted = score >= 0.5
-        dice = 2 * (predicted & truth).sum().item() / max(1, predicted.sum().item() + truth.sum().item())
-        result[lesion] = (float(aupr(score[None], truth[None], per_image=False)), dice)
+        score, truth = torch.cat(scores[k])[None], torch.cat(truths[k])[None]
+        result[lesion] = (float(aupr(score, truth, per_image=False)), float(dice(score, truth, per_image=False)))
     return result
 
 
@@ -80,8 +78,10 @@ def main(argv=None) -> None:
     rows = []
     for folder in arguments.runs:
         for run, checkpoint in trained_models(folder):
-            for lesion, (exact, dice) in pooled_exact(checkpoint, source, run["test_ids"]).items():
-                rows.append([folder.name, lesion, run["epochs_trained"], f"{100 * exact:.1f}", f"{100 * dice:.1f}"])
+            for lesion, (exact, pooled_dice) in pooled_exact(checkpoint, source, run["test_ids"]).items():
+                rows.append(
+                    [folder.name, lesion, run["epochs_trained"], f"{100 * exact:.1f}", f"{100 * pooled_dice:.1f}"]
+                )
                 print(rows[-1], flush=True)
     machine = machine_info(torch.device("cpu"))
     lines = report_header("Exact pooled AUPR of trained checkpoints", machine)

@@ -206,7 +206,7 @@ class Trainer:
         )
         # The windows batch norm's statistics are estimated from before a validation or a test (scale mode).
         windows_generator = torch.Generator().manual_seed(run_seed(config.seed, spec.fold, 13))
-        self.bn_draws = self.sampler.windows(config.bn_windows, windows_generator) if self.sampler else []
+        self.bn_draws = self.sampler.windows(config.bn_windows, windows_generator) if config.bn_windows else []
         self.start_epoch, self.best_dice, self.history = 0, -math.inf, []
         self.trained_seconds = 0.0  # training time over every resume, for config.time_budget
         self.monitor: "TrainingMonitor | None" = None
@@ -385,7 +385,7 @@ class Trainer:
     def calibrate_batch_norm(self) -> None:
         """Batch norm's statistics from :attr:`bn_draws` (:func:`~.windows.calibrate_batch_norm`), before the
         weights are evaluated or kept as the best; nothing to do without them (whole images, ``bn_windows=0``)."""
-        if self.sampler is not None:
+        if self.bn_draws:
             calibrate_batch_norm(
                 self.model,
                 self.sampler,
