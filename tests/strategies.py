@@ -50,9 +50,14 @@ def fused_and_readable_agree(fused_out, readable_out, inputs, parameters, seed: 
 
 
 def assert_each_sample_on_its_own(module: nn.Module, *inputs: torch.Tensor) -> None:
-    """The module's output for a batch equals its outputs for each sample alone (eval mode, float64)."""
+    """The module's output for a batch equals its outputs for each sample alone (eval mode, float64).
+
+    Up to float64 rounding: a batch and a single sample may take different BLAS kernels, whose sums over a layer's
+    channels differ in the last bits (1.4e-12 relative was seen for SE(112) on inputs near 100). A sample leaking
+    into another would differ by the size of the values."""
     module = module.eval()
     batched = module(*inputs)
     for index in range(inputs[0].shape[0]):
         alone = module(*(x[index : index + 1] for x in inputs))
-        torch.testing.assert_close(batched[index : index + 1], alone, rtol=1e-12, atol=1e-12)
+        scale = 1 + alone.detach().abs().max().item()
+        torch.testing.assert_close(batched[index : index + 1], alone, rtol=1e-10, atol=1e-10 * scale)
