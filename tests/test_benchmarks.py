@@ -195,6 +195,26 @@ def test_beyond_the_paper_records_each_runs_own_settings(tmp_path):
     assert beyond.describe_settings({**recorded, "amp": False, "parallel": 2}) == "2 at once"
 
 
+def test_beyond_the_paper_gives_a_joint_model_the_time_of_its_separate_models_where_configured(tmp_path):
+    """'time of 2 models' trains one joint model for the budget of both separate models together; every other
+    configuration gives each model the budget, whatever its lesions."""
+    beyond = load_script("beyond_the_paper")
+    arguments = beyond.parse_arguments(["--data-root", str(tmp_path), "--budget", "20", "--out", str(tmp_path)])
+
+    def minutes(name, lesions):
+        command = beyond.training_command(arguments, name, 0, lesions)
+        assert command[command.index("--lesion") + 1 : command.index("--folds")] == list(lesions)
+        return float(command[command.index("--time-budget") + 1])
+
+    assert minutes("GANet, patches at 0.125, joint, time of 2 models", ("EX", "HE")) == 40.0
+    assert minutes("GANet, patches at 0.25, joint", ("EX", "HE")) == 20.0
+    assert minutes("GANet, whole image 512x384, separate", ("HE",)) == 20.0
+    for name, (_, _, mode, budget) in beyond.CONFIGURATIONS.items():
+        assert budget in ("run", "lesions") and (budget == "run" or mode == "joint"), name
+    folder = beyond.run_folder(arguments, "GANet, patches at 0.125, joint, time of 2 models", 2, ("EX", "HE"))
+    assert folder == tmp_path / "GANet_patches-at-0125_joint_time-of-2-models_seed2_EX+HE"
+
+
 def _tiny_run_config(tmp_path, **overrides):
     """A U-Net experiment on a few small synthetic photographs, for the scripts that read run folders."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
