@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import machine_info, markdown_table, report, report_header  # noqa: E402
 
+from group_attention.fundus.engine.experiment import run_directory  # noqa: E402
 from group_attention.fundus.engine.io import read_json, write_json  # noqa: E402
 from group_attention.fundus.engine.loss import DICE_OVER  # noqa: E402
 
@@ -240,9 +241,7 @@ def describe_settings(settings: "dict | None") -> str:
 
 def predict_metrics(arguments: argparse.Namespace, out: Path, run: dict, lesion: str) -> dict:
     """Pooled metrics of a whole-image model on its test photographs, at their original resolution (predict)."""
-    checkpoint = (
-        out / "runs" / run["variant"] / run.get("model", lesion) / f"fold{run['fold'] + 1}" / "checkpoint_best.pt"
-    )
+    checkpoint = run_directory(out, run["variant"], run.get("model", lesion), run["fold"]) / "checkpoint_best.pt"
     originals = Path(arguments.data_root) / "A. Segmentation" / "1. Original Images"
     found = {path.stem: path for path in originals.glob("*/*.jpg")}
     predicted = out / f"predict-{lesion}"

@@ -25,6 +25,7 @@ from _timing import machine_info, markdown_table, report, report_header  # noqa:
 
 from group_attention.fundus import load_model, predict_probabilities, read_image  # noqa: E402
 from group_attention.fundus.data import IDRiDSource  # noqa: E402
+from group_attention.fundus.engine.experiment import run_directory  # noqa: E402
 from group_attention.fundus.engine.io import read_json  # noqa: E402
 from group_attention.metrics import aupr, dice  # noqa: E402
 
@@ -67,8 +68,7 @@ def trained_models(folder: Path) -> list[tuple[dict, Path]]:
     for run in read_json(folder / "results.json")["runs"]:
         model = run.get("model", run["lesion"])
         if run["lesion"] == model.split("+")[0]:
-            fold = f"fold{run['fold'] + 1}"
-            models.append((run, folder / "runs" / run["variant"] / model / fold / "checkpoint_best.pt"))
+            models.append((run, run_directory(folder, run["variant"], model, run["fold"]) / "checkpoint_best.pt"))
     return models
 
 

@@ -99,6 +99,12 @@ def split_validation(train_ids: list[str], fraction: float, seed: int) -> tuple[
     return [i for i in train_ids if i not in held_out], [i for i in train_ids if i in held_out]
 
 
+def run_directory(out_dir: "str | Path", variant: str, model: str, fold: int) -> Path:
+    """The folder of one run under an experiment's ``out_dir``: ``runs/<variant>/<model>/fold<k>``, ``model`` a
+    lesion or a joint model's ``EX+HE``, ``fold`` counted from 0 (``k`` from 1)."""
+    return Path(out_dir) / "runs" / variant / model / f"fold{fold + 1}"
+
+
 def run_specs(config: ExperimentConfig, folds: list[list[str]], lesion: "str | tuple[str, ...]") -> list[RunSpec]:
     """The runs of one model's lesions (one lesion, or a joint model's), variant by variant, fold by fold."""
     lesions = (lesion,) if isinstance(lesion, str) else tuple(lesion)
@@ -383,7 +389,7 @@ def run_experiment(
         for lesions in config.model_lesions:
             arrays = load_arrays(config, source, lesions, folds).to(device)
             for spec in run_specs(config, folds, lesions):
-                run_dir = out_dir / "runs" / spec.variant / spec.lesion / f"fold{spec.fold + 1}"
+                run_dir = run_directory(out_dir, spec.variant, spec.lesion, spec.fold)
                 done = run_dir / "metrics.json"
                 clock.start_run(spec)
                 context.barrier()
