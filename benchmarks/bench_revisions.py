@@ -4,11 +4,11 @@
 The package at ``--before`` (a git commit) is extracted into a temporary folder under another name and imported beside
 the working tree's ``group_attention`` (the package imports itself only relatively), so both run in the same process
 in interleaved rounds and their ratio is not a comparison of two machines' moods. Cases are CGA with 32 groups and
-the gated skip of a converted U-Net (``SkipAttention``) at MONAI BasicUNet's feature sizes (batch 2, 128x128 input),
-and, with ``--models``, that BasicUNet's whole training step with CGA after each ``TwoConv`` or with SGAU skips;
-``--variants ganet,baseline+cga`` adds Table 1 variants' training steps (batch 2 at 192x256). With ``--compile``
-every layer and model of both revisions runs ``torch.compile``'d (inductor's default mode; the warm-up calls
-compile, outside the timed rounds).
+the gated skip of a converted U-Net (``SkipAttention``) at MONAI BasicUNet's feature sizes (batch 2, 128x128 input)
+or, with ``--ganet-shapes``, CGA and SGAU at GANet's (batch 2, 192x256), and, with ``--models``, that BasicUNet's
+whole training step with CGA after each ``TwoConv`` or with SGAU skips; ``--variants ganet,baseline+cga`` adds
+Table 1 variants' training steps (batch 2 at 192x256). With ``--compile`` every layer and model of both revisions
+runs ``torch.compile``'d (inductor's default mode; the warm-up calls compile, outside the timed rounds).
 
     python benchmarks/bench_revisions.py --before 4fe76d2 --threads 1 --models --out benchmarks/results \\
         --stem revisions-cpu
@@ -52,6 +52,11 @@ SKIP_SHAPES = [
     ((2, 32, 128, 128), (2, 32, 64, 64)),
     ((2, 32, 64, 64), (2, 64, 32, 32)),
     ((2, 64, 32, 32), (2, 128, 16, 16)),
+]
+# GANet's at batch 2, 192x256 (--ganet-shapes): CGA after each encoder stage; SGAU's (low, high) per decoder level.
+GANET_CGA_SHAPES = [(2, 32 << level, 192 >> level, 256 >> level) for level in range(5)]
+GANET_SGAU_SHAPES = [
+    ((2, 32 << level, 192 >> level, 256 >> level), (2, 64 << level, 96 >> level, 128 >> level)) for level in range(4)
 ]
 
 
@@ -142,11 +147,12 @@ def cases(
     variants: tuple[str, ...] = (),
     compile: bool = False,
     inference: bool = False,
+    ganet_shapes: bool = False,
 ) -> list[tuple[str, dict[str, Callable[[], None]]]]:
     """(case name, {"before": step, "after": step[, "unmodified": step]}) for every case."""
     versions = (("before", before), ("after", after))
     found = []
-    for shape in (shrink(shape, quick) for shape in CGA_SHAPES):
+    for shape in (shrink(shape, quick) for shape in (GANET_CGA_SHAPES if ganet_shapes else CGA_SHAPES)):
         x = torch.randn(shape, requires_grad=True)
         grad = torch.randn(shape)
         steps = {
@@ -154,16 +160,17 @@ def cases(
             for tag, package in versions
         }
         found.append((f"CGA(groups=32) {tuple(shape)}", steps))
-    for low_shape, high_shape in ((shrink(low, quick), shrink(high, quick)) for low, high in SKIP_SHAPES):
+    skip_shapes = GANET_SGAU_SHAPES if ganet_shapes else SKIP_SHAPES
+    for low_shape, high_shape in ((shrink(low, quick), shrink(high, quick)) for low, high in skip_shapes):
         low, high = torch.randn(low_shape, requires_grad=True), torch.randn(high_shape, requires_grad=True)
-        grad = torch.randn(low_shape)
-        steps = {
-            tag: layer_step(
-                package, lambda p, c=low_shape[1]: p.integrations.SkipAttention(c, 32), [low, high], grad, compile
-            )
-            for tag, package in versions
-        }
-        found.append((f"SkipAttention(groups=32) {tuple(low_shape)} <- {tuple(high_shape)}", steps))
+        if ganet_shapes:  # SGAU's whole skip: gated low-level half and upsampled high-level half, concatenated
+            name, grad = "SGAU(groups=32)", torch.randn(low_shape[0], 2 * low_shape[1], *low_shape[2:])
+            make = lambda p, c=low_shape[1], h=high_shape[1]: p.SGAU(c, h, 32)  # noqa: E731
+        else:
+            name, grad = "SkipAttention(groups=32)", torch.randn(low_shape)
+            make = lambda p, c=low_shape[1]: p.integrations.SkipAttention(c, 32)  # noqa: E731
+        steps = {tag: layer_step(package, make, [low, high], grad, compile) for tag, package in versions}
+        found.append((f"{name} {tuple(low_shape)} <- {tuple(high_shape)}", steps))
     if models:
         for conversion in ("cga", "sgau skips"):
             steps = {tag: model_step(package, conversion, compile) for tag, package in versions}
@@ -193,6 +200,9 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     )
     parser.add_argument("--quick", action="store_true", help="spatial sizes / 4, no minimum sample time: smoke test")
     parser.add_argument(
+        "--ganet-shapes", action="store_true", help="CGA and SGAU at GANet's sizes instead of MONAI BasicUNet's"
+    )
+    parser.add_argument(
         "--compile", action="store_true", help="torch.compile every layer and model of both revisions (inductor)"
     )
     parser.add_argument("--out", default=None)
@@ -207,7 +217,9 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
         before = import_commit(args.before, folder)
         rows, results = [], []
         variants = tuple(name.strip() for name in args.variants.split(",") if name.strip())
-        for name, steps in cases(before, args.models, args.quick, variants, args.compile, args.inference):
+        for name, steps in cases(
+            before, args.models, args.quick, variants, args.compile, args.inference, args.ganet_shapes
+        ):
             min_sample_s = 0.0 if args.quick else 0.02
             samples = time_interleaved(steps, device, warmup=3, rounds=args.rounds, min_sample_s=min_sample_s)
             ratio = paired_ratio(samples, "after", "before")

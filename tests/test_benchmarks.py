@@ -177,6 +177,19 @@ def test_bench_revisions_quick_compares_a_commit_with_the_working_tree(tmp_path,
     assert "ga_before" in sys.modules and sys.modules["ga_before"] is not sys.modules["group_attention"]
 
 
+def test_bench_revisions_ganet_shapes_times_cga_and_sgau_at_ganets_sizes(tmp_path, keep_threads):
+    """``--ganet-shapes``: CGA at GANet's five encoder sizes and SGAU's whole skip at its four decoder levels."""
+    if not (BENCHMARKS.parent / ".git").exists():
+        pytest.skip("needs the git repository (the earlier package is read from a commit)")
+    bench = load_script("bench_revisions")
+    payload = bench.main([*QUICK, "--before", "HEAD", "--rounds", "2", "--ganet-shapes", "--out", str(tmp_path)])
+    cases = [row["case"] for row in payload["results"]]
+    assert len(cases) == len(bench.GANET_CGA_SHAPES) + len(bench.GANET_SGAU_SHAPES) == 9
+    assert cases[0] == "CGA(groups=32) (2, 32, 48, 64)"  # quick: spatial sizes / 4
+    assert cases[5] == "SGAU(groups=32) (2, 32, 48, 64) <- (2, 64, 24, 32)"
+    assert all(positive_finite(row["ratio_after_to_before"]) for row in payload["results"])
+
+
 def test_beyond_the_paper_records_each_runs_own_settings(tmp_path):
     """A run folder keeps the settings of the invocation that trained it (a later rerun reads finished runs back
     with other settings); a run trained before they were recorded says so instead of borrowing the rerun's."""

@@ -6,6 +6,8 @@ memory passes they save are counted in the docs ("Benchmarks").
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -108,58 +110,118 @@ class _ChannelGroupAttention(torch.autograd.Function):
             return None, grad_weight, grad_bias, None, None, None
         grad_pooled = broadcast_channels(grad_pooled.to(stat_dtype(x.dtype)), x)
         if ctx.one_channel_per_group:
-            # The maps are x: their gradient is recomputed into the product's memory, free until dx is written there.
+            # The maps are x: dx is written into the product's memory (free after its sums) with the maps recomputed.
             scratch = product if product is not None and product.dtype == grad_pooled.dtype else None
-            grad_maps = recomputed_map_gradient(group_sum(x, groups), *kept, grad_pooled, out=scratch).to(x.dtype)
-        else:
-            (derivative,) = kept
-            grad_maps = (derivative * grad_pooled).to(x.dtype)
+            return (
+                one_channel_input_gradient(x, grad, weights, *kept, grad_pooled, out=scratch).to(x.dtype),
+                grad_weight,
+                grad_bias,
+                None,
+                None,
+                None,
+            )
+        (derivative,) = kept
+        grad_maps = (derivative * grad_pooled).to(x.dtype)
         # One pass over x: gy * w plus the group map's gradient, shared by the group's channels; on CPU written over
         # the product gy * x (a fresh tensor of x's size costs page faults there).
         grad_x = _scale_channels(grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps, out=product)
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
-# With one channel per group, backward recomputes the maps' gradient a block of whole maps of at most this many
-# elements at a time (1 MiB of float32): the standardized block lives in one small reused buffer and stays in cache.
-RECOMPUTE_BLOCK_ELEMENTS = 1 << 18
+# With one channel per group, backward recomputes the standardized maps a block of whole maps of at most this many
+# elements at a time (4 MiB of float32), in two small reused buffers, instead of two temporaries of x's size (fresh
+# memory of that size page-faults on CPU at every call).
+RECOMPUTE_BLOCK_ELEMENTS = 1 << 20
 
 
-def recomputed_map_gradient(
-    maps: torch.Tensor,
+def one_channel_input_gradient(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    weights: torch.Tensor,
     mean: torch.Tensor,
     std: torch.Tensor,
     inv: torch.Tensor,
     grad_pooled: torch.Tensor,
     out: "torch.Tensor | None" = None,
 ) -> torch.Tensor:
-    """``grad_pooled * dGP/dt`` (:func:`saliency_derivative`) from the maps and forward's statistics, standardizing
-    them and taking their sigmoid again; written into ``out`` (the maps' shape, statistics dtype) when given.
+    """CGA's input gradient with one channel per group, where each map is its channel of ``x``:
+    ``dx = gy * w + grad_pooled * dGP/dt`` (:func:`saliency_derivative`), the standardized maps and their sigmoid
+    recomputed from ``x`` and forward's statistics. Written into ``out`` (``x``'s shape, the statistics dtype) when
+    given.
 
-    On CPU, for contiguous maps and ``out``, a block of whole maps (:data:`RECOMPUTE_BLOCK_ELEMENTS`) at a time:
-    only ``out`` is of the maps' size, the standardized block is a small buffer reused block after block.
+    With ``y = Norm(x)``, ``s' = sigmoid'(y)`` and ``q = grad_pooled`` per map, it is, in closed form::
+
+        dx = gy * w + q (std + eps)^-1 / N * (s' - mean(s')) - q sum(s' y) / ((N - 1) std N) * y
+
+    On CPU, for contiguous tensors of the statistics dtype, a block of whole maps (:data:`RECOMPUTE_BLOCK_ELEMENTS`)
+    at a time, each block in a few whole-block operations: only ``out`` is of ``x``'s size.
 
     Shape:
-        ``(B, m, *S)`` maps, ``(B, m, 1, ..)`` statistics and pooled gradient ``-> (B, m, *S)``.
+        ``(B, C, *S)`` ``x`` and ``gy``, ``(B, C)`` weights, ``(B, C, 1, ..)`` statistics and pooled gradient
+        ``-> (B, C, *S)``.
     """
-    out = torch.empty_like(maps, dtype=std.dtype) if out is None else out
-    positions = spatial_size(maps)
-    contiguous = maps.is_contiguous() and out.is_contiguous()
-    if maps.device.type != "cpu" or not contiguous or maps.numel() <= 2 * RECOMPUTE_BLOCK_ELEMENTS:
-        standardized = (maps - mean).mul_(scale_factor(std, inv))
-        return saliency_derivative(standardized, torch.sigmoid(standardized, out=out), std, inv).mul_(grad_pooled)
-    shape, rows = out.shape, maps.shape[0] * maps.shape[1]
-    maps, out = maps.reshape(1, rows, positions), out.view(1, rows, positions)
-    mean, std, inv, grad_pooled = (t.reshape(1, rows, 1) for t in (mean, std, inv, grad_pooled))
+    dtype = std.dtype
+    out = torch.empty_like(x, dtype=dtype) if out is None else out
+    positions = spatial_size(x)
+    weights = broadcast_channels(weights.to(dtype), x)
+    terms = _GradientTerms(mean, scale_factor(std, inv), coupling_factor(std, positions), weights, grad_pooled)
+    tensors = (x, grad, out)
+    blocked = x.device.type == "cpu" and all(t.is_contiguous() and t.dtype == dtype for t in tensors)
+    if not blocked or x.numel() <= 2 * RECOMPUTE_BLOCK_ELEMENTS:
+        _input_gradient_block(*tensors, torch.empty_like(out), torch.empty_like(out), terms, positions)
+        return out
+    rows = x.shape[0] * x.shape[1]
+    x_rows, grad_rows, out_rows = (t.view(rows, positions) for t in tensors)
+    terms = _GradientTerms(*(t.reshape(rows, 1) for t in terms))
     per_block = max(1, RECOMPUTE_BLOCK_ELEMENTS // positions)
-    buffer = out.new_empty(1, min(per_block, rows), positions)
+    standardized, product = (out.new_empty(min(per_block, rows), positions) for _ in range(2))
     for start in range(0, rows, per_block):
         block = slice(start, min(start + per_block, rows))
-        scale = scale_factor(std[:, block], inv[:, block])
-        standardized = torch.sub(maps[:, block], mean[:, block], out=buffer[:, : block.stop - start]).mul_(scale)
-        saliency = torch.sigmoid(standardized, out=out[:, block])
-        saliency_derivative(standardized, saliency, std[:, block], inv[:, block]).mul_(grad_pooled[:, block])
-    return out.view(shape)
+        size = block.stop - start
+        _input_gradient_block(
+            x_rows[block],
+            grad_rows[block],
+            out_rows[block],
+            standardized[:size],
+            product[:size],
+            _GradientTerms(*(t[block] for t in terms)),
+            positions,
+        )
+    return out
+
+
+class _GradientTerms(NamedTuple):
+    """Per-map values of :func:`one_channel_input_gradient`, ``(B, C, 1, ..)`` (or ``(rows, 1)`` for blocks)."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor  # 1 / (std + eps), 0 for a constant map
+    coupling: torch.Tensor  # 1 / ((N - 1) std), 0 for a constant map
+    weights: torch.Tensor  # the gate's weight of each channel
+    grad_pooled: torch.Tensor
+
+
+def _input_gradient_block(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    out: torch.Tensor,
+    standardized: torch.Tensor,
+    product: torch.Tensor,
+    terms: _GradientTerms,
+    positions: int,
+) -> None:
+    """:func:`one_channel_input_gradient` for whole maps, into ``out``; ``standardized`` and ``product`` are scratch
+    memory of ``out``'s shape."""
+    dims = spatial_dims(out) if out.dim() > 2 else (1,)  # a (B, C, *S) tensor, or a block of (maps, N) rows
+    y = torch.sub(x, terms.mean, out=standardized).mul_(terms.scale)  # as forward standardized
+    slope = torch.sigmoid(y, out=out)
+    slope.addcmul_(slope, slope, value=-1.0)  # s' = s (1 - s)
+    slope_sum = slope.sum(dims, keepdim=True)
+    slope_dot = torch.mul(slope, y, out=product).sum(dims, keepdim=True)  # sum(s' y)
+    slope_factor = terms.grad_pooled * terms.scale / positions
+    y_factor = (terms.grad_pooled * terms.coupling / -positions).mul_(slope_dot)
+    constant = (slope_factor * slope_sum).div_(-positions)
+    torch.addcmul(constant, slope, slope_factor, out=out)
+    out.addcmul_(y, y_factor).addcmul_(grad, terms.weights)
 
 
 def saliency_derivative(

@@ -32,8 +32,9 @@ LOOP_MAX_CHANNELS_PER_GROUP = 4
 STRIDED_ADJOINT_MIN_NUMEL = 1 << 17
 
 
-def group_dot(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
-    """Per group and position, the sum over the group's channels of ``a * b``, in at least float32.
+def group_dot(a: torch.Tensor, b: torch.Tensor, groups: int, out: "torch.Tensor | None" = None) -> torch.Tensor:
+    """Per group and position, the sum over the group's channels of ``a * b``, in at least float32 (into ``out``
+    when given).
 
     ``b`` may broadcast over space (``(B, C, 1, ..)``): then this is the dot product of each position's feature
     vector with ``b``. Small groups are accumulated channel by channel, so no ``(B, C, *spatial)`` product is
@@ -47,8 +48,8 @@ def group_dot(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
     per_group = a_grouped.shape[2]
     dtype = stat_dtype(torch.promote_types(a.dtype, b.dtype))
     if per_group > LOOP_MAX_CHANNELS_PER_GROUP:
-        return (a_grouped * b_grouped).sum(2, dtype=dtype)
-    dot = a_grouped[:, :, 0].to(dtype) * b_grouped[:, :, 0]
+        return torch.sum(a_grouped * b_grouped, 2, dtype=dtype, out=out)
+    dot = torch.mul(a_grouped[:, :, 0].to(dtype), b_grouped[:, :, 0], out=out)
     for index in range(1, per_group):
         dot.addcmul_(a_grouped[:, :, index], b_grouped[:, :, index])
     return dot
@@ -247,16 +248,20 @@ def coupling_factor(std: torch.Tensor, positions: int) -> torch.Tensor:
     return torch.where(std > 0, 1.0 / (std * max(positions - 1, 1)), torch.zeros_like(std))
 
 
-def resize_to(maps: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
+def resize_to(
+    maps: torch.Tensor, size: "torch.Size | tuple[int, ...]", out: "torch.Tensor | None" = None
+) -> torch.Tensor:
     """:func:`group_attention.layers.group_ops.resize_to` for the fused path (eager mode only): the maps themselves
     when the size is unchanged, and on CPU an exact doubling of every spatial dim (U-Net's skips) as separable
-    two-tap filters (:func:`double_linear`)."""
+    two-tap filters (:func:`double_linear`). With ``out`` (``(B, G, *size)``, any strides) the result is written
+    there; the doubling writes its last pass straight into it."""
     if tuple(maps.shape[2:]) == tuple(size):
-        return maps
+        return maps if out is None else out.copy_(maps)
     # double_linear writes with out=: not differentiable
     if maps.device.type == "cpu" and doubles(maps.shape[2:], size) and not gradient_flows(maps):
-        return double_linear(maps)
-    return F.interpolate(maps, size=tuple(size), mode=INTERPOLATION_MODES[len(size)], align_corners=False)
+        return double_linear(maps, out=out)
+    resized = F.interpolate(maps, size=tuple(size), mode=INTERPOLATION_MODES[len(size)], align_corners=False)
+    return resized if out is None else out.copy_(resized)
 
 
 def resize_to_backward(grad: torch.Tensor, input_shape: "torch.Size | tuple[int, ...]") -> torch.Tensor:
@@ -279,15 +284,16 @@ def doubles(size: "tuple[int, ...] | torch.Size", target: "tuple[int, ...] | tor
     return all(2 * s == t for s, t in zip(size, target))
 
 
-def double_linear(maps: torch.Tensor) -> torch.Tensor:
-    """``F.interpolate(maps, scale_factor=2, mode="(bi|tri)linear", align_corners=False)``, one dim at a time.
+def double_linear(maps: torch.Tensor, out: "torch.Tensor | None" = None) -> torch.Tensor:
+    """``F.interpolate(maps, scale_factor=2, mode="(bi|tri)linear", align_corners=False)``, one dim at a time; the
+    last pass writes into ``out`` when given.
 
     Along a dim of length ``n``, output ``2i`` samples the input at ``i - 1/4`` and output ``2i + 1`` at
     ``i + 1/4``, clamped to the ends: ``out[2i] = lerp(x[i], x[i - 1], 1/4)``, ``out[2i + 1] = lerp(x[i], x[i + 1],
     1/4)``.
     """
     for dim in reversed(range(2, maps.dim())):
-        maps = _double_along(maps, dim)
+        maps = _double_along(maps, dim, out if dim == 2 else None)
     return maps
 
 
@@ -330,9 +336,10 @@ def _double_linear_backward_strided(grad: torch.Tensor) -> torch.Tensor:
     return out.contiguous()
 
 
-def _double_along(x: torch.Tensor, dim: int) -> torch.Tensor:
+def _double_along(x: torch.Tensor, dim: int, out: "torch.Tensor | None" = None) -> torch.Tensor:
     length = x.shape[dim]
-    out = x.new_empty(x.shape[:dim] + (2 * length,) + x.shape[dim + 1 :])
+    if out is None:
+        out = x.new_empty(x.shape[:dim] + (2 * length,) + x.shape[dim + 1 :])
     phases = out.unflatten(dim, (length, 2))
     even, odd = phases.select(dim + 1, 0), phases.select(dim + 1, 1)
     inner = length - 1

@@ -33,11 +33,12 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
     """``SGAU.forward`` (``Cat(attend(low, high); up)``) with a hand-written backward.
 
     Forward reads ``high`` twice (channel means, dot-product maps) and ``low`` once, writing the attended half
-    straight into the concatenated output (no separate attended tensor to copy). It keeps the output, which the next
-    convolution keeps anyway, instead of ``low`` and the upsampled attention: ``low = attended / (1 + A)`` is
-    recovered from it, and ``A`` is re-interpolated from the standardized maps at the high-level size. Backward
-    reads the gradient and the output once for ``A``'s gradient, writes ``d low = g * (1 + A)``, and reads ``high``
-    once more for the per-channel sums before writing ``d high``.
+    straight into the concatenated output (no separate attended tensor to copy); with one channel per group the
+    interpolated gain ``1 + Up(A)`` is written there first and multiplied by ``low`` in place. It keeps the output,
+    which the next convolution keeps anyway, instead of ``low`` and the upsampled attention: ``low = attended /
+    (1 + A)`` is recovered from it, and ``1 + A`` is re-interpolated from the standardized maps at the high-level
+    size. Backward reads the gradient and the output once for ``A``'s gradient, writes ``d low = g * (1 + A)``, and
+    reads ``high`` once more for the per-channel sums before writing ``d high``.
 
     The output must not be modified in place before backward (autograd raises an error if it is).
     """
@@ -45,7 +46,6 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
     @staticmethod
     def forward(ctx, low, high, up, groups: int, eps: float):
         channel_mean, standardized, std, inv = _attention_statistics(high, groups, eps)
-        attention = resize_to(torch.sigmoid(standardized), low.shape[2:]).to(low.dtype).unsqueeze(2)
         low_channels = low.shape[1]
         out = torch.empty(
             (low.shape[0], 2 * low_channels, *low.shape[2:]),
@@ -53,8 +53,14 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
             device=low.device,
             memory_format=_memory_format(low),
         )
-        grouped = low.unflatten(1, (groups, -1))
-        torch.addcmul(grouped, grouped, attention, out=out[:, :low_channels].unflatten(1, (groups, -1)))
+        attended = out[:, :low_channels]
+        if low_channels == groups and out.dtype == standardized.dtype:
+            # 1 + Up(A), written where the attended features go, times low in place: no map of low's size.
+            _gain(torch.sigmoid(standardized), low.shape[2:], out=attended).mul_(low)
+        else:
+            attention = resize_to(torch.sigmoid(standardized), low.shape[2:]).to(low.dtype).unsqueeze(2)
+            grouped = low.unflatten(1, (groups, -1))
+            torch.addcmul(grouped, grouped, attention, out=attended.unflatten(1, (groups, -1)))
         out[:, low_channels:].copy_(up)
         ctx.save_for_backward(out, high, channel_mean, standardized, std, inv)
         ctx.groups, ctx.low_dtype, ctx.up_dtype = groups, low.dtype, up.dtype
@@ -68,32 +74,34 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
         low_channels = out.shape[1] // 2
         grad_attended, grad_up = grad[:, :low_channels], grad[:, low_channels:]
         attended = out[:, :low_channels]
-        one_channel_per_group = low_channels == groups  # then 1 + A has d low's shape: reuse its memory
+        one_channel_per_group = low_channels == groups  # then 1 + A has d low's shape
         saliency = torch.sigmoid(standardized)
-        # This runs early in backward, near the peak of memory: each temporary of the low-level maps' size is
-        # released as soon as it is used, 1 + A is interpolated afresh where it is needed again, and d low is
-        # formed before d high is allocated.
-        grad_low = grad_high = grad_maps = None
+        # This runs early in backward, near the peak of memory. With one channel per group 1 + A is as large as d
+        # low: it is interpolated twice, and A's gradient is formed in the first copy's memory, so that one
+        # temporary of that size is alive at a time. With several, 1 + A (1 / k of d low) is interpolated once and
+        # kept for d low. d low is formed before d high is allocated.
+        grad_low = grad_high = grad_maps = gain = None
         if ctx.needs_input_grad[1]:
             # attended = low * (1 + A): dL/dA = sum_k g * low = sum_k g * attended / (1 + A).
             gain = _gain(saliency, out.shape[2:])
             if one_channel_per_group:
-                grad_attention = gain.reciprocal_().mul_(grad_attended).mul_(attended)
+                grad_attention = torch.div(grad_attended, gain, out=gain).mul_(attended)
+                gain = None  # its memory is A's gradient now
             else:
                 grad_attention = group_dot(grad_attended, attended, groups).div_(gain)
-            del gain
             grad_saliency = resize_to_backward(grad_attention, standardized.shape)
             del grad_attention
             grad_standardized = torch.ops.aten.sigmoid_backward(grad_saliency, saliency)
             del grad_saliency
             grad_maps = standardize_maps_backward(grad_standardized, standardized, std, inv, overwrite=True)
         if ctx.needs_input_grad[0]:
-            gain = _gain(saliency, out.shape[2:])
-            if one_channel_per_group:
+            gain = _gain(saliency, out.shape[2:]) if gain is None else gain
+            if one_channel_per_group and gain.dtype == grad.dtype:
                 grad_low = gain.mul_(grad_attended)
             else:
                 grad_low = _times_gain(grad_attended, gain.to(grad.dtype), groups)
             grad_low = grad_low.to(ctx.low_dtype)
+        del gain
         if grad_maps is not None:
             del saliency
             grad_high = _pooled_dot_backward(grad_maps, high, channel_mean, groups)
@@ -231,10 +239,12 @@ class _SpatialGroupAttentionSkipKernels(torch.autograd.Function):
         return (grad_low if ctx.needs_input_grad[0] else None), grad_high, grad_up, None, None
 
 
-def _gain(saliency: torch.Tensor, size: "torch.Size | tuple[int, ...]") -> torch.Tensor:
+def _gain(
+    saliency: torch.Tensor, size: "torch.Size | tuple[int, ...]", out: "torch.Tensor | None" = None
+) -> torch.Tensor:
     """``1 + Up(A)``: the attention maps plus one, interpolated to the low-level ``size`` (linear interpolation
-    keeps constants: one is added at the high-level size), in a fresh tensor."""
-    return resize_to(saliency + 1, size)
+    keeps constants: one is added at the high-level size), in a fresh tensor or into ``out``."""
+    return resize_to(saliency + 1, size, out=out)
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
