@@ -28,6 +28,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,30 +39,30 @@ from group_attention.fundus.engine.experiment import run_directory  # noqa: E402
 from group_attention.fundus.engine.io import read_json, write_json  # noqa: E402
 from group_attention.fundus.engine.loss import DICE_OVER  # noqa: E402
 
-#: name -> (variant, options of examples/idrid_ganet.py beyond the shared ones, "separate" or "joint", minutes), in
-#: the order they run (the comparison the page leads with first). Minutes: "run" gives every model ``--budget``;
-#: "lesions" gives a joint model ``--budget`` times its lesions, the time the separate models of its lesions take
-#: together (the same training time for every lesion's masks).
+
+class Configuration(NamedTuple):
+    """One configuration of the comparison."""
+
+    variant: str  # a Table 1 variant
+    options: list[str]  # options of examples/idrid_ganet.py beyond the shared ones
+    models: str  # "separate" (one model per lesion) or "joint" (one model for both)
+    minutes: str  # "run": every model gets --budget; "lesions": a joint model gets --budget times its lesions
+
+
+PATCHES_0125 = ["--scale", "0.125", "--patch", "256", "256"]
+PATCHES_025 = ["--scale", "0.25", "--patch", "256", "256"]
+#: In the order they run (the comparison the page leads with first). "lesions" minutes give a joint model the time
+#: the separate models of its lesions take together (the same training time for every lesion's masks).
 CONFIGURATIONS = {
-    "GANet, whole image 512x384, separate": ("ganet", ["--size", "384", "512"], "separate", "run"),
-    "GANet, patches at 0.25, joint": ("ganet", ["--scale", "0.25", "--patch", "256", "256"], "joint", "run"),
-    "GANet, patches at 0.25, separate": ("ganet", ["--scale", "0.25", "--patch", "256", "256"], "separate", "run"),
-    "U-Net, patches at 0.25, joint": ("unet", ["--scale", "0.25", "--patch", "256", "256"], "joint", "run"),
-    "GANet, patches at 0.5, joint": ("ganet", ["--scale", "0.5", "--patch", "256", "256"], "joint", "run"),
-    "GANet, patches at 0.125, separate": ("ganet", ["--scale", "0.125", "--patch", "256", "256"], "separate", "run"),
-    "U-Net, patches at 0.125, separate": ("unet", ["--scale", "0.125", "--patch", "256", "256"], "separate", "run"),
-    "GANet, patches at 0.125, joint, time of 2 models": (
-        "ganet",
-        ["--scale", "0.125", "--patch", "256", "256"],
-        "joint",
-        "lesions",
-    ),
-    "GANet, patches at 0.25, joint, time of 2 models": (
-        "ganet",
-        ["--scale", "0.25", "--patch", "256", "256"],
-        "joint",
-        "lesions",
-    ),
+    "GANet, whole image 512x384, separate": Configuration("ganet", ["--size", "384", "512"], "separate", "run"),
+    "GANet, patches at 0.25, joint": Configuration("ganet", PATCHES_025, "joint", "run"),
+    "GANet, patches at 0.25, separate": Configuration("ganet", PATCHES_025, "separate", "run"),
+    "U-Net, patches at 0.25, joint": Configuration("unet", PATCHES_025, "joint", "run"),
+    "GANet, patches at 0.5, joint": Configuration("ganet", ["--scale", "0.5", "--patch", "256", "256"], "joint", "run"),
+    "GANet, patches at 0.125, separate": Configuration("ganet", PATCHES_0125, "separate", "run"),
+    "U-Net, patches at 0.125, separate": Configuration("unet", PATCHES_0125, "separate", "run"),
+    "GANet, patches at 0.125, joint, time of 2 models": Configuration("ganet", PATCHES_0125, "joint", "lesions"),
+    "GANet, patches at 0.25, joint, time of 2 models": Configuration("ganet", PATCHES_025, "joint", "lesions"),
 }
 #: Shared by every run: batch 4, no validation image (the last epoch is tested), one patch per training image and
 #: epoch (so that an epoch is a few steps and the budget is not overshot by much).
@@ -128,7 +129,7 @@ def run_folder(arguments: argparse.Namespace, name: str, seed: int, lesions: tup
 
 def training_command(arguments: argparse.Namespace, name: str, seed: int, lesions: tuple[str, ...]) -> list[str]:
     """The ``examples/idrid_ganet.py`` command line that trains and tests one model of configuration ``name``."""
-    variant, options, _, minutes = CONFIGURATIONS[name]
+    configuration = CONFIGURATIONS[name]
     return [
         sys.executable,
         str(REPO / "examples" / "idrid_ganet.py"),
@@ -137,7 +138,7 @@ def training_command(arguments: argparse.Namespace, name: str, seed: int, lesion
         "--out",
         str(run_folder(arguments, name, seed, lesions)),
         "--variants",
-        variant,
+        configuration.variant,
         "--lesion",
         *lesions,
         "--folds",
@@ -147,7 +148,7 @@ def training_command(arguments: argparse.Namespace, name: str, seed: int, lesion
         "--epochs",
         "10000",
         "--time-budget",
-        str(budget_of(arguments.budget, minutes, lesions)),
+        str(budget_of(arguments.budget, configuration.minutes, lesions)),
         "--lr",
         str(arguments.lr),
         "--seed",
@@ -158,14 +159,14 @@ def training_command(arguments: argparse.Namespace, name: str, seed: int, lesion
         "cpu",
         "--no-progress",
         *SHARED,
-        *options,
+        *configuration.options,
         *(["--joint"] if len(lesions) > 1 else []),
         *(["--amp"] if arguments.amp else []),
         *(["--dice-over", arguments.dice_over] if arguments.dice_over else []),
         # Whole images have no windows to estimate batch norm's statistics from.
         *(
             ["--bn-windows", str(arguments.bn_windows)]
-            if arguments.bn_windows is not None and "--scale" in options
+            if arguments.bn_windows is not None and "--scale" in configuration.options
             else []
         ),
     ]
@@ -289,7 +290,7 @@ def main(argv=None) -> None:
     jobs, last = [], []
     for seed in arguments.seeds:
         for name in arguments.configurations:
-            models = [LESIONS] if CONFIGURATIONS[name][2] == "joint" else [(lesion,) for lesion in LESIONS]
+            models = [LESIONS] if CONFIGURATIONS[name].models == "joint" else [(lesion,) for lesion in LESIONS]
             if name in arguments.single_seed:
                 if seed == arguments.seeds[0]:
                     last += [(name, seed, lesions) for lesions in models]

@@ -222,8 +222,9 @@ def test_beyond_the_paper_gives_a_joint_model_the_time_of_its_separate_models_wh
     assert minutes("GANet, patches at 0.125, joint, time of 2 models", ("EX", "HE")) == 40.0
     assert minutes("GANet, patches at 0.25, joint", ("EX", "HE")) == 20.0
     assert minutes("GANet, whole image 512x384, separate", ("HE",)) == 20.0
-    for name, (_, _, mode, budget) in beyond.CONFIGURATIONS.items():
-        assert budget in ("run", "lesions") and (budget == "run" or mode == "joint"), name
+    for name, configuration in beyond.CONFIGURATIONS.items():
+        assert configuration.models in ("separate", "joint"), name
+        assert configuration.minutes == "run" or (configuration.minutes, configuration.models) == ("lesions", "joint")
     folder = beyond.run_folder(arguments, "GANet, patches at 0.125, joint, time of 2 models", 2, ("EX", "HE"))
     assert folder == tmp_path / "GANet_patches-at-0125_joint_time-of-2-models_seed2_EX+HE"
 
