@@ -129,9 +129,9 @@ class _ChannelGroupAttention(torch.autograd.Function):
 
 
 # With one channel per group, backward recomputes the standardized maps a block of whole maps of at most this many
-# elements at a time (4 MiB of float32), in two small reused buffers, instead of two temporaries of x's size (fresh
+# elements at a time (2 MiB of float32), in two small reused buffers, instead of two temporaries of x's size (fresh
 # memory of that size page-faults on CPU at every call).
-RECOMPUTE_BLOCK_ELEMENTS = 1 << 20
+RECOMPUTE_BLOCK_ELEMENTS = 1 << 19
 
 
 def one_channel_input_gradient(
