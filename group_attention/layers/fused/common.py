@@ -32,9 +32,8 @@ LOOP_MAX_CHANNELS_PER_GROUP = 4
 STRIDED_ADJOINT_MIN_NUMEL = 1 << 17
 
 
-def group_dot(a: torch.Tensor, b: torch.Tensor, groups: int, out: "torch.Tensor | None" = None) -> torch.Tensor:
-    """Per group and position, the sum over the group's channels of ``a * b``, in at least float32 (into ``out``
-    when given).
+def group_dot(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """Per group and position, the sum over the group's channels of ``a * b``, in at least float32.
 
     ``b`` may broadcast over space (``(B, C, 1, ..)``): then this is the dot product of each position's feature
     vector with ``b``. Small groups are accumulated channel by channel, so no ``(B, C, *spatial)`` product is
@@ -48,8 +47,8 @@ def group_dot(a: torch.Tensor, b: torch.Tensor, groups: int, out: "torch.Tensor 
     per_group = a_grouped.shape[2]
     dtype = stat_dtype(torch.promote_types(a.dtype, b.dtype))
     if per_group > LOOP_MAX_CHANNELS_PER_GROUP:
-        return torch.sum(a_grouped * b_grouped, 2, dtype=dtype, out=out)
-    dot = torch.mul(a_grouped[:, :, 0].to(dtype), b_grouped[:, :, 0], out=out)
+        return (a_grouped * b_grouped).sum(2, dtype=dtype)
+    dot = a_grouped[:, :, 0].to(dtype) * b_grouped[:, :, 0]
     for index in range(1, per_group):
         dot.addcmul_(a_grouped[:, :, index], b_grouped[:, :, index])
     return dot
