@@ -294,6 +294,17 @@ def test_an_empty_batch_gives_an_empty_output_and_gradient():
         assert [g.shape for g in grads] == [x.shape for x in inputs]
 
 
+@pytest.mark.parametrize("groups", [8, 4], ids=["one-channel-per-group", "two-channels-per-group"])
+def test_maps_without_positions_give_an_empty_output_and_gradient(groups):
+    """CGA on maps of zero positions (one spatial size 0): forward and backward give empty results. (SGAU's
+    transposed convolution, as U-Net's, refuses such inputs in PyTorch itself.)"""
+    x = torch.randn(2, 8, 0, 4, requires_grad=True)
+    out = CGA(8, groups)(x)
+    assert out.shape == x.shape
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert grad.shape == x.shape
+
+
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
 def test_integer_features_are_refused(dtype):
     x = torch.ones(1, 8, 3, 3, dtype=dtype)

@@ -166,8 +166,9 @@ def one_channel_input_gradient(
     weights = broadcast_channels(weights.to(dtype), x)
     terms = _GradientTerms(mean, scale_factor(std, inv), coupling_factor(std, positions), weights, grad_pooled)
     tensors = (x, grad, out)
-    blocked = x.device.type == "cpu" and all(t.is_contiguous() and t.dtype == dtype for t in tensors)
-    if not blocked or x.numel() <= 2 * RECOMPUTE_BLOCK_ELEMENTS:
+    contiguous = all(t.is_contiguous() and t.dtype == dtype for t in tensors)
+    blocked = x.device.type == "cpu" and x.numel() > 0 and contiguous
+    if not blocked:
         _input_gradient_block(*tensors, torch.empty_like(out), torch.empty_like(out), terms, positions)
         return out
     rows = x.shape[0] * x.shape[1]
