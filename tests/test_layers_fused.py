@@ -26,6 +26,7 @@ from group_attention.layers.fused import cga as fused_cga
 from group_attention.layers.fused import common as group_ops
 from group_attention.layers.fused.common import (
     LOOP_MAX_CHANNELS_PER_GROUP,
+    memory_format_of,
     resize_to,
     resize_to_backward,
     standardize_maps,
@@ -400,6 +401,10 @@ def test_standardize_maps_matches_the_unbiased_formula_for_large_offsets():
     standardized, _, std, _ = standardize_maps(maps, 1e-5)
     torch.testing.assert_close(standardized, plain_standardize(maps, 1e-5), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(std, maps.std((2, 3), keepdim=True), rtol=1e-9, atol=0)
+    # Channels-last maps (their norm is a sum of squares there): the same values.
+    standardized_cl, _, std_cl, _ = standardize_maps(to_memory_format(maps, True), 1e-5)
+    torch.testing.assert_close(standardized_cl, standardized, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(std_cl, std, rtol=1e-12, atol=0)
     # In float32 the two-pass formula loses no more than the mean's rounding (a few ulps of 1e3 over std 1), not
     # the cancellation of a sum of squares.
     maps32 = maps.float()
@@ -528,10 +533,15 @@ def test_doubling_matches_interpolate_and_its_gradient(shape, channels_last, str
     size = [2 * s for s in shape[2:]]
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
     expected = F.interpolate(maps, size=size, mode=mode, align_corners=False)
-    torch.testing.assert_close(resize_to(maps.detach(), size), expected, rtol=1e-12, atol=1e-12)
+    doubled = resize_to(maps.detach(), size)
+    torch.testing.assert_close(doubled, expected, rtol=1e-12, atol=1e-12)
     grad = torch.randn_like(expected)
     (expected_grad,) = torch.autograd.grad(expected, maps, grad)
-    torch.testing.assert_close(resize_to_backward(grad, maps.shape), expected_grad, rtol=1e-12, atol=1e-12)
+    taken_back = resize_to_backward(grad, maps.shape)
+    torch.testing.assert_close(taken_back, expected_grad, rtol=1e-12, atol=1e-12)
+    # Both keep their input's layout: mixed layouts make the elementwise products around them several times slower.
+    assert memory_format_of(doubled) == memory_format_of(maps)
+    assert memory_format_of(taken_back) == memory_format_of(grad)
 
 
 @pytest.mark.parametrize("shape, size", [((1, 2, 5, 4), (11, 9)), ((1, 2, 3, 3, 3), (6, 7, 6)), ((2, 2, 4), (9,))])

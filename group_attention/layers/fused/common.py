@@ -188,13 +188,35 @@ def standardize_maps(
     dims = spatial_dims(maps)
     mean = maps.mean(dims, keepdim=True)
     centered = maps.sub_(mean) if overwrite else torch.sub(maps, mean, out=out)
-    std = torch.linalg.vector_norm(centered, dim=dims, keepdim=True) / math.sqrt(max(spatial_size(maps) - 1, 1))
+    std = spatial_norm(centered, dims) / math.sqrt(max(spatial_size(maps) - 1, 1))
     # A constant map's mean can be off by an ulp; its centred values are rounding noise, set to exactly 0.
     constant = constant_maps(centered, mean, std)
     if constant is not None:
         std = std.masked_fill_(constant, 0.0)
     inv = 1.0 / (std + eps)
     return StandardizedMaps(centered.mul_(scale_factor(std, inv)), mean, std, inv)
+
+
+def spatial_norm(maps: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """The Euclidean norm of each map over ``dims``, kept as ``(B, G, 1, ..)``. ``torch.linalg.vector_norm``, except on
+    CPU for maps not stored contiguously (channels-last), where its reduction over the outer spatial dims took 27x
+    the contiguous time (7.6 ms at (2, 32, 192, 256)) and a sum of squares takes 0.9 ms."""
+    if maps.is_contiguous() or maps.device.type != "cpu":
+        return torch.linalg.vector_norm(maps, dim=dims, keepdim=True)
+    return maps.square().sum(dims, keepdim=True).sqrt_()
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last when ``x`` is stored channels-last (and not also contiguous), else contiguous: the layout for
+    fresh tensors that elementwise operations will combine with ``x`` (mixed layouts make them several times
+    slower on CPU)."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
 
 
 def constant_maps(centered: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> "torch.Tensor | None":
@@ -332,13 +354,14 @@ def _double_linear_backward_strided(grad: torch.Tensor) -> torch.Tensor:
         inner.narrow(dim, 0, 1).add_(out.narrow(dim, 0, 1))
         inner.narrow(dim, length - 1, 1).add_(out.narrow(dim, length + 1, 1))
         out = inner
-    return out.contiguous()
+    return out.contiguous(memory_format=memory_format_of(grad))
 
 
 def _double_along(x: torch.Tensor, dim: int, out: "torch.Tensor | None" = None) -> torch.Tensor:
     length = x.shape[dim]
     if out is None:
-        out = x.new_empty(x.shape[:dim] + (2 * length,) + x.shape[dim + 1 :])
+        shape = x.shape[:dim] + (2 * length,) + x.shape[dim + 1 :]
+        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
     phases = out.unflatten(dim, (length, 2))
     even, odd = phases.select(dim + 1, 0), phases.select(dim + 1, 1)
     inner = length - 1

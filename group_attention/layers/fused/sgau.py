@@ -13,6 +13,7 @@ from .common import (
     doubles,
     group_dot,
     group_pooled_dot,
+    memory_format_of,
     resize_to,
     resize_to_backward,
     standardize_maps,
@@ -51,11 +52,12 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
             (low.shape[0], 2 * low_channels, *low.shape[2:]),
             dtype=torch.promote_types(low.dtype, up.dtype),
             device=low.device,
-            memory_format=_memory_format(low),
+            memory_format=memory_format_of(low),
         )
         attended = out[:, :low_channels]
-        if low_channels == groups and out.dtype == standardized.dtype:
-            # 1 + Up(A), written where the attended features go, times low in place: no map of low's size.
+        if low_channels == groups and out.dtype == standardized.dtype and low.is_contiguous():
+            # 1 + Up(A), written where the attended features go, times low in place: no map of low's size. (In a
+            # channels-last output the attended half is every other run of C values: written once, by addcmul.)
             _gain(torch.sigmoid(standardized), low.shape[2:], out=attended).mul_(low)
         else:
             attention = resize_to(torch.sigmoid(standardized), low.shape[2:]).to(low.dtype).unsqueeze(2)
@@ -245,14 +247,3 @@ def _gain(
     """``1 + Up(A)``: the attention maps plus one, interpolated to the low-level ``size`` (linear interpolation
     keeps constants: one is added at the high-level size), in a fresh tensor or into ``out``."""
     return resize_to(saliency + 1, size, out=out)
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """Channels-last when ``x`` is stored channels-last (and not also contiguous), else contiguous."""
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
