@@ -34,12 +34,12 @@ class _SpatialGroupAttentionSkip(torch.autograd.Function):
     """``SGAU.forward`` (``Cat(attend(low, high); up)``) with a hand-written backward.
 
     Forward reads ``high`` twice (channel means, dot-product maps) and ``low`` once, writing the attended half
-    straight into the concatenated output (no separate attended tensor to copy); with one channel per group the
-    interpolated gain ``1 + Up(A)`` is written there first and multiplied by ``low`` in place. It keeps the output,
-    which the next convolution keeps anyway, instead of ``low`` and the upsampled attention: ``low = attended /
-    (1 + A)`` is recovered from it, and ``1 + A`` is re-interpolated from the standardized maps at the high-level
-    size. Backward reads the gradient and the output once for ``A``'s gradient, writes ``d low = g * (1 + A)``, and
-    reads ``high`` once more for the per-channel sums before writing ``d high``.
+    straight into the concatenated output (no separate attended tensor to copy); with one channel per group and
+    contiguous features the interpolated gain ``1 + Up(A)`` is written there first and multiplied by ``low`` in
+    place. It keeps the output, which the next convolution keeps anyway, instead of ``low`` and the upsampled
+    attention: ``low = attended / (1 + A)`` is recovered from it, and ``1 + A`` is re-interpolated from the
+    standardized maps at the high-level size. Backward reads the gradient and the output once for ``A``'s gradient,
+    writes ``d low = g * (1 + A)``, and reads ``high`` once more for the per-channel sums before writing ``d high``.
 
     The output must not be modified in place before backward (autograd raises an error if it is).
     """
