@@ -112,19 +112,13 @@ class _ChannelGroupAttention(torch.autograd.Function):
         if ctx.one_channel_per_group:
             # The maps are x: dx is written into the product's memory (free after its sums) with the maps recomputed.
             scratch = product if product is not None and product.dtype == grad_pooled.dtype else None
-            return (
-                one_channel_input_gradient(x, grad, weights, *kept, grad_pooled, out=scratch).to(x.dtype),
-                grad_weight,
-                grad_bias,
-                None,
-                None,
-                None,
-            )
-        (derivative,) = kept
-        grad_maps = (derivative * grad_pooled).to(x.dtype)
-        # One pass over x: gy * w plus the group map's gradient, shared by the group's channels; on CPU written over
-        # the product gy * x (a fresh tensor of x's size costs page faults there).
-        grad_x = _scale_channels(grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps, out=product)
+            grad_x = one_channel_input_gradient(x, grad, weights, *kept, grad_pooled, out=scratch).to(x.dtype)
+        else:
+            (derivative,) = kept
+            grad_maps = (derivative * grad_pooled).to(x.dtype)
+            # One pass over x: gy * w plus the group map's gradient, shared by the group's channels; on CPU written
+            # over the product gy * x (a fresh tensor of x's size costs page faults there).
+            grad_x = _scale_channels(grad, weights.to(x.dtype), groups, per_group, add_maps=grad_maps, out=product)
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
