@@ -14,12 +14,20 @@ at CGA's places: a reference for what the lightest channel attention costs on th
 Each conversion is reported as the paired ratio (median over rounds of its time over its own unmodified model's
 time in the same round). The target of issue 16 is 1.10x or less for CGA and for SGAU skips.
 
+With ``--compile`` every model is also timed ``torch.compile``'d (``<name> (compiled)``, sharing the eager model's
+parameters) in the same rounds: its ratio is to the compiled unmodified model, with a second ratio to the eager
+unmodified model, and its compile time (the first training step, which compiles) is reported on its own. MONAI's
+BasicUNet is compiled with inductor's layout optimization off: with it, its compiled training step fails in torch
+2.14 whether or not it was converted (the fake kernel of ATen's ``replication_pad2d_backward`` disagrees with the
+real one's strides).
+
 Defaults (CPU): batch 2 at 128x128, 8 rounds; ``--quick``: 64x64, 3 rounds, for the smoke test.
 
 Examples::
 
     python benchmarks/bench_integrations.py --threads 1 --out benchmarks/results
     python benchmarks/bench_integrations.py --device cuda --size 256 --batch 8 --stem integrations-cuda
+    python benchmarks/bench_integrations.py --threads 2 --compile --families monai --stem integrations-cpu-compile
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ import argparse
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -42,6 +51,7 @@ import _timing as timing  # noqa: E402
 from group_attention import add_attention, sgau_skips  # noqa: E402
 
 CLASSES = 2
+COMPILED = " (compiled)"
 
 
 def resnet50_models() -> dict[str, nn.Module]:
@@ -115,12 +125,33 @@ def monai_basic_unet_models(groups: int = 32, reference: bool = True) -> dict[st
     return models
 
 
-# Model family -> (builder, the unmodified model's name, whether the output is a segmentation map).
-FAMILIES: dict[str, tuple[Callable[[], dict[str, nn.Module]], str, bool]] = {
-    "resnet50": (resnet50_models, "resnet50", False),
-    "smp": (smp_unet_models, "smp unet-r34", True),
-    "monai": (monai_basic_unet_models, "monai basicunet", True),
-    "monai-groups8": (functools.partial(monai_basic_unet_models, groups=8, reference=False), "monai basicunet", True),
+class Family(NamedTuple):
+    """A model family: its models' builder, the unmodified model's name, whether the output is a segmentation map,
+    and the inductor options it is compiled with (``--compile``)."""
+
+    build: Callable[[], dict[str, nn.Module]]
+    reference: str
+    dense: bool
+    compile_options: "dict[str, Any] | None" = None
+
+
+# BasicUNet's compiled training step needs inductor's layout optimization off (see the module docstring).
+MONAI_COMPILE_OPTIONS = {"layout_optimization": False}
+# A family's models run the same code objects (MONAI's UpCat.forward breaks the graph, and the function resuming
+# after the break is compiled for each level of each model): with dynamo's default limit of 8 compilations per code
+# object the later models would run partly eager, so --compile raises it, and a run that still hits it fails.
+RECOMPILE_LIMIT = 64
+
+FAMILIES: dict[str, Family] = {
+    "resnet50": Family(resnet50_models, "resnet50", False),
+    "smp": Family(smp_unet_models, "smp unet-r34", True),
+    "monai": Family(monai_basic_unet_models, "monai basicunet", True, MONAI_COMPILE_OPTIONS),
+    "monai-groups8": Family(
+        functools.partial(monai_basic_unet_models, groups=8, reference=False),
+        "monai basicunet",
+        True,
+        MONAI_COMPILE_OPTIONS,
+    ),
 }
 
 
@@ -133,6 +164,9 @@ def parse_args(argv: "list[str] | None") -> argparse.Namespace:
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated, from {list(FAMILIES)}")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
     parser.add_argument("--max-seconds", type=float, default=None, help="wall-clock budget per family's rounds")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time every model torch.compile'd (inductor), in the same rounds"
+    )
     parser.add_argument("--quick", action="store_true", help="small and short: for the smoke test")
     parser.add_argument("--out", default=None, help="write <stem>.md and <stem>.json into this folder")
     parser.add_argument("--stem", default="integrations-cpu")
@@ -150,6 +184,35 @@ def parse_args(argv: "list[str] | None") -> argparse.Namespace:
     return args
 
 
+def compiled_steps(
+    models: dict[str, nn.Module], spec: Family, x: torch.Tensor, target: torch.Tensor, device: torch.device
+) -> dict[str, tuple[Callable[[], None], float]]:
+    """``<name> (compiled)`` -> its training step (``torch.compile`` of the eager model, the same parameters) and the
+    wall time in seconds of its first step, which compiles."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    compiled = {}
+    for name, model in models.items():
+        step = timing.sgd_training_step(torch.compile(model, options=spec.compile_options), x, target)
+        begin = time.perf_counter()
+        step()
+        timing.synchronize(device)
+        compiled[name + COMPILED] = (step, time.perf_counter() - begin)
+    return compiled
+
+
+def check_fully_compiled() -> None:
+    """Fail if dynamo gave up compiling some frame for hitting its recompile limit: the compiled rows would time
+    partly eager models."""
+    from torch._dynamo.utils import counters
+
+    hits = [reason for reason in counters["unimplemented"] if "recompile limit" in reason.lower()]
+    if hits:
+        raise RuntimeError(
+            f"torch.compile hit dynamo's recompile limit ({torch._dynamo.config.recompile_limit} per code object), "
+            "so some compiled models ran partly eager; raise RECOMPILE_LIMIT or time fewer families at once"
+        )
+
+
 def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
@@ -160,11 +223,13 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     rows, results = [], []
     for family in args.families:
-        build, reference, dense = FAMILIES[family]
-        models = {name: model.to(device).train() for name, model in build().items()}
-        target_shape = (args.batch, args.size, args.size) if dense else (args.batch,)
+        spec = FAMILIES[family]
+        models = {name: model.to(device).train() for name, model in spec.build().items()}
+        target_shape = (args.batch, args.size, args.size) if spec.dense else (args.batch,)
         target = torch.randint(0, CLASSES, target_shape, device=device)
         steps = {name: timing.sgd_training_step(model, x, target) for name, model in models.items()}
+        compile_s = compiled_steps(models, spec, x, target, device) if args.compile else {}
+        steps.update({name: step for name, (step, _) in compile_s.items()})
         samples = timing.time_interleaved(
             steps,
             device,
@@ -174,39 +239,57 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
             max_seconds=args.max_seconds,
             progress=lambda message, f=family: print(f"{f}: {message}", flush=True),
         )
+        if args.compile:
+            check_fully_compiled()
         parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
         for name, sample in samples.items():
+            eager_name = name.removesuffix(COMPILED)
+            reference = spec.reference + (COMPILED if name.endswith(COMPILED) else "")
             ratio = 1.0 if name == reference else timing.paired_ratio(samples, name, reference)
+            vs_eager = timing.paired_ratio(samples, name, spec.reference) if name.endswith(COMPILED) else None
+            seconds = compile_s[name][1] if name in compile_s else None
             results.append(
                 {
                     "family": family,
                     "model": name,
                     "reference": reference,
                     "ratio": ratio,
-                    "parameters": parameters[name],
+                    "ratio_to_eager_reference": vs_eager,
+                    "compile_s": seconds,
+                    "parameters": parameters[eager_name],
                     **sample.summary(),
                 }
             )
             rows.append(
                 [
                     name,
-                    f"{parameters[name]:,}",
+                    f"{parameters[eager_name]:,}",
                     timing.format_ms(sample.median),
                     f"{timing.format_ms(sample.percentile(0.25))}-{timing.format_ms(sample.percentile(0.75))}",
                     "reference" if name == reference else timing.format_ratio(ratio),
                 ]
+                + ([timing.format_ratio(vs_eager), "" if seconds is None else f"{seconds:.0f}"] if args.compile else [])
             )
         del models, steps
     settings = (
         f"{args.device}, batch {args.batch}, {args.size}x{args.size}, fp32, {args.rounds} rounds, "
         f"SGD training step (forward, cross-entropy, backward, step)"
+        + (
+            "; every model also torch.compile'd (inductor, default mode; MONAI's without layout optimization), "
+            "compared with the compiled unmodified model and, in `vs unmodified eager`, with the eager one; "
+            "`compile s` is its first training step, which compiles (not in the step times)"
+            if args.compile
+            else ""
+        )
     )
     lines = timing.report_header("Integrations benchmark: training step of converted models", machine)
     lines += [
         f"Settings: {settings}.",
         "",
         timing.markdown_table(
-            ["model", "parameters", "step median (ms)", "p25-p75 (ms)", "vs unmodified (paired)"], rows
+            ["model", "parameters", "step median (ms)", "p25-p75 (ms)", "vs unmodified (paired)"]
+            + (["vs unmodified eager (paired)", "compile s"] if args.compile else []),
+            rows,
         ),
         "",
     ]

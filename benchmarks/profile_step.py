@@ -4,6 +4,9 @@ Shows where a variant's extra time over the Baseline goes, e.g. which of the lay
 memory-traffic floor::
 
     python benchmarks/profile_step.py --device cuda --model ganet --rows 30
+    python benchmarks/profile_step.py --device cpu --model ganet   # batch 2 at 192x256, as bench_models on CPU
+
+The device defaults to CUDA where there is one, else the CPU; batch and size default to bench_models's for it.
 """
 
 from __future__ import annotations
@@ -23,16 +26,20 @@ from group_attention.layers import kernels  # noqa: E402
 
 def main(argv: "list[str] | None" = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     parser.add_argument("--model", choices=list(VARIANTS), default="ganet")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", default="384,512", help="H,W (default 384,512)")
+    parser.add_argument("--batch", type=int, default=None, help="default 8 on CUDA, 2 on CPU")
+    parser.add_argument("--size", default=None, help="H,W (default 384,512 on CUDA, 192,256 on CPU)")
     parser.add_argument("--steps", type=int, default=3, help="profiled steps (after 3 warm-up steps)")
     parser.add_argument("--rows", type=int, default=30, help="kernels to list")
     parser.add_argument("--kernels", choices=["auto", "torch", "triton"], default="auto")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    height, width = (int(v) for v in args.size.split(","))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here (torch.cuda.is_available() is False); use --device cpu")
+    on_cuda = device.type == "cuda"
+    args.batch = args.batch or (8 if on_cuda else 2)
+    height, width = (int(v) for v in (args.size or ("384,512" if on_cuda else "192,256")).split(","))
     torch.manual_seed(0)
     model = build_variant(args.model, in_channels=3, num_classes=2).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -92,6 +92,20 @@ def test_bench_models_quick_writes_every_variant(tmp_path, keep_threads):
     assert results["baseline"]["train"]["vs_baseline"] == 1.0
 
 
+def test_profile_step_profiles_a_cpu_step_by_default_without_cuda(capsys, keep_threads, monkeypatch):
+    """Without a GPU the profiler runs on the CPU (CUDA was the default and failed before any step); asking for CUDA
+    there is refused by name."""
+    profile = load_script("profile_step")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    torch.set_num_threads(1)
+    profile.main(["--model", "baseline", "--batch", "1", "--size", "32,32", "--steps", "1", "--rows", "3"])
+    out = capsys.readouterr().out
+    assert "baseline, batch 1 at 32x32, 1 steps" in out and "aten::" in out
+    with pytest.raises(SystemExit):
+        profile.main(["--device", "cuda"])
+    assert "no CUDA device here" in capsys.readouterr().err
+
+
 def test_bench_patches_quick_times_the_loader_and_the_training_step(tmp_path, keep_threads):
     bench = load_script("bench_patches")
     bench.main([*QUICK, "--scales", "0.5", "--out", str(tmp_path), "--stem", "patches"])

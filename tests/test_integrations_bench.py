@@ -6,6 +6,7 @@ counts as the conversions promise); timings are machine- and load-dependent and 
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 import math
@@ -18,14 +19,19 @@ import torch
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_integrations.py"
 
 
-@pytest.mark.slow  # three training steps of seventeen models: about a minute on two busy cores
-def test_bench_integrations_quick_times_every_conversion(tmp_path):
-    for module in ("torchvision", "segmentation_models_pytorch", "monai"):
-        pytest.importorskip(module)
+def load_bench():
     spec = importlib.util.spec_from_file_location("bench_integrations", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.slow  # three training steps of seventeen models: about a minute on two busy cores
+def test_bench_integrations_quick_times_every_conversion(tmp_path):
+    for module in ("torchvision", "segmentation_models_pytorch", "monai"):
+        pytest.importorskip(module)
+    bench = load_bench()
     threads = torch.get_num_threads()
     try:
         payload = bench.main(["--quick", "--threads", "1", "--out", str(tmp_path), "--stem", "integrations"])
@@ -41,3 +47,37 @@ def test_bench_integrations_quick_times_every_conversion(tmp_path):
     assert results["smp unet-r34 + sgau skips"]["parameters"] == results["smp unet-r34"]["parameters"]
     assert results["monai basicunet + sgau skips"]["parameters"] == results["monai basicunet"]["parameters"]
     assert results["resnet50 + cga"]["parameters"] - results["resnet50"]["parameters"] == 16 * 1056
+
+
+def test_compiled_rows_are_refused_when_dynamo_gave_up_compiling_a_frame(monkeypatch):
+    """A frame over dynamo's recompile limit runs eagerly: the compiled rows would time partly eager models."""
+    from torch._dynamo.utils import counters
+
+    bench = load_bench()
+    monkeypatch.setitem(counters, "unimplemented", collections.Counter({"Dynamo recompile limit exceeded ...": 1}))
+    with pytest.raises(RuntimeError, match="recompile limit"):
+        bench.check_fully_compiled()
+    monkeypatch.setitem(counters, "unimplemented", collections.Counter({"some other graph break": 2}))
+    bench.check_fully_compiled()
+
+
+@pytest.mark.slow  # compiles five MONAI models: minutes when inductor's cache is cold
+def test_bench_integrations_compile_times_every_monai_model_compiled(tmp_path):
+    pytest.importorskip("monai")
+    bench = load_bench()
+    threads = torch.get_num_threads()
+    try:
+        payload = bench.main(
+            ["--quick", "--compile", "--families", "monai", "--threads", "1", "--out", str(tmp_path), "--stem", "c"]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    results = {r["model"]: r for r in payload["results"]}
+    assert len(results) == 10  # five models, eager and compiled
+    compiled = {name: r for name, r in results.items() if name.endswith(bench.COMPILED)}
+    assert len(compiled) == 5
+    assert all(r["reference"] == "monai basicunet" + bench.COMPILED for r in compiled.values())
+    assert all(r["compile_s"] > 0 and math.isfinite(r["ratio_to_eager_reference"]) for r in compiled.values())
+    cga = "monai basicunet + cga"
+    assert results[cga + bench.COMPILED]["parameters"] == results[cga]["parameters"]
+    assert "vs unmodified eager (paired)" in (tmp_path / "c.md").read_text()
