@@ -8,6 +8,8 @@ multiply-adds or by a reduction, reduced precision, partial ``requires_grad`` an
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -413,11 +415,18 @@ def test_standardize_maps_matches_the_unbiased_formula_for_large_offsets():
 
 
 @pytest.mark.parametrize(
-    "shape", [(2, 3, 50, 60), (1, 5, 700, 300), (3, 7, 11, 13)], ids=["blocks", "one-map-a-block", "small"]
+    "shape, per_block",
+    [((2, 9, 150, 200), 8), ((1, 5, 700, 300), 1), ((3, 7, 11, 13), None)],
+    ids=["blocks", "one-map-a-block", "small"],
 )
-def test_map_dot_matches_a_float64_sum_of_products(shape):
-    """Per-map dot products through the small reused buffer (several maps a block, one map larger than the buffer,
-    and the plain product for small inputs) equal the brute-force sum."""
+def test_map_dot_matches_a_float64_sum_of_products(shape, per_block):
+    """Per-map dot products through the reused buffer (blocks of several maps with a shorter last one, one map a
+    block, and the plain product for inputs no larger than the buffer) equal the brute-force sum."""
+    numel, positions = math.prod(shape), shape[2] * shape[3]
+    if per_block is None:
+        assert numel <= group_ops.DOT_BUFFER_ELEMENTS
+    else:
+        assert numel > group_ops.DOT_BUFFER_ELEMENTS and group_ops.DOT_BUFFER_ELEMENTS // positions == per_block
     a, b = torch.randn(shape), torch.randn(shape)
     expected = (a.double() * b.double()).sum((2, 3), keepdim=True)
     torch.testing.assert_close(group_ops.map_dot(a, b).double(), expected, rtol=1e-5, atol=1e-4)
@@ -425,10 +434,12 @@ def test_map_dot_matches_a_float64_sum_of_products(shape):
 
 @pytest.mark.parametrize("per_group", [1, 2])
 def test_cga_fused_matches_autograd_on_maps_larger_than_the_dot_buffer(per_group):
-    """One channel per group: the maps are x, standardized in the output's memory; both sizes use the blocked dot."""
+    """Maps larger than the dot products' buffer: with one channel per group they are x, standardized in the
+    output's memory and recomputed in blocks by backward; with two, forward's derivative takes the blocked dot."""
     groups = 4
     layer = randomize(CGA(groups * per_group, groups)).double()
-    x = torch.randn(2, groups * per_group, 96, 128, dtype=torch.float64) * 2 + 1
+    x = torch.randn(2, groups * per_group, 192, 256, dtype=torch.float64) * 2 + 1
+    assert 2 * groups * 192 * 256 > group_ops.DOT_BUFFER_ELEMENTS
     assert_same_forward_and_gradients(
         layer, lambda x: plain_cga(layer, x), (x.requires_grad_(),), tuple(layer.parameters())
     )
