@@ -33,6 +33,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -189,7 +190,6 @@ def compiled_steps(
 ) -> dict[str, tuple[Callable[[], None], float]]:
     """``<name> (compiled)`` -> its training step (``torch.compile`` of the eager model, the same parameters) and the
     wall time in seconds of its first step, which compiles."""
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     compiled = {}
     for name, model in models.items():
         step = timing.sgd_training_step(torch.compile(model, options=spec.compile_options), x, target)
@@ -200,17 +200,88 @@ def compiled_steps(
     return compiled
 
 
-def check_fully_compiled() -> None:
-    """Fail if dynamo gave up compiling some frame for hitting its recompile limit: the compiled rows would time
-    partly eager models."""
+def recompile_limit_name() -> str:
+    """The name of dynamo's limit of compilations per code object: ``recompile_limit``, ``cache_size_limit`` in older
+    torch (2.2)."""
+    return "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+
+
+def recompile_limit_hits() -> int:
+    """How many times in this process dynamo has given up compiling a frame for hitting its recompile limit (the
+    frame then runs eagerly): counted by dynamo as "recompile limit exceeded", "cache_size_limit reached" in torch
+    2.2."""
     from torch._dynamo.utils import counters
 
-    hits = [reason for reason in counters["unimplemented"] if "recompile limit" in reason.lower()]
-    if hits:
+    signs = ("recompile limit", "cache_size_limit")
+    return sum(count for reason, count in counters["unimplemented"].items() if any(s in reason.lower() for s in signs))
+
+
+def check_fully_compiled(hits_before: int) -> None:
+    """Fail if dynamo hit its recompile limit since ``hits_before`` (:func:`recompile_limit_hits`): the compiled rows
+    would time partly eager models."""
+    if recompile_limit_hits() > hits_before:
         raise RuntimeError(
-            f"torch.compile hit dynamo's recompile limit ({torch._dynamo.config.recompile_limit} per code object), "
+            f"torch.compile hit dynamo's recompile limit ({getattr(torch._dynamo.config, recompile_limit_name())} per "
+            "code object), "
             "so some compiled models ran partly eager; raise RECOMPILE_LIMIT or time fewer families at once"
         )
+
+
+def time_family(
+    family: str, args: argparse.Namespace, x: torch.Tensor, device: torch.device
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """Time one family's models (and with ``--compile`` their compiled copies) in interleaved rounds: its table rows
+    and result records."""
+    rows, results = [], []
+    spec = FAMILIES[family]
+    models = {name: model.to(device).train() for name, model in spec.build().items()}
+    target_shape = (args.batch, args.size, args.size) if spec.dense else (args.batch,)
+    target = torch.randint(0, CLASSES, target_shape, device=device)
+    steps = {name: timing.sgd_training_step(model, x, target) for name, model in models.items()}
+    hits_before = recompile_limit_hits()
+    compile_s = compiled_steps(models, spec, x, target, device) if args.compile else {}
+    steps.update({name: step for name, (step, _) in compile_s.items()})
+    samples = timing.time_interleaved(
+        steps,
+        device,
+        warmup=2,
+        rounds=args.rounds,
+        min_sample_s=0.0,
+        max_seconds=args.max_seconds,
+        progress=lambda message, f=family: print(f"{f}: {message}", flush=True),
+    )
+    if args.compile:
+        check_fully_compiled(hits_before)
+    parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
+    for name, sample in samples.items():
+        eager_name = name.removesuffix(COMPILED)
+        reference = spec.reference + (COMPILED if name.endswith(COMPILED) else "")
+        ratio = 1.0 if name == reference else timing.paired_ratio(samples, name, reference)
+        vs_eager = timing.paired_ratio(samples, name, spec.reference) if name.endswith(COMPILED) else None
+        seconds = compile_s[name][1] if name in compile_s else None
+        results.append(
+            {
+                "family": family,
+                "model": name,
+                "reference": reference,
+                "ratio": ratio,
+                "ratio_to_eager_reference": vs_eager,
+                "compile_s": seconds,
+                "parameters": parameters[eager_name],
+                **sample.summary(),
+            }
+        )
+        rows.append(
+            [
+                name,
+                f"{parameters[eager_name]:,}",
+                timing.format_ms(sample.median),
+                f"{timing.format_ms(sample.percentile(0.25))}-{timing.format_ms(sample.percentile(0.75))}",
+                "reference" if name == reference else timing.format_ratio(ratio),
+            ]
+            + ([timing.format_ratio(vs_eager), "" if seconds is None else f"{seconds:.0f}"] if args.compile else [])
+        )
+    return rows, results
 
 
 def main(argv: "list[str] | None" = None) -> dict[str, Any]:
@@ -222,55 +293,17 @@ def main(argv: "list[str] | None" = None) -> dict[str, Any]:
     torch.manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     rows, results = [], []
-    for family in args.families:
-        spec = FAMILIES[family]
-        models = {name: model.to(device).train() for name, model in spec.build().items()}
-        target_shape = (args.batch, args.size, args.size) if spec.dense else (args.batch,)
-        target = torch.randint(0, CLASSES, target_shape, device=device)
-        steps = {name: timing.sgd_training_step(model, x, target) for name, model in models.items()}
-        compile_s = compiled_steps(models, spec, x, target, device) if args.compile else {}
-        steps.update({name: step for name, (step, _) in compile_s.items()})
-        samples = timing.time_interleaved(
-            steps,
-            device,
-            warmup=2,
-            rounds=args.rounds,
-            min_sample_s=0.0,
-            max_seconds=args.max_seconds,
-            progress=lambda message, f=family: print(f"{f}: {message}", flush=True),
-        )
-        if args.compile:
-            check_fully_compiled()
-        parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
-        for name, sample in samples.items():
-            eager_name = name.removesuffix(COMPILED)
-            reference = spec.reference + (COMPILED if name.endswith(COMPILED) else "")
-            ratio = 1.0 if name == reference else timing.paired_ratio(samples, name, reference)
-            vs_eager = timing.paired_ratio(samples, name, spec.reference) if name.endswith(COMPILED) else None
-            seconds = compile_s[name][1] if name in compile_s else None
-            results.append(
-                {
-                    "family": family,
-                    "model": name,
-                    "reference": reference,
-                    "ratio": ratio,
-                    "ratio_to_eager_reference": vs_eager,
-                    "compile_s": seconds,
-                    "parameters": parameters[eager_name],
-                    **sample.summary(),
-                }
-            )
-            rows.append(
-                [
-                    name,
-                    f"{parameters[eager_name]:,}",
-                    timing.format_ms(sample.median),
-                    f"{timing.format_ms(sample.percentile(0.25))}-{timing.format_ms(sample.percentile(0.75))}",
-                    "reference" if name == reference else timing.format_ratio(ratio),
-                ]
-                + ([timing.format_ratio(vs_eager), "" if seconds is None else f"{seconds:.0f}"] if args.compile else [])
-            )
-        del models, steps
+    limit = recompile_limit_name()
+    recompiles = (
+        torch._dynamo.config.patch(**{limit: max(getattr(torch._dynamo.config, limit), RECOMPILE_LIMIT)})
+        if args.compile
+        else contextlib.nullcontext()
+    )
+    with recompiles:
+        for family in args.families:
+            family_rows, family_results = time_family(family, args, x, device)
+            rows += family_rows
+            results += family_results
     settings = (
         f"{args.device}, batch {args.batch}, {args.size}x{args.size}, fp32, {args.rounds} rounds, "
         f"SGD training step (forward, cross-entropy, backward, step)"
