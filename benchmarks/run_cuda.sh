@@ -4,13 +4,16 @@
 #   bash benchmarks/run_cuda.sh OUT              # on a machine with a CUDA GPU
 #   bash benchmarks/run_cuda.sh OUT --dry-run    # the same steps on CPU with --quick (checks this script)
 #
-# Writes into OUT (flat, at most six files):
+# Writes into OUT (flat, at most eight files):
 #   layers-cuda.md/.json          CGA, SE, SGE, SGAU next to timm's SE, the materializing SGE and the memory floor,
 #                                 at GANet's shapes (batch 8, 512x384) and (4, 64, 96, 128); fp32 and bf16 autocast
 #   models-cuda.md/.json          the six Table 1 variants (and MONAI/smp U-Nets when importable): training step,
 #                                 inference, peak memory; batch 8 at 512x384, fp32 and bf16 autocast
 #   layers-cuda-compile.md/.json  torch.compile'd CGA, SE and SGE at one shape, only if enough time is left
 #                                 (and RUN_CUDA_COMPILE is not 0)
+#   models-cuda-compile.md/.json  the Baseline and GANet eager and torch.compile'd in the same rounds (fp32, batch 8
+#                                 at 512x384), only if 120 s are left (and RUN_CUDA_COMPILE is not 0): issue 22's
+#                                 CUDA row; raise RUN_CUDA_BUDGET_S to leave room for inductor's first compilation
 # Before them, CGA, SE, SGE and SGAU on CUDA are checked against float64 on CPU (printed, no file), and the Triton
 # kernel tests and the CUDA-marked tests run.
 #
@@ -135,6 +138,16 @@ elif [ "$(left 0)" -ge 30 ]; then
         --out "$OUT" --stem "layers-cuda-compile$SUFFIX"
 else
     echo "== [$(elapsed)s] layer benchmark, torch.compile: skipped ($(left 0)s left of ${BUDGET_S}s)"
+fi
+
+if [ "${RUN_CUDA_COMPILE:-1}" != 1 ]; then
+    echo "== [$(elapsed)s] model benchmark, torch.compile: skipped (RUN_CUDA_COMPILE=${RUN_CUDA_COMPILE})"
+elif [ "$(left 0)" -ge 120 ]; then
+    step "model benchmark, torch.compile (Baseline, GANet)" "$(left 0)" \
+        "$PYTHON" benchmarks/bench_models.py "${DEVICE[@]}" "${MODEL_SIZE[@]}" --compile --models baseline,ganet \
+        --rounds 7 --max-seconds 8 --out "$OUT" --stem "models-cuda-compile$SUFFIX"
+else
+    echo "== [$(elapsed)s] model benchmark, torch.compile: skipped ($(left 0)s left of ${BUDGET_S}s)"
 fi
 
 echo "== [$(elapsed)s] finished; files in $OUT:"
