@@ -239,8 +239,8 @@ def time_family(
     target = torch.randint(0, CLASSES, target_shape, device=device)
     steps = {name: timing.sgd_training_step(model, x, target) for name, model in models.items()}
     hits_before = recompile_limit_hits()
-    compile_s = compiled_steps(models, spec, x, target, device) if args.compile else {}
-    steps.update({name: step for name, (step, _) in compile_s.items()})
+    compiled = compiled_steps(models, spec, x, target, device) if args.compile else {}
+    steps.update({name: step for name, (step, _) in compiled.items()})
     samples = timing.time_interleaved(
         steps,
         device,
@@ -258,7 +258,7 @@ def time_family(
         reference = spec.reference + (COMPILED if name.endswith(COMPILED) else "")
         ratio = 1.0 if name == reference else timing.paired_ratio(samples, name, reference)
         vs_eager = timing.paired_ratio(samples, name, spec.reference) if name.endswith(COMPILED) else None
-        seconds = compile_s[name][1] if name in compile_s else None
+        seconds = compiled[name][1] if name in compiled else None
         results.append(
             {
                 "family": family,

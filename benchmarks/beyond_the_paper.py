@@ -49,8 +49,9 @@ class Configuration(NamedTuple):
     minutes: str  # "run": every model gets --budget; "lesions": a joint model gets --budget times its lesions
 
 
-PATCHES_0125 = ["--scale", "0.125", "--patch", "256", "256"]
-PATCHES_025 = ["--scale", "0.25", "--patch", "256", "256"]
+PATCHES_0125, PATCHES_025, PATCHES_05 = (
+    ["--scale", scale, "--patch", "256", "256"] for scale in ("0.125", "0.25", "0.5")
+)
 #: In the order they run (the comparison the page leads with first). "lesions" minutes give a joint model the time
 #: the separate models of its lesions take together (the same training time for every lesion's masks).
 CONFIGURATIONS = {
@@ -58,7 +59,7 @@ CONFIGURATIONS = {
     "GANet, patches at 0.25, joint": Configuration("ganet", PATCHES_025, "joint", "run"),
     "GANet, patches at 0.25, separate": Configuration("ganet", PATCHES_025, "separate", "run"),
     "U-Net, patches at 0.25, joint": Configuration("unet", PATCHES_025, "joint", "run"),
-    "GANet, patches at 0.5, joint": Configuration("ganet", ["--scale", "0.5", "--patch", "256", "256"], "joint", "run"),
+    "GANet, patches at 0.5, joint": Configuration("ganet", PATCHES_05, "joint", "run"),
     "GANet, patches at 0.125, separate": Configuration("ganet", PATCHES_0125, "separate", "run"),
     "U-Net, patches at 0.125, separate": Configuration("unet", PATCHES_0125, "separate", "run"),
     "GANet, patches at 0.125, joint, time of 2 models": Configuration("ganet", PATCHES_0125, "joint", "lesions"),

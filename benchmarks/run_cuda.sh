@@ -130,24 +130,23 @@ step "model benchmark, fp32 and bf16 autocast" "$(( $(left 35) > 40 ? $(left 35)
     --max-seconds 8 --out "$OUT" --stem "models-cuda$SUFFIX"
 
 if [ "${RUN_CUDA_COMPILE:-1}" != 1 ]; then
-    echo "== [$(elapsed)s] layer benchmark, torch.compile: skipped (RUN_CUDA_COMPILE=${RUN_CUDA_COMPILE})"
-elif [ "$(left 0)" -ge 30 ]; then
-    step "layer benchmark, torch.compile" "$(left 0)" \
-        "$PYTHON" benchmarks/bench_layers.py "${DEVICE[@]}" --compile --no-ganet-shapes --no-skip \
-        --shape 8,64,192,256 --contenders "timm SE,SE,CGA,SGE" --rounds 10 --max-seconds 3 \
-        --out "$OUT" --stem "layers-cuda-compile$SUFFIX"
+    echo "== [$(elapsed)s] layer and model benchmarks, torch.compile: skipped (RUN_CUDA_COMPILE=${RUN_CUDA_COMPILE})"
 else
-    echo "== [$(elapsed)s] layer benchmark, torch.compile: skipped ($(left 0)s left of ${BUDGET_S}s)"
-fi
-
-if [ "${RUN_CUDA_COMPILE:-1}" != 1 ]; then
-    echo "== [$(elapsed)s] model benchmark, torch.compile: skipped (RUN_CUDA_COMPILE=${RUN_CUDA_COMPILE})"
-elif [ "$(left 0)" -ge 120 ]; then
-    step "model benchmark, torch.compile (Baseline, GANet)" "$(left 0)" \
-        "$PYTHON" benchmarks/bench_models.py "${DEVICE[@]}" "${MODEL_SIZE[@]}" --compile --models baseline,ganet \
-        --rounds 7 --max-seconds 8 --out "$OUT" --stem "models-cuda-compile$SUFFIX"
-else
-    echo "== [$(elapsed)s] model benchmark, torch.compile: skipped ($(left 0)s left of ${BUDGET_S}s)"
+    if [ "$(left 0)" -ge 30 ]; then
+        step "layer benchmark, torch.compile" "$(left 0)" \
+            "$PYTHON" benchmarks/bench_layers.py "${DEVICE[@]}" --compile --no-ganet-shapes --no-skip \
+            --shape 8,64,192,256 --contenders "timm SE,SE,CGA,SGE" --rounds 10 --max-seconds 3 \
+            --out "$OUT" --stem "layers-cuda-compile$SUFFIX"
+    else
+        echo "== [$(elapsed)s] layer benchmark, torch.compile: skipped ($(left 0)s left of ${BUDGET_S}s)"
+    fi
+    if [ "$(left 0)" -ge 120 ]; then
+        step "model benchmark, torch.compile (Baseline, GANet)" "$(left 0)" \
+            "$PYTHON" benchmarks/bench_models.py "${DEVICE[@]}" "${MODEL_SIZE[@]}" --compile --models baseline,ganet \
+            --rounds 7 --max-seconds 8 --out "$OUT" --stem "models-cuda-compile$SUFFIX"
+    else
+        echo "== [$(elapsed)s] model benchmark, torch.compile: skipped ($(left 0)s left of ${BUDGET_S}s)"
+    fi
 fi
 
 echo "== [$(elapsed)s] finished; files in $OUT:"

@@ -7,24 +7,17 @@ counts as the conversions promise); timings are machine- and load-dependent and 
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_integrations.py"
+from tests.test_benchmarks import load_script
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_integrations", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("bench_integrations")
 
 
 @pytest.mark.slow  # three training steps of seventeen models: about a minute on two busy cores
